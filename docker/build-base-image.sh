@@ -14,6 +14,10 @@ IMAGE=${1:-${KEYHOUSE_BASE_IMAGE:-keyhouse-base:bookworm}}
 SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# Extra CA certificates that this machine trusts (e.g. a TLS-inspecting egress proxy's CA) are
+# copied into the image, so pip and apt inside builds on this base reach the package indexes
+# the same way the host does. Public certificates only; set EXTRA_CA_DIR= to skip.
+EXTRA_CA_DIR=${EXTRA_CA_DIR-/usr/local/share/ca-certificates}
 
 log() { echo "build-base-image: $*" >&2; }
 die() { echo "build-base-image: error: $*" >&2; exit 1; }
@@ -35,6 +39,14 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+ca_hooks=()
+if [ -n "$EXTRA_CA_DIR" ] && compgen -G "$EXTRA_CA_DIR/*.crt" >/dev/null; then
+    mkdir -p "$work/ca"
+    cp "$EXTRA_CA_DIR"/*.crt "$work/ca/"
+    log "adding the host's extra CA certificates: $(cd "$work/ca" && echo *.crt)"
+    ca_hooks=(--customize-hook="cp '$work'/ca/*.crt \"\$1\"/usr/local/share/ca-certificates/ && chroot \"\$1\" update-ca-certificates >/dev/null")
+fi
+
 log "bootstrapping Debian $SUITE (minbase + python3) ..."
 # Root mode: we are root here; no user namespaces needed. Docs, man pages and locales are left
 # out and the apt lists dropped afterwards to keep the image small (Dockerfiles run
@@ -49,6 +61,7 @@ mmdebstrap \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
+    "${ca_hooks[@]}" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
     "$SUITE" "$work/rootfs.tar" \
     "deb $MIRROR $SUITE main" \
