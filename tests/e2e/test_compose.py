@@ -30,8 +30,9 @@ def _docker_problem() -> str | None:
         return "`docker info` timed out"
     if info.returncode != 0:
         return "no Docker engine answers `docker info`"
-    version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
-                             timeout=30)
+    version = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
+    )
     if version.returncode != 0:
         return "`docker compose` (Compose v2) is not available"
     return None
@@ -48,8 +49,9 @@ def docker_engine() -> None:
 
 
 def test_compose_stack_issues_verifies_and_rotates(docker_engine: None) -> None:
-    proc = subprocess.run([sys.executable, str(SMOKE)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, str(SMOKE)], cwd=ROOT, capture_output=True, text=True, timeout=1500
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"scripts/compose-smoke failed:\n{output[-8000:]}"
     assert "compose-smoke: OK" in output

@@ -52,8 +52,9 @@ def find_bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                 timeout=10, check=True).stdout.strip()
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
             if out:
                 candidates.append(out)
     initdb = shutil.which("initdb")
@@ -87,13 +88,20 @@ def _os_user_for_root() -> str:
 class PostgresServer:
     """A throwaway PostgreSQL cluster. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, *, dbname: str = "keyhouse_test", user: str = "keyhouse",
-                 bindir: Path | None = None, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        dbname: str = "keyhouse_test",
+        user: str = "keyhouse",
+        bindir: Path | None = None,
+        max_connections: int = 200,
+    ) -> None:
         found = bindir or find_bindir()
         if found is None:
             raise PostgresUnavailable(
                 "PostgreSQL server binaries not found (apt-get install postgresql, "
-                "or set KEYHOUSE_PG_BINDIR)")
+                "or set KEYHOUSE_PG_BINDIR)"
+            )
         self.bindir = found
         self.dbname = dbname
         self.user = user
@@ -127,12 +135,18 @@ class PostgresServer:
         return cmd
 
     def _run(self, tool: str, *args: str, timeout: float = _CMD_TIMEOUT_S) -> str:
-        proc = subprocess.run(self._cmd(tool, *args), capture_output=True, text=True,
-                              timeout=timeout, cwd=self.tmpdir,
-                              env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"})
+        proc = subprocess.run(
+            self._cmd(tool, *args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.tmpdir,
+            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({proc.returncode}): {proc.stderr.strip()}"
-                               + self._log_tail())
+            raise RuntimeError(
+                f"{tool} failed ({proc.returncode}): {proc.stderr.strip()}" + self._log_tail()
+            )
         return proc.stdout
 
     def _log_tail(self) -> str:
@@ -165,22 +179,45 @@ class PostgresServer:
                 entry = pwd.getpwnam(self._run_as)
                 for p in (self.tmpdir, self.socket_dir, pwfile):
                     os.chown(p, entry.pw_uid, entry.pw_gid)
-            self._run("initdb", "-D", str(self.datadir), "-U", self.user,
-                      f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
-                      "--encoding=UTF8", "--no-locale", "--no-sync")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            )
             pwfile.unlink()
             last_error: Exception | None = None
             for _attempt in range(3):  # a free port can be taken between probe and bind
                 self.port = _free_port()
-                opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                        f"-c unix_socket_directories={self.socket_dir} "
-                        f"-c max_connections={self.max_connections} "
-                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                        "-c timezone=UTC")
+                opts = (
+                    f"-c listen_addresses=127.0.0.1 -p {self.port} "
+                    f"-c unix_socket_directories={self.socket_dir} "
+                    f"-c max_connections={self.max_connections} "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                    "-c timezone=UTC"
+                )
                 try:
-                    self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile),
-                              "-w", "-t", str(_START_TIMEOUT_S), "-o", opts, "start",
-                              timeout=_START_TIMEOUT_S + 30)
+                    self._run(
+                        "pg_ctl",
+                        "-D",
+                        str(self.datadir),
+                        "-l",
+                        str(self.logfile),
+                        "-w",
+                        "-t",
+                        str(_START_TIMEOUT_S),
+                        "-o",
+                        opts,
+                        "start",
+                        timeout=_START_TIMEOUT_S + 30,
+                    )
                 except RuntimeError as exc:
                     last_error = exc
                     continue
@@ -199,21 +236,42 @@ class PostgresServer:
         """Create an empty database on this server and return its URL."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", dbname):
             raise ValueError(f"unsafe database name {dbname!r}")
-        self._run("createdb", "-h", str(self.socket_dir), "-p", str(self.port),
-                  "-U", self.user, dbname)
+        self._run(
+            "createdb", "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user, dbname
+        )
         return self.url_for(dbname)
 
     def drop_database(self, dbname: str) -> None:
-        self._run("dropdb", "-h", str(self.socket_dir), "-p", str(self.port),
-                  "-U", self.user, "--force", "--if-exists", dbname)
+        self._run(
+            "dropdb",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "--force",
+            "--if-exists",
+            dbname,
+        )
 
     def stop(self) -> None:
         """Stop the server (if it runs) and delete the temporary directory. Idempotent."""
         if self._started:
             self._started = False
             with contextlib.suppress(Exception):
-                self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w",
-                          "-t", "30", "stop", timeout=60)
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                    timeout=60,
+                )
             with contextlib.suppress(Exception):
                 atexit.unregister(self.stop)
         if self.tmpdir is not None:
@@ -224,6 +282,10 @@ class PostgresServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -50,7 +50,8 @@ def test_stop_removes_everything() -> None:
     server = PostgresServer(dbname="short_lived")
     server.start()
     tmpdir = server.tmpdir
-    assert tmpdir is not None and tmpdir.exists()
+    assert tmpdir is not None
+    assert tmpdir.exists()
     server.stop()
     assert not tmpdir.exists()
     server.stop()  # idempotent
