@@ -77,6 +77,14 @@ fi
 if ! docker info >/dev/null 2>&1; then
     log "starting dockerd (log: $LOG)"
     "${SUDO[@]}" mkdir -p "$(dirname "$LOG")"
+    # A machine that was stopped with dockerd running leaves its pid file behind, and dockerd
+    # refuses to start while it exists: drop it when no such process is alive.
+    for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+        if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+            log "removing stale $pidfile"
+            "${SUDO[@]}" rm -f "$pidfile"
+        fi
+    done
     # setsid + nohup: the daemon outlives this script and the shell that ran it.
     "${SUDO[@]}" setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
     deadline=$((SECONDS + WAIT))
