@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,10 +15,11 @@ ISSUER = "https://issuer.test"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> IssuerSettings:
+def settings(issuer_database_url: str) -> IssuerSettings:
+    """Every issuer test runs twice: on SQLite and on a fresh PostgreSQL database."""
     return IssuerSettings(
         issuer_url=ISSUER,
-        database_url=f"sqlite:///{tmp_path}/issuer.db",
+        database_url=issuer_database_url,
         secret_key="unit-test-secret-key-0123456789",
     )
 
