@@ -232,17 +232,21 @@ class JWKSClient:
             now = self._clock()
             if self._inflight is not None:
                 await asyncio.shield(self._inflight)
+                own = False
             elif (
                 now - self._last_unknown_fetch >= self.settings.unknown_kid_cooldown
                 and self._budget_allows(now)
             ):
                 self._last_unknown_fetch = now
                 await asyncio.shield(self._start_fetch())
+                own = True
             else:
                 break
             key = self._keys.get(kid)
             if key is not None:
                 return key
+            if own:  # this request's own fetch is as fresh as it gets
+                break
         if not self._usable():
             raise KeysUnavailable(
                 "verification keys are not available", retry_after=self._retry_after()
@@ -382,7 +386,8 @@ class JWKSClient:
             request = self._http.build_request("GET", url, headers=headers)
             response = await self._http.send(request, stream=True, follow_redirects=False)
             try:
-                if response.is_redirect:
+                # Not is_redirect: that is true for every 3xx, 304 Not Modified included.
+                if response.has_redirect_location:
                     target = urljoin(url, response.headers.get("location", ""))
                     if not same_origin(url, target):
                         raise JWKSError("JWKS fetch redirected to another origin")
@@ -391,17 +396,26 @@ class JWKSClient:
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.settings.max_bytes:
                     raise JWKSError("JWKS response is larger than the byte cap")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_raw():
-                    size += len(chunk)
-                    if size > self.settings.max_bytes:
-                        raise JWKSError("JWKS response is larger than the byte cap")
-                    chunks.append(chunk)
-                return response, b"".join(chunks)
+                try:
+                    body = response.content  # some transports hand over a body already read
+                except httpx.ResponseNotRead:
+                    body = await self._read_capped(response)
+                if len(body) > self.settings.max_bytes:
+                    raise JWKSError("JWKS response is larger than the byte cap")
+                return response, body
             finally:
                 await response.aclose()
         raise JWKSError("JWKS fetch redirected too many times")
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > self.settings.max_bytes:
+                raise JWKSError("JWKS response is larger than the byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _ttl(self, cache_control: str | None) -> float:
         s = self.settings
