@@ -107,3 +107,19 @@ def test_metrics_report_fetches_keys_age_verifications_and_cache(
     assert 'keyhouse_token_verifications_total{result="invalid_token"} 1.0' in text
     assert "keyhouse_token_cache_hits_total 2.0" in text
     assert "keyhouse_token_cache_entries 1.0" in text
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    from dataclasses import fields
+
+    from resource_service.settings import JWKS_KNOBS
+    from shared.jwks_client import JWKSClientSettings
+
+    doc = (Path(__file__).parents[2] / "docs" / "resource-service-config.md").read_text()
+    defaults = {f.name: f.default for f in fields(JWKSClientSettings)}
+    for name, var in JWKS_KNOBS.items():
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{var}`")), None)
+        assert row is not None, var
+        default = defaults[name]
+        shown = str(default).lower() if isinstance(default, bool) else f"{default:g}"
+        assert f"`{shown}`" in row, (var, shown, row)
