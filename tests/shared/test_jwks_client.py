@@ -87,9 +87,6 @@ def test_conditional_refresh_with_etag_and_304() -> None:
         await client.refresh_if_due()
         assert issuer.fetches == 2
         assert issuer.requests[0].headers.get("if-none-match") is None
-        assert issuer.requests[1].headers["if-none-match"] == issuer.requests[1].headers.get(
-            "if-none-match"
-        )
         assert issuer.requests[1].headers["if-none-match"].startswith('"')
         assert client.fetch_counts == {"ok": 1, "not_modified": 1}
         assert await client.get_key(key(0).kid)
