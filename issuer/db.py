@@ -94,6 +94,19 @@ audit_events = Table(
     Index("ix_audit_events_at", "at"),
 )
 
+# Failed authentication attempts, one row each, for throttling (issuer/throttle.py). Kept in the
+# database so every replica sees the same counts. ``key_hash`` is a SHA-256 of "kind:value"
+# (client_id, username or address): nothing typed by a caller is stored in clear.
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_auth_failures_key_at", "key_hash", "at"),
+    Index("ix_auth_failures_at", "at"),
+)
+
 
 def engine_url(database_url: str) -> str:
     """Map the documented URL forms to SQLAlchemy driver URLs (psycopg 3 for PostgreSQL)."""
