@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -191,6 +192,8 @@ def init_schema(engine: Engine) -> None:
     database created by create_all before migrations existed is adopted: stamped at
     INITIAL_REVISION, then upgraded.
     """
+    # Alembic logs every step at INFO; the CLI's stderr carries one-line errors only.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with _migration_lock(engine) as conn:
         inspector = inspect(conn)
         config = alembic_config(conn)
