@@ -312,8 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def protect_kid(argv: Sequence[str]) -> list[str]:
+    """A ``kid`` is an RFC 7638 thumbprint in base64url and may start with ``-``: argparse would
+    take ``keys revoke -Abc...`` for an option, so an explicit ``--`` is put before it."""
+    args = list(argv)
+    for i in range(len(args) - 2):
+        if args[i : i + 2] == ["keys", "revoke"]:
+            kid = args[i + 2]
+            if kid.startswith("-") and kid not in {"-h", "--help", "--"}:
+                args.insert(i + 2, "--")
+            break
+    return args
+
+
 def run(argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> int:
-    args = parser.parse_args(argv)
+    args = parser.parse_args(protect_kid(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

@@ -172,3 +172,10 @@ def test_resource_service_bad_name(tmp_path: Path) -> None:
         env={"RESOURCE_ISSUER": "http://issuer.example"},
     )
     assert "https" in _one_line_error(insecure)
+
+
+def test_revoke_a_kid_that_starts_with_a_dash(tmp_path: Path) -> None:
+    # base64url thumbprints start with "-" one time in 64; argparse must not read an option.
+    result = _run(tmp_path, "keys", "revoke", "-Xno-such-kid")
+    assert "no signing key" in _one_line_error(result)
+    assert "unrecognized" not in result.stderr
