@@ -66,7 +66,7 @@ class BenchError(RuntimeError):
     """A scenario could not be measured (server did not start, requests failed, ...)."""
 
 
-class TodoScenario(Exception):  # noqa: N818 - it is a marker, not an error
+class TodoScenario(Exception):
     """A scenario that needs an app feature not built yet."""
 
 
@@ -441,10 +441,19 @@ class Stack:
         return Client(data["client_id"], data["client_secret"])
 
     def create_user(self, username: str, password: str, scope: str = SCOPE) -> None:
-        self.cli(["users", "create", username, "--password-stdin", "--scope", scope], password + "\n")
+        self.cli(
+            ["users", "create", username, "--password-stdin", "--scope", scope], password + "\n"
+        )
 
     def issuer(self, workers: int = 1, cpus: str | None = None) -> Server:
-        cmd = [*self.cfg.issuer_cmd, "serve", "--host", "127.0.0.1", "--port", str(self.issuer_port)]
+        cmd = [
+            *self.cfg.issuer_cmd,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.issuer_port),
+        ]
         if workers != 1:
             cmd += ["--workers", str(workers)]
         return Server(
@@ -495,7 +504,7 @@ class Stack:
         )
 
     def get_token(self, client: Client) -> str:
-        status, headers, body = http(
+        status, _, body = http(
             "POST",
             f"{self.issuer_url}/token",
             form={"grant_type": "client_credentials", "audience": AUDIENCE, "scope": SCOPE},
@@ -536,7 +545,9 @@ def peer_installed() -> bool:
 
 def peer_server(cfg: Config) -> Server:
     if not peer_installed():
-        raise BenchError("node-oidc-provider peer not installed in bench/.peer (./scripts/bench does it)")
+        raise BenchError(
+            "node-oidc-provider peer not installed in bench/.peer (./scripts/bench does it)"
+        )
     for f in ("server.js", "sign_ceiling.js"):
         shutil.copy2(PEER_SRC / f, PEER_DIR / f)  # ESM resolves oidc-provider next to the script
     port = cfg.base_port + 100
@@ -722,7 +733,10 @@ def _whoami_vs_healthz(ctx: Context, label: str, cache_env: dict[str, str]) -> N
             url = f"http://127.0.0.1:{rs.port}"
             expect_ok(f"{url}/whoami", token)  # also fills the JWKS cache
             who = run_wrk(
-                ctx, f"resource /whoami ({label})", f"{url}/whoami", "bearer.lua",
+                ctx,
+                f"resource /whoami ({label})",
+                f"{url}/whoami",
+                "bearer.lua",
                 {"BENCH_TOKEN": token},
             )
             health = run_wrk(ctx, f"resource /healthz ({label})", f"{url}/healthz", "bearer.lua")
@@ -752,7 +766,7 @@ def scenario_2_whoami_vs_healthz(ctx: Context) -> None:
         _whoami_vs_healthz(ctx, "token cache", TOKEN_CACHE_ON_ENV)
 
 
-def scenario_2b_whoami_with_token_cache_TODO(ctx: Context) -> None:  # noqa: N802
+def scenario_2b_whoami_with_token_cache_TODO(ctx: Context) -> None:
     """TODO(app): needs the verified-token cache and its RESOURCE_* switch; then set
     TOKEN_CACHE_OFF_ENV / TOKEN_CACHE_ON_ENV at the top of this file."""
     raise TodoScenario(
@@ -775,8 +789,9 @@ def scenario_3_vs_pyjwt_baseline(ctx: Context) -> None:
             with stack.resource(workers=1, env=TOKEN_CACHE_OFF_ENV) as rs:
                 url = f"http://127.0.0.1:{rs.port}/whoami"
                 expect_ok(url, token)
-                kh = run_wrk(ctx, "resource /whoami (no cache)", url, "bearer.lua",
-                             {"BENCH_TOKEN": token})
+                kh = run_wrk(
+                    ctx, "resource /whoami (no cache)", url, "bearer.lua", {"BENCH_TOKEN": token}
+                )
         baseline = Server(
             "baseline-pyjwt",
             [sys.executable, str(BENCH / "baseline_pyjwt_app.py"), "--port", str(baseline_port)],
@@ -788,8 +803,9 @@ def scenario_3_vs_pyjwt_baseline(ctx: Context) -> None:
         with baseline:
             url = f"http://127.0.0.1:{baseline_port}/whoami"
             expect_ok(url, token)
-            base = run_wrk(ctx, "baseline PyJWKClient /whoami", url, "bearer.lua",
-                           {"BENCH_TOKEN": token})
+            base = run_wrk(
+                ctx, "baseline PyJWKClient /whoami", url, "bearer.lua", {"BENCH_TOKEN": token}
+            )
     ratio = kh.rps / base.rps
     ctx.add(
         Row(
@@ -804,7 +820,7 @@ def scenario_3_vs_pyjwt_baseline(ctx: Context) -> None:
     )
 
 
-def scenario_4_kid_flood_TODO(ctx: Context) -> None:  # noqa: N802
+def scenario_4_kid_flood_TODO(ctx: Context) -> None:
     """TODO(app): 10,000 tokens with random kids (bench/wrk/tokens_file.lua cycles through them)
     while bench/wrk/bearer.lua sends a valid token: JWKS fetches <= 1 per cooldown, valid-token
     throughput during the flood >= 0.8 of without. Needs the verifier hardening (unknown-kid
@@ -822,11 +838,23 @@ def make_random_kid_tokens(path: Path, n: int, issuer: str) -> Path:
     now = int(time.time())
     with path.open("w") as f:
         for _ in range(n):
-            claims = {"iss": issuer, "sub": "flood", "aud": AUDIENCE, "iat": now, "nbf": now,
-                      "exp": now + 3600, "jti": secrets.token_hex(8), "client_id": "flood",
-                      "scope": SCOPE}
-            tok = jwt.encode(claims, key, algorithm="RS256",
-                             headers={"typ": "at+jwt", "kid": secrets.token_urlsafe(32)})
+            claims = {
+                "iss": issuer,
+                "sub": "flood",
+                "aud": AUDIENCE,
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3600,
+                "jti": secrets.token_hex(8),
+                "client_id": "flood",
+                "scope": SCOPE,
+            }
+            tok = jwt.encode(
+                claims,
+                key,
+                algorithm="RS256",
+                headers={"typ": "at+jwt", "kid": secrets.token_urlsafe(32)},
+            )
             f.write(tok + "\n")
     return path
 
@@ -870,18 +898,20 @@ def scenario_5_workers(ctx: Context) -> None:
             with stack.resource(workers=1, env=TOKEN_CACHE_OFF_ENV) as rs:
                 rurl = f"http://127.0.0.1:{rs.port}/whoami"
                 expect_ok(rurl, token)
-                r_one = run_wrk(ctx, "resource /whoami (no cache)", rurl, "bearer.lua",
-                                {"BENCH_TOKEN": token})
+                r_one = run_wrk(
+                    ctx, "resource /whoami (no cache)", rurl, "bearer.lua", {"BENCH_TOKEN": token}
+                )
         with stack.resource(workers=2, env=TOKEN_CACHE_OFF_ENV, cpus=both) as rs:
             rurl = f"http://127.0.0.1:{rs.port}/whoami"
             for _ in range(4):  # each worker fetches the JWKS on its first request
                 expect_ok(rurl, token)
-            r_two = run_wrk(ctx, "resource /whoami, 2 workers", rurl, "bearer.lua",
-                            {"BENCH_TOKEN": token})
+            r_two = run_wrk(
+                ctx, "resource /whoami, 2 workers", rurl, "bearer.lua", {"BENCH_TOKEN": token}
+            )
     _scaling(ctx, "resource GET /whoami", r_one, r_two)
 
 
-def scenario_6_memory_1m_tokens_TODO(ctx: Context) -> None:  # noqa: N802
+def scenario_6_memory_1m_tokens_TODO(ctx: Context) -> None:
     """TODO(app): resource service RSS after 1,000,000 distinct valid tokens stays bounded by the
     verified-token cache size setting. Needs the cache and its size knob, and a fast way to mint
     1M valid tokens (~1,500 RSA signs/s per core here: ~6 min on both cores)."""
@@ -897,23 +927,37 @@ def scenario_7_password_latency(ctx: Context) -> None:
     password = secrets.token_urlsafe(18)
     stack.create_user("bench-user", password)
     body = urllib.parse.urlencode(
-        {"grant_type": "password", "username": "bench-user", "password": password,
-         "audience": AUDIENCE, "scope": SCOPE}
+        {
+            "grant_type": "password",
+            "username": "bench-user",
+            "password": password,
+            "audience": AUDIENCE,
+            "scope": SCOPE,
+        }
     )
     with stack.issuer(workers=1):
         status, _, resp = http(
-            "POST", f"{stack.issuer_url}/token", form=dict(urllib.parse.parse_qsl(body)),
+            "POST",
+            f"{stack.issuer_url}/token",
+            form=dict(urllib.parse.parse_qsl(body)),
             headers={"Authorization": client.authorization},
         )
         if status != 200:
             raise BenchError(f"password grant answered {status}: {resp[:300]!r}")
         env = {"BENCH_AUTHORIZATION": client.authorization, "BENCH_BODY": body}
-        logins = start_wrk(cfg, f"{stack.issuer_url}/token", "token.lua", env,
-                           connections=8, threads=1)
+        logins = start_wrk(
+            cfg, f"{stack.issuer_url}/token", "token.lua", env, connections=8, threads=1
+        )
         time.sleep(0.5)  # let the logins saturate first
         health_secs = max(1, cfg.duration - 1)
-        health = start_wrk(cfg, f"{stack.issuer_url}/healthz", "bearer.lua",
-                           seconds=health_secs, connections=1, threads=1)
+        health = start_wrk(
+            cfg,
+            f"{stack.issuer_url}/healthz",
+            "bearer.lua",
+            seconds=health_secs,
+            connections=1,
+            threads=1,
+        )
         h = finish_wrk(health, health_secs, "issuer /healthz during logins")
         p = finish_wrk(logins, cfg.duration, "password grant x8")
     ctx.raw.setdefault("wrk", {})["password grant x8"] = asdict(p)
@@ -987,8 +1031,15 @@ def machine_info() -> dict[str, str]:
 
 def versions() -> dict[str, str]:
     v: dict[str, str] = {"python": platform.python_version()}
-    for dist in ("keyhouse", "uvicorn", "starlette", "uvloop", "httptools", "cryptography",
-                 "PyJWT"):
+    for dist in (
+        "keyhouse",
+        "uvicorn",
+        "starlette",
+        "uvloop",
+        "httptools",
+        "cryptography",
+        "PyJWT",
+    ):
         try:
             v[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -1012,17 +1063,22 @@ def fmt_pass(p: bool | None) -> str:
     return {True: "yes", False: "**no**", None: ""}[p]
 
 
-def render(ctx: Context, started: dt.datetime, todo: list[tuple[str, str, str]],
-           failed: list[tuple[str, str, str]]) -> str:
+def render(
+    ctx: Context,
+    started: dt.datetime,
+    todo: list[tuple[str, str, str]],
+    failed: list[tuple[str, str, str]],
+) -> str:
     cfg = ctx.cfg
     m = ctx.raw["machine"]
     v = ctx.raw["versions"]
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `./scripts/bench` (bench/run.py); every number below was measured in the same",
-        "run on the same machine. Reproduce with `./scripts/bench` (all scenarios, ~10 minutes) or",
-        "`./scripts/bench --only token` for one scenario; `--quick` is a smoke run, not a measurement.",
+        "Generated by `./scripts/bench` (bench/run.py); every number below was measured in the",
+        "same run on the same machine. Reproduce with `./scripts/bench` (all scenarios, about 10",
+        "minutes) or `./scripts/bench --only token` for one scenario; `--quick` is a smoke run,",
+        "not a measurement.",
         "",
         f"- Date: {started.strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Mode: {'QUICK smoke run (numbers not meaningful)' if cfg.quick else 'full'};"
@@ -1104,10 +1160,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (1 per load core)")
     ap.add_argument("--server-cpus", default="0")
     ap.add_argument("--load-cpus", default="1")
-    ap.add_argument("--base-port", type=int, default=18000,
-                    help="issuer=BASE, resource=BASE+1, baseline=BASE+9, peer=BASE+100")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="markdown report (default docs/benchmarks.md; quick: bench/results/)")
+    ap.add_argument(
+        "--base-port",
+        type=int,
+        default=18000,
+        help="issuer=BASE, resource=BASE+1, baseline=BASE+9, peer=BASE+100",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown report (default docs/benchmarks.md; quick: bench/results/)",
+    )
     ap.add_argument("--json-out", type=Path, default=RESULTS / "latest.json")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return ap.parse_args(argv)
@@ -1142,8 +1206,9 @@ def selected(args: argparse.Namespace) -> list[str]:
     skip = {n.strip() for n in args.skip.split(",") if n.strip()}
     unknown = [n for n in [*names, *skip] if n not in SCENARIOS]
     if unknown:
-        raise SystemExit(f"bench: unknown scenario(s) {', '.join(unknown)}; "
-                         f"choose from {', '.join(SCENARIOS)}")
+        raise SystemExit(
+            f"bench: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
     return [n for n in SCENARIOS if n in names and n not in skip]
 
 
@@ -1170,10 +1235,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(cfg)
         ctx.raw["machine"] = machine_info()
         ctx.raw["versions"] = versions()
-        ctx.raw["config"] = {k: (str(v) if isinstance(v, Path) else v)
-                             for k, v in asdict(cfg).items()}
-        print(f"bench: {', '.join(names)}; {cfg.duration}s per measurement; logs in {run_dir}",
-              flush=True)
+        ctx.raw["config"] = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+        }
+        print(
+            f"bench: {', '.join(names)}; {cfg.duration}s per measurement; logs in {run_dir}",
+            flush=True,
+        )
         if any(n not in ("ceilings",) for n in names) and not shutil.which("wrk"):
             print("bench: wrk not found (./scripts/bench installs it)", file=sys.stderr)
             return 1
@@ -1198,8 +1266,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx.raw["todo"] = todo
         ctx.raw["failed"] = failed
         report = render(ctx, started, todo, failed)
-        out = args.out or (RESULTS / "benchmarks-quick.md" if cfg.quick else ROOT / "docs" /
-                           "benchmarks.md")
+        out = args.out or (
+            RESULTS / "benchmarks-quick.md" if cfg.quick else ROOT / "docs" / "benchmarks.md"
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
