@@ -1,0 +1,216 @@
+"""Clients (RFC 6749 §2) and users, stored in the database.
+
+Client secrets are random 256-bit values, so a fast SHA-256 is the right hash for them
+(nothing to brute-force); user passwords are low-entropy and use argon2id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from issuer.db import clients, users
+from issuer.passwords import hash_password, verify_password
+from shared.errors import ConfigurationError
+from shared.scopes import format_scope, parse_scope
+
+GRANT_TYPES = ("client_credentials", "password", "refresh_token")
+_DUMMY_SECRET_HASH = hashlib.sha256(b"keyhouse-dummy-client-secret").hexdigest()
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    name: str
+    secret_hash: str
+    scopes: frozenset[str]
+    audiences: tuple[str, ...]
+    grant_types: frozenset[str]
+    disabled: bool
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Client:
+        return cls(
+            client_id=row["client_id"],
+            name=row["name"],
+            secret_hash=row["secret_hash"],
+            scopes=parse_scope(row["scopes"]),
+            audiences=tuple(row["audiences"].split()),
+            grant_types=frozenset(row["grant_types"].split()),
+            disabled=bool(row["disabled"]),
+        )
+
+    @property
+    def subject(self) -> str:
+        """``sub`` for client_credentials tokens; users are ``user:...``, so the two never meet."""
+        return f"client:{self.client_id}"
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    username: str
+    password_hash: str
+    scopes: frozenset[str]
+    disabled: bool
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> User:
+        return cls(
+            user_id=row["user_id"],
+            username=row["username"],
+            password_hash=row["password_hash"],
+            scopes=parse_scope(row["scopes"]),
+            disabled=bool(row["disabled"]),
+        )
+
+    @property
+    def subject(self) -> str:
+        return f"user:{self.user_id}"
+
+
+def check_client_secret(client: Client | None, presented: str) -> bool:
+    """Constant-time comparison; an unknown client costs the same as a wrong secret."""
+    expected = client.secret_hash if client is not None else _DUMMY_SECRET_HASH
+    ok = hmac.compare_digest(hash_secret(presented), expected)
+    return ok and client is not None and not client.disabled
+
+
+class AccountStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def create_client(
+        self,
+        *,
+        name: str,
+        scopes: frozenset[str],
+        audiences: list[str],
+        grant_types: list[str],
+        now: float,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+    ) -> tuple[Client, str]:
+        if not name.strip():
+            raise ConfigurationError("--name must not be empty")
+        if not audiences:
+            raise ConfigurationError("at least one --audience is required")
+        for aud in audiences:
+            if not aud or any(c.isspace() for c in aud):
+                raise ConfigurationError(f"invalid audience {aud!r}")
+        unknown = [g for g in grant_types if g not in GRANT_TYPES]
+        if unknown or not grant_types:
+            raise ConfigurationError(
+                f"--grant must be one of {', '.join(GRANT_TYPES)}"
+                + (f" (got {unknown[0]!r})" if unknown else "")
+            )
+        client_id = client_id or "c-" + secrets.token_urlsafe(12)
+        secret = client_secret or secrets.token_urlsafe(32)  # 256 bits
+        row = {
+            "client_id": client_id,
+            "name": name,
+            "secret_hash": hash_secret(secret),
+            "scopes": format_scope(scopes),
+            "audiences": " ".join(dict.fromkeys(audiences)),
+            "grant_types": " ".join(dict.fromkeys(grant_types)),
+            "created_at": now,
+            "disabled": False,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(clients.insert().values(**row))
+        except IntegrityError:
+            raise ConfigurationError(f"client {client_id!r} already exists") from None
+        client = self.get_client(client_id)
+        assert client is not None
+        return client, secret
+
+    def get_client(self, client_id: str) -> Client | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(clients).where(clients.c.client_id == client_id))
+                .mappings()
+                .first()
+            )
+        return Client.from_row(row) if row else None
+
+    def list_clients(self) -> list[Client]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(clients).order_by(clients.c.created_at)).mappings().all()
+        return [Client.from_row(r) for r in rows]
+
+    def all_scopes(self) -> list[str]:
+        """Every scope some client may request, for the metadata's ``scopes_supported``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(clients.c.scopes)).scalars().all()
+        return sorted({s for row in rows for s in row.split()})
+
+    # -- users ------------------------------------------------------------------------------
+
+    def create_user(
+        self, *, username: str, password: str, scopes: frozenset[str], now: float
+    ) -> User:
+        if not username or len(username) > 200 or any(c.isspace() for c in username):
+            raise ConfigurationError("USERNAME must be 1-200 characters without spaces")
+        if len(password) < 8:
+            raise ConfigurationError("the password must be at least 8 characters")
+        if len(password) > 1024:
+            raise ConfigurationError("the password must be at most 1024 characters")
+        row = {
+            "user_id": uuid.uuid4().hex,
+            "username": username,
+            "password_hash": hash_password(password),
+            "scopes": format_scope(scopes),
+            "created_at": now,
+            "disabled": False,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(users.insert().values(**row))
+        except IntegrityError:
+            raise ConfigurationError(f"user {username!r} already exists") from None
+        user = self.get_user(username)
+        assert user is not None
+        return user
+
+    def get_user(self, username: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
+        return User.from_row(row) if row else None
+
+    def get_user_by_id(self, user_id: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.user_id == user_id)).mappings().first()
+        return User.from_row(row) if row else None
+
+    def authenticate_user(self, username: str, password: str) -> User | None:
+        """One argon2 verification whatever happens: unknown, disabled and wrong look alike."""
+        user = self.get_user(username) if len(username) <= 200 else None
+        ok = verify_password(user.password_hash if user else None, password)
+        if not ok or user is None or user.disabled:
+            return None
+        return user
+
+    def set_user_disabled(self, username: str, disabled: bool) -> User:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(users).where(users.c.username == username).values(disabled=disabled)
+            )
+        if result.rowcount == 0:
+            raise ConfigurationError(f"no user {username!r}")
+        user = self.get_user(username)
+        assert user is not None
+        return user

@@ -1,0 +1,269 @@
+"""The issuer's Starlette app: thin HTTP glue over the token service and the key ring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from issuer import http
+from issuer.accounts import AccountStore
+from issuer.admin import KeyAdmin
+from issuer.db import init_schema, make_engine
+from issuer.introspection import Introspector
+from issuer.keystore import KeyRepository, KeyRing
+from issuer.metrics import IssuerMetrics
+from issuer.refresh import RefreshTokenStore
+from issuer.sealing import KeySealer, load_secret
+from issuer.settings import IssuerSettings
+from issuer.token_service import GRANT_TYPES, TokenService
+from shared.bearer import extract_bearer
+from shared.clock import Clock, system_clock
+from shared.errors import InsufficientScope, InvalidToken, KeyhouseError, MethodNotAllowed
+from shared.tokens import TokenVerifier
+
+logger = logging.getLogger("keyhouse.issuer")
+
+ADMIN_AUDIENCE = "issuer"
+ADMIN_SCOPE = "issuer:admin"
+
+
+@dataclass
+class Issuer:
+    """Everything the endpoints need; built and torn down by the app's lifespan."""
+
+    settings: IssuerSettings
+    keyring: KeyRing
+    tokens: TokenService
+    introspector: Introspector
+    admin: KeyAdmin
+    admin_verifier: TokenVerifier
+    metrics: IssuerMetrics
+
+
+def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
+    engine = make_engine(settings.database_url)
+    init_schema(engine)
+    secret = load_secret(
+        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
+    )
+    repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo.ensure_signing_key(clock())
+    keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
+    keyring.reload()
+    accounts = AccountStore(engine)
+    refresh = RefreshTokenStore(engine, ttl=settings.refresh_token_ttl)
+    tokens = TokenService(settings, keyring, accounts, refresh, clock=clock)
+    return Issuer(
+        settings=settings,
+        keyring=keyring,
+        tokens=tokens,
+        introspector=Introspector(settings, keyring, refresh, clock=clock),
+        admin=KeyAdmin(repo, clock=clock),
+        admin_verifier=TokenVerifier(
+            issuer=settings.issuer_url, audience=ADMIN_AUDIENCE, clock=clock
+        ),
+        metrics=IssuerMetrics(),
+    )
+
+
+def metadata_document(settings: IssuerSettings, scopes: list[str]) -> dict[str, Any]:
+    """RFC 8414 §2 authorization server metadata."""
+    base = settings.issuer_url
+    return {
+        "issuer": base,
+        "token_endpoint": f"{base}/token",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "revocation_endpoint": f"{base}/revoke",
+        "introspection_endpoint": f"{base}/introspect",
+        "grant_types_supported": list(GRANT_TYPES),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "response_types_supported": [],
+        "scopes_supported": scopes,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+        "access_token_signing_alg_values_supported": ["RS256"],
+    }
+
+
+def _issuer(request: Request) -> Issuer:
+    issuer: Issuer = request.app.state.issuer
+    return issuer
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+async def metadata(request: Request) -> Response:
+    issuer = _issuer(request)
+    scopes = await anyio.to_thread.run_sync(issuer.tokens.accounts.all_scopes)
+    return JSONResponse(
+        metadata_document(issuer.settings, scopes),
+        headers={"Cache-Control": f"public, max-age={issuer.settings.jwks_max_age}"},
+    )
+
+
+async def jwks(request: Request) -> Response:
+    issuer = _issuer(request)
+    body, etag, max_age = issuer.keyring.jwks()
+    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": etag}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and etag in {t.strip() for t in inm.split(",")} | {"*"} - {""}:
+        issuer.metrics.jwks_requests.labels("304").inc()
+        return Response(status_code=304, headers=headers)
+    issuer.metrics.jwks_requests.labels("200").inc()
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def token(request: Request) -> Response:
+    issuer = _issuer(request)
+    if request.method != "POST":
+        raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
+    try:
+        form = await http.read_form(request, issuer.settings.max_body_bytes)
+        result = await issuer.tokens.token(form, request.headers.get("authorization"))
+    except KeyhouseError as exc:
+        issuer.metrics.token_errors.labels(exc.error).inc()
+        raise
+    issuer.metrics.tokens_issued.labels(result.grant_type).inc()
+    return JSONResponse(result.body, headers=http.NO_STORE)
+
+
+async def revoke(request: Request) -> Response:
+    issuer = _issuer(request)
+    if request.method != "POST":
+        raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
+    form = await http.read_form(request, issuer.settings.max_body_bytes)
+    client = issuer.tokens.authenticate(form, request.headers.get("authorization"))
+    await anyio.to_thread.run_sync(lambda: issuer.introspector.revoke(form, client))
+    return Response(status_code=200, headers=http.NO_STORE)
+
+
+async def introspect(request: Request) -> Response:
+    issuer = _issuer(request)
+    if request.method != "POST":
+        raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
+    form = await http.read_form(request, issuer.settings.max_body_bytes)
+    client = issuer.tokens.authenticate(form, request.headers.get("authorization"))
+    body = await anyio.to_thread.run_sync(lambda: issuer.introspector.introspect(form, client))
+    return JSONResponse(body, headers=http.NO_STORE)
+
+
+def _require_admin(request: Request) -> None:
+    issuer = _issuer(request)
+    token = extract_bearer(request.headers.get("authorization"))
+    verifier = issuer.admin_verifier
+    jwt = verifier.parse(token)
+    key = issuer.keyring.verification_key(jwt.header["kid"])
+    if key is None:
+        raise InvalidToken("token signed with an unknown key")
+    access = verifier.verify(jwt, key)
+    if ADMIN_SCOPE not in access.scopes:
+        raise InsufficientScope(f"requires scope {ADMIN_SCOPE}", scope=ADMIN_SCOPE)
+
+
+async def admin_keys(request: Request) -> Response:
+    _require_admin(request)
+    issuer = _issuer(request)
+    keys = await anyio.to_thread.run_sync(issuer.admin.list)
+    return JSONResponse({"keys": keys}, headers=http.NO_STORE)
+
+
+async def admin_rotate(request: Request) -> Response:
+    _require_admin(request)
+    issuer = _issuer(request)
+    record = await anyio.to_thread.run_sync(issuer.admin.rotate)
+    await anyio.to_thread.run_sync(issuer.keyring.reload)
+    return JSONResponse(record, status_code=201, headers=http.NO_STORE)
+
+
+async def admin_revoke(request: Request) -> Response:
+    _require_admin(request)
+    issuer = _issuer(request)
+    kid = request.path_params["kid"]
+    record = await anyio.to_thread.run_sync(lambda: issuer.admin.revoke(kid))
+    await anyio.to_thread.run_sync(issuer.keyring.reload)
+    return JSONResponse(record, headers=http.NO_STORE)
+
+
+async def healthz(request: Request) -> Response:
+    issuer = _issuer(request)
+    signer = issuer.keyring.signer()
+    body = {"status": "ok", "issuer": issuer.settings.issuer_url, "signing_kid": signer.kid}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: Request) -> Response:
+    issuer = _issuer(request)
+    issuer.metrics.published_keys.set(len(json.loads(issuer.keyring.jwks()[0])["keys"]))
+    return Response(generate_latest(issuer.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+async def _reload_keys_forever(issuer: Issuer) -> None:
+    """Pick up keys rotated or revoked by another process (the CLI, another replica)."""
+    while True:
+        await asyncio.sleep(issuer.settings.key_refresh_interval)
+        try:
+            await anyio.to_thread.run_sync(issuer.keyring.reload)
+        except Exception as exc:  # keep serving with the keys we have
+            logger.warning("reloading signing keys failed: %s", type(exc).__name__)
+
+
+def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        issuer = await anyio.to_thread.run_sync(lambda: build_issuer(settings, clock=clock))
+        app.state.issuer = issuer
+        task = asyncio.create_task(_reload_keys_forever(issuer))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            issuer.keyring.repo.engine.dispose()
+
+    routes = [
+        Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
+        Route("/.well-known/openid-configuration", metadata, methods=["GET"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/token", token, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/revoke", revoke, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/introspect", introspect, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/admin/keys", admin_keys, methods=["GET"]),
+        Route("/admin/keys/rotate", admin_rotate, methods=["POST"]),
+        Route("/admin/keys/{kid}/revoke", admin_revoke, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            KeyhouseError: http.handle_keyhouse_error,
+            HTTPException: http.handle_http_exception,
+            Exception: http.handle_unexpected,
+        },
+    )

@@ -1,0 +1,281 @@
+"""The ``issuer`` command: serve, and manage clients, users and keys.
+
+Expected errors print one line on stderr and exit 2; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from issuer.accounts import GRANT_TYPES, AccountStore
+from issuer.admin import KeyAdmin
+from issuer.db import init_schema, make_engine
+from issuer.keystore import KeyRepository
+from issuer.refresh import RefreshTokenStore
+from issuer.sealing import KeySealer, load_secret
+from issuer.seed import seed_demo, walkthrough
+from issuer.settings import IssuerSettings
+from shared.clock import system_clock
+from shared.errors import KeyhouseError
+from shared.scopes import parse_scope
+
+PROG = "issuer"
+LOG_FORMAT = "%(levelname)s %(name)s %(message)s"
+
+
+class CLIError(Exception):
+    """An expected failure: printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _settings() -> IssuerSettings:
+    return IssuerSettings.from_env()
+
+
+def _accounts(settings: IssuerSettings) -> AccountStore:
+    engine = make_engine(settings.database_url)
+    init_schema(engine)
+    return AccountStore(engine)
+
+
+def _key_admin(settings: IssuerSettings) -> KeyAdmin:
+    engine = make_engine(settings.database_url)
+    init_schema(engine)
+    secret = load_secret(
+        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
+    )
+    repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo.ensure_signing_key(system_clock())
+    return KeyAdmin(repo)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from issuer.app import build_issuer
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    # Fail fast with one line (bad secret, unreachable database) before uvicorn starts.
+    issuer = build_issuer(settings)
+    issuer.keyring.repo.engine.dispose()
+    uvicorn.run(
+        "issuer.asgi:app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop=_best("uvloop"),
+        http=_best("httptools"),
+        access_log=args.access_log,
+        log_level=settings.log_level,
+        server_header=False,
+    )
+
+
+def _best(module: str) -> str:
+    try:
+        __import__(module)
+    except ImportError:
+        return "auto"
+    return module
+
+
+def cmd_clients_create(args: argparse.Namespace) -> None:
+    accounts = _accounts(_settings())
+    client, secret = accounts.create_client(
+        name=args.name,
+        scopes=parse_scope(args.scope),
+        audiences=args.audience,
+        grant_types=args.grant or ["client_credentials"],
+        now=system_clock(),
+        client_id=args.client_id,
+    )
+    result = {
+        "client_id": client.client_id,
+        "client_secret": secret,
+        "name": client.name,
+        "scope": " ".join(sorted(client.scopes)),
+        "audiences": list(client.audiences),
+        "grant_types": sorted(client.grant_types),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(
+            f"client_id:     {client.client_id}\n"
+            f"client_secret: {secret}\n"
+            "The secret is shown only now; it is stored hashed.\n"
+        )
+
+
+def _read_password_stdin() -> str:
+    line = sys.stdin.readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise CLIError("no password on standard input")
+    return password
+
+
+def cmd_users_create(args: argparse.Namespace) -> None:
+    if not args.password_stdin:
+        raise CLIError("pass the password on standard input with --password-stdin")
+    password = _read_password_stdin()
+    accounts = _accounts(_settings())
+    user = accounts.create_user(
+        username=args.username,
+        password=password,
+        scopes=parse_scope(args.scope),
+        now=system_clock(),
+    )
+    sys.stdout.write(f"created user {user.username} (sub user:{user.user_id})\n")
+
+
+def cmd_users_disable(args: argparse.Namespace, disabled: bool = True) -> None:
+    settings = _settings()
+    accounts = _accounts(settings)
+    user = accounts.set_user_disabled(args.username, disabled)
+    if disabled:
+        RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
+            user.user_id, system_clock()
+        )
+    sys.stdout.write(f"user {user.username} {'disabled' if disabled else 'enabled'}\n")
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    keys = _key_admin(_settings()).list()
+    if args.json:
+        _print_json(keys)
+        return
+    sys.stdout.write(f"{'KID':<45} {'STATE':<10} SIGNING\n")
+    for key in keys:
+        sys.stdout.write(f"{key['kid']:<45} {key['state']:<10} {'yes' if key['signing'] else ''}\n")
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    record = _key_admin(_settings()).rotate()
+    sys.stdout.write(f"rotated: {record['kid']} signs from now; older keys stay published\n")
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    record = _key_admin(_settings()).revoke(args.kid)
+    sys.stdout.write(f"revoked: {record['kid']} is no longer published\n")
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    settings = _settings()
+    accounts = _accounts(settings)
+    creds = seed_demo(accounts, Path(args.credentials_file), system_clock())
+    if args.json:
+        sys.stdout.write(json.dumps(creds) + "\n")
+        return
+    sys.stdout.write(walkthrough(creds, settings.issuer_url, args.photos_url, args.contacts_url))
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Keyhouse token issuer")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the issuer HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.set_defaults(func=cmd_serve)
+
+    clients = sub.add_parser("clients", help="manage OAuth clients")
+    csub = clients.add_subparsers(dest="clients_command", required=True, parser_class=_Parser)
+    create = csub.add_parser("create", help="register a client; prints its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", default="", help='space-separated, e.g. "photos:read"')
+    create.add_argument("--audience", action="append", required=True)
+    create.add_argument("--grant", action="append", choices=GRANT_TYPES)
+    create.add_argument("--client-id", help="choose the client_id (default: random)")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(func=cmd_clients_create)
+
+    users = sub.add_parser("users", help="manage users")
+    usub = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    ucreate = usub.add_parser("create", help="create a user")
+    ucreate.add_argument("username")
+    ucreate.add_argument("--password-stdin", action="store_true")
+    ucreate.add_argument("--scope", default="")
+    ucreate.set_defaults(func=cmd_users_create)
+    udisable = usub.add_parser("disable", help="disable a user and end their sessions")
+    udisable.add_argument("username")
+    udisable.set_defaults(func=cmd_users_disable)
+    uenable = usub.add_parser("enable", help="enable a disabled user")
+    uenable.add_argument("username")
+    uenable.set_defaults(func=lambda a: cmd_users_disable(a, disabled=False))
+
+    keys = sub.add_parser("keys", help="manage signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    klist = ksub.add_parser("list", help="list keys and their states")
+    klist.add_argument("--json", action="store_true")
+    klist.set_defaults(func=cmd_keys_list)
+    krotate = ksub.add_parser("rotate", help="create a new signing key")
+    krotate.add_argument("--now", action="store_true", help="activate at once (the default)")
+    krotate.set_defaults(func=cmd_keys_rotate)
+    krevoke = ksub.add_parser("revoke", help="unpublish a key at once")
+    krevoke.add_argument("kid")
+    krevoke.set_defaults(func=cmd_keys_revoke)
+
+    seed = sub.add_parser("seed", help="create the demo client and user (idempotent)")
+    seed.add_argument("--credentials-file", default="var/demo-credentials.json")
+    seed.add_argument("--photos-url", default="http://127.0.0.1:8001")
+    seed.add_argument("--contacts-url", default="http://127.0.0.1:8002")
+    seed.add_argument("--json", action="store_true")
+    seed.set_defaults(func=cmd_seed)
+    return parser
+
+
+def run(argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> int:
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except KeyhouseError as exc:
+        sys.stderr.write(f"{parser.prog}: error: {exc.description}\n")
+        return 2
+    except CLIError as exc:
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        return 2
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"{parser.prog}: error: database error: {type(exc).__name__}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv, build_parser())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""HTTP glue shared by the issuer's endpoints: bounded body reads and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from issuer.forms import parse_form
+from shared.errors import InvalidClient, KeyhouseError, RequestTooLarge
+
+logger = logging.getLogger("keyhouse.issuer")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; 413 as soon as the declared or actual size exceeds it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request, limit: int) -> dict[str, str]:
+    body = await read_body(request, limit)
+    return parse_form(body, request.headers.get("content-type"), request.url.query)
+
+
+def error_response(exc: KeyhouseError, *, bearer_realm: str | None = None) -> Response:
+    headers = {**NO_STORE, **exc.headers}
+    if isinstance(exc, InvalidClient):
+        headers["WWW-Authenticate"] = 'Basic realm="keyhouse"'
+    elif bearer_realm is not None and exc.status_code in (401, 403):
+        challenge = f'Bearer realm="{bearer_realm}"'
+        if exc.error in {"invalid_token", "insufficient_scope"}:
+            challenge += f', error="{exc.error}", error_description="{exc.description}"'
+        headers["WWW-Authenticate"] = challenge
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+
+
+async def handle_keyhouse_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeyhouseError)
+    realm = "issuer" if request.url.path.startswith("/admin/") else None
+    return error_response(exc, bearer_realm=realm)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "invalid_request"}.get(exc.status_code, "invalid_request")
+    headers = {**NO_STORE, **(exc.headers or {})}
+    return JSONResponse(
+        {"error": code, "error_description": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # Logged without the request: its body or headers may carry credentials.
+    logger.error("unexpected error on %s %s: %r", request.method, request.url.path, type(exc))
+    logger.debug("unexpected error", exc_info=exc)
+    return JSONResponse(
+        {"error": "server_error", "error_description": "internal error"},
+        status_code=500,
+        headers=NO_STORE,
+    )

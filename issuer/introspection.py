@@ -1,0 +1,117 @@
+"""Token introspection (RFC 7662) and revocation (RFC 7009).
+
+Access tokens are self-contained JWTs that resource services verify offline, so revoking one
+here cannot reach them: revocation ends refresh-token families, and an access token stays
+valid until its ``exp`` (keep ``ISSUER_ACCESS_TOKEN_TTL`` short). Introspection reports an
+access token active exactly while its signature, issuer, key and lifetime check out here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from issuer.accounts import Client
+from issuer.db import refresh_tokens
+from issuer.keystore import KeyRing
+from issuer.refresh import RefreshTokenStore, token_hash
+from issuer.settings import IssuerSettings
+from shared.clock import Clock, system_clock
+from shared.errors import InvalidRequest, KeyhouseError
+from shared.tokens import TokenVerifier
+
+INACTIVE: dict[str, Any] = {"active": False}
+TOKEN_TYPE_HINTS = frozenset({"access_token", "refresh_token"})
+
+
+class Introspector:
+    def __init__(
+        self,
+        settings: IssuerSettings,
+        keyring: KeyRing,
+        refresh: RefreshTokenStore,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.settings = settings
+        self.keyring = keyring
+        self.refresh = refresh
+        self.clock = clock
+
+    def _token_param(self, form: dict[str, str]) -> tuple[str, str | None]:
+        token = form.get("token")
+        if token is None:
+            raise InvalidRequest("token is required")
+        hint = form.get("token_type_hint")
+        return token, hint if hint in TOKEN_TYPE_HINTS else None
+
+    def introspect(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+        token, _hint = self._token_param(form)  # the hint only saves a lookup; ignored
+        if len(token) > 8192:
+            return INACTIVE
+        if token.count(".") == 2:
+            return self._introspect_access(token, client)
+        return self._introspect_refresh(token, client)
+
+    def _introspect_access(self, token: str, client: Client) -> dict[str, Any]:
+        try:
+            claims = self._verify_any_audience(token)
+        except KeyhouseError:
+            return INACTIVE
+        aud = claims["aud"]
+        audiences = [aud] if isinstance(aud, str) else list(aud)
+        # A client learns about tokens it was issued or tokens meant for its own audiences.
+        if claims["client_id"] != client.client_id and not set(audiences) & set(client.audiences):
+            return INACTIVE
+        return {"active": True, "token_type": "Bearer", **claims}
+
+    def _verify_any_audience(self, token: str) -> dict[str, Any]:
+        probe = TokenVerifier(issuer=self.settings.issuer_url, audience="", clock=self.clock)
+        jwt = probe.parse(token)
+        key = self.keyring.verification_key(jwt.header["kid"])
+        if key is None:
+            return dict(INACTIVE)
+        aud = jwt.payload.get("aud")
+        first = aud if isinstance(aud, str) else (aud[0] if isinstance(aud, list) and aud else "")
+        verifier = TokenVerifier(
+            issuer=self.settings.issuer_url, audience=str(first), clock=self.clock
+        )
+        return dict(verifier.verify(jwt, key).claims)
+
+    def _introspect_refresh(self, token: str, client: Client) -> dict[str, Any]:
+        with self.refresh.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash(token))
+                )
+                .mappings()
+                .first()
+            )
+        now = self.clock()
+        if (
+            row is None
+            or row["client_id"] != client.client_id
+            or row["used_at"] is not None
+            or row["revoked_at"] is not None
+            or now >= row["expires_at"]
+        ):
+            return INACTIVE
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "client_id": row["client_id"],
+            "sub": f"user:{row['user_id']}",
+            "scope": row["scopes"],
+            "aud": row["audience"],
+            "iss": self.settings.issuer_url,
+            "exp": int(row["expires_at"]),
+            "iat": int(row["created_at"]),
+        }
+
+    def revoke(self, form: dict[str, str], client: Client) -> None:
+        """RFC 7009 §2.2: unknown, invalid or foreign tokens are answered 200 all the same."""
+        token, hint = self._token_param(form)
+        if hint == "access_token" or token.count(".") == 2 or len(token) > 256:
+            return  # access tokens expire on their own; see the module docstring
+        self.refresh.revoke_family_of(token, client_id=client.client_id, now=self.clock())

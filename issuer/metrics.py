@@ -1,0 +1,33 @@
+"""The issuer's Prometheus metrics, on a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class IssuerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tokens_issued = Counter(
+            "keyhouse_issuer_tokens_issued",
+            "Access tokens issued, by grant type.",
+            ["grant_type"],
+            registry=self.registry,
+        )
+        self.token_errors = Counter(
+            "keyhouse_issuer_token_errors",
+            "Token endpoint errors, by RFC 6749 error code.",
+            ["error"],
+            registry=self.registry,
+        )
+        self.jwks_requests = Counter(
+            "keyhouse_issuer_jwks_requests",
+            "JWKS requests, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.published_keys = Gauge(
+            "keyhouse_issuer_published_keys",
+            "Keys currently published in the JWKS.",
+            registry=self.registry,
+        )

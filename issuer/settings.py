@@ -1,0 +1,96 @@
+"""Issuer settings: one frozen dataclass, built from the environment, passed to ``create_app``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigurationError
+
+DEFAULTS: dict[str, str] = {
+    "ISSUER_URL": "http://127.0.0.1:8000",
+    "ISSUER_DATABASE_URL": "sqlite:///var/issuer.db",
+    "ISSUER_ACCESS_TOKEN_TTL": "900",
+    "ISSUER_REFRESH_TOKEN_TTL": "2592000",
+    "ISSUER_JWKS_MAX_AGE": "300",
+    "ISSUER_KEY_ROTATION_INTERVAL": "2592000",
+    "ISSUER_KEY_REFRESH_INTERVAL": "1",
+    "ISSUER_MAX_BODY_BYTES": "16384",
+    "ISSUER_LOG_LEVEL": "info",
+}
+
+
+def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
+    raw = env.get(name, DEFAULTS[name])
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, DEFAULTS[name])
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    issuer_url: str = DEFAULTS["ISSUER_URL"]
+    database_url: str = DEFAULTS["ISSUER_DATABASE_URL"]
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 2_592_000
+    jwks_max_age: int = 300
+    key_rotation_interval: int = 2_592_000
+    key_refresh_interval: float = 1.0
+    secret_key: str | None = None
+    secret_key_file: Path | None = None
+    max_body_bytes: int = 16_384
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> IssuerSettings:
+        env = os.environ if env is None else env
+        issuer_url = env.get("ISSUER_URL", DEFAULTS["ISSUER_URL"]).rstrip("/")
+        if not issuer_url.startswith(("https://", "http://")):
+            raise ConfigurationError(f"ISSUER_URL must be an http(s) URL, got {issuer_url!r}")
+        secret_file = env.get("ISSUER_SECRET_KEY_FILE")
+        settings = cls(
+            issuer_url=issuer_url,
+            database_url=env.get("ISSUER_DATABASE_URL", DEFAULTS["ISSUER_DATABASE_URL"]),
+            access_token_ttl=_int(env, "ISSUER_ACCESS_TOKEN_TTL", minimum=1),
+            refresh_token_ttl=_int(env, "ISSUER_REFRESH_TOKEN_TTL", minimum=1),
+            jwks_max_age=_int(env, "ISSUER_JWKS_MAX_AGE"),
+            key_rotation_interval=_int(env, "ISSUER_KEY_ROTATION_INTERVAL", minimum=1),
+            key_refresh_interval=_float(env, "ISSUER_KEY_REFRESH_INTERVAL", minimum=0.05),
+            secret_key=env.get("ISSUER_SECRET_KEY") or None,
+            secret_key_file=Path(secret_file) if secret_file else None,
+            max_body_bytes=_int(env, "ISSUER_MAX_BODY_BYTES", minimum=256),
+            log_level=env.get("ISSUER_LOG_LEVEL", DEFAULTS["ISSUER_LOG_LEVEL"]),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            return Path(self.database_url[len(prefix) :])
+        return None
+
+    @property
+    def default_secret_key_file(self) -> Path:
+        """Where a generated key-encryption secret lives when none is configured."""
+        db = self.sqlite_path
+        base = db.parent if db is not None else Path("var")
+        return base / "issuer-secret.key"

@@ -1,0 +1,397 @@
+"""An async JWKS client with a cache that survives outages and floods of unknown ``kid`` values.
+
+Behaviour, in the order a request meets it:
+
+* Keys are fetched from ``jwks_url``, or from the ``jwks_uri`` of the issuer's RFC 8414
+  metadata when only the issuer URL is known (the metadata's ``issuer`` must match exactly).
+* The cache lifetime follows ``Cache-Control: max-age`` clamped to ``[min_ttl, max_ttl]``; the set
+  is refreshed in the background ahead of expiry and at least every ``poll_interval`` with
+  ``If-None-Match``, so a key the issuer removed is dropped within one poll, and requests never
+  wait on a planned refresh.
+* An unknown ``kid`` causes at most one fetch per ``unknown_kid_cooldown``, shared by every
+  request waiting on it; unknown kids are remembered for ``negative_ttl``; and all fetches draw
+  on a budget of ``max_fetches_per_minute``.
+* When a fetch fails the last good keys are kept, for at most ``max_stale`` after the last
+  success; with no keys (cold start, or stale past the bound) verification fails closed with
+  :class:`~shared.errors.KeysUnavailable` (503 + ``Retry-After``), never 401.
+* Every fetch has a total deadline, a byte cap, a key-count cap, and follows redirects only to
+  the same origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from shared.clock import Clock, system_clock
+from shared.errors import ConfigurationError, InvalidToken, JWKSError, KeysUnavailable
+from shared.jwks import ParsedJWKS, VerificationKey, parse_jwks
+from shared.jws import strict_json_object
+from shared.urls import check_fetch_url, same_origin
+
+logger = logging.getLogger("keyhouse.jwks_client")
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|,)\s*(no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+MAX_REDIRECTS = 3
+
+
+@dataclass(frozen=True)
+class JWKSClientSettings:
+    """Every knob of the cache; the resource service builds this from ``RESOURCE_JWKS_*``."""
+
+    issuer: str
+    issuer_url: str | None = None
+    jwks_url: str | None = None
+    min_ttl: float = 30.0
+    max_ttl: float = 3600.0
+    default_ttl: float = 300.0
+    poll_interval: float = 60.0
+    refresh_ahead: float = 0.2
+    unknown_kid_cooldown: float = 30.0
+    negative_ttl: float = 30.0
+    negative_cache_size: int = 10_000
+    max_fetches_per_minute: int = 10
+    retry_backoff: float = 1.0
+    max_retry_backoff: float = 30.0
+    max_stale: float = 86_400.0
+    fetch_timeout: float = 5.0
+    max_bytes: int = 65_536
+    max_keys: int = 32
+    allow_http: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.jwks_url or self.issuer_url or self.issuer):
+            raise ConfigurationError("a JWKS URL or an issuer URL is required")
+        if self.min_ttl <= 0 or self.max_ttl < self.min_ttl:
+            raise ConfigurationError("JWKS TTL bounds must satisfy 0 < min <= max")
+        if self.fetch_timeout <= 0 or self.max_bytes <= 0 or self.max_keys <= 0:
+            raise ConfigurationError("JWKS fetch limits must be positive")
+        if self.jwks_url:
+            check_fetch_url(self.jwks_url, allow_http=self.allow_http, what="RESOURCE_JWKS_URL")
+        else:
+            check_fetch_url(
+                self.issuer_url or self.issuer, allow_http=self.allow_http, what="issuer URL"
+            )
+
+
+@dataclass
+class FetchRecord:
+    at: float
+    result: str  # "ok", "not_modified", or "error"
+    detail: str = ""
+
+
+class JWKSClient:
+    """Caches the issuer's verification keys. One instance per app, owned by its lifespan."""
+
+    def __init__(
+        self,
+        settings: JWKSClientSettings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.settings = settings
+        self._http = http
+        self._clock = clock
+        self._keys: dict[str, VerificationKey] = {}
+        self._have_keys = False
+        self._etag: str | None = None
+        self._jwks_url: str | None = settings.jwks_url
+        self._last_success: float | None = None
+        self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self._next_attempt = 0.0
+        self._failures = 0
+        self._last_unknown_fetch = -float("inf")
+        self._negative: dict[str, float] = {}
+        self._fetch_times: deque[float] = deque()
+        self._inflight: asyncio.Task[None] | None = None
+        self._logged_skips: set[str] = set()
+        self.last_fetch: FetchRecord | None = None
+        self.fetch_counts: Counter[str] = Counter()
+        self.generation = 0  # bumps whenever the key set changes
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def kids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def age(self) -> float | None:
+        """Seconds since the keys were last confirmed by the issuer (200 or 304)."""
+        return None if self._last_success is None else self._clock() - self._last_success
+
+    def state(self) -> dict[str, Any]:
+        """The cache state shown on ``/healthz``."""
+        last = self.last_fetch
+        return {
+            "keys": sorted(self._keys),
+            "age_seconds": None if self.age() is None else round(self.age() or 0.0, 3),
+            "usable": self._usable(),
+            "jwks_url": self._jwks_url,
+            "last_fetch": None
+            if last is None
+            else {"result": last.result, "detail": last.detail, "at": last.at},
+            "fetches": dict(self.fetch_counts),
+        }
+
+    async def get_key(self, kid: str) -> VerificationKey:
+        """The key for ``kid``, fetching at most as the cache policy allows.
+
+        Raises :class:`KeysUnavailable` when no usable key set exists, :class:`InvalidToken`
+        when the set is usable but has no such ``kid``.
+        """
+        now = self._clock()
+        if not self._usable():
+            await self._fetch_blocking(now)
+        elif now >= self._refresh_at:
+            self._start_background_refresh()
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        return await self._unknown_kid(kid)
+
+    async def refresh(self) -> None:
+        """Fetch now (or join the fetch under way); errors are recorded, never raised."""
+        task = self._inflight or self._start_fetch()
+        await asyncio.shield(task)
+
+    async def refresh_if_due(self) -> None:
+        """One tick of the background loop: refresh when the planned refresh time has come."""
+        if self._clock() >= self._refresh_at:
+            await self.refresh()
+
+    def seconds_until_due(self) -> float:
+        return max(0.0, self._refresh_at - self._clock())
+
+    async def run(self) -> None:
+        """Background loop for the app's lifespan: refresh ahead of expiry, poll for removals."""
+        while True:
+            await self.refresh_if_due()
+            pause = min(self.seconds_until_due(), self.settings.poll_interval)
+            await asyncio.sleep(max(0.5, pause))
+
+    async def aclose(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+            await asyncio.gather(self._inflight, return_exceptions=True)
+
+    # -- cache policy -------------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        if not self._have_keys or self._last_success is None:
+            return False
+        return self._clock() - self._last_success <= self.settings.max_stale
+
+    def _retry_after(self) -> int:
+        return max(1, int(self._next_attempt - self._clock() + 0.999))
+
+    async def _fetch_blocking(self, now: float) -> None:
+        if self._inflight is None and now >= self._next_attempt and self._budget_allows(now):
+            self._start_fetch()
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        if not self._usable():
+            raise KeysUnavailable(
+                "verification keys are not available yet", retry_after=self._retry_after()
+            )
+
+    async def _unknown_kid(self, kid: str) -> VerificationKey:
+        now = self._clock()
+        self._expire_negative(now)
+        if kid in self._negative:
+            raise InvalidToken("token signed with an unknown key")
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        elif (
+            now - self._last_unknown_fetch >= self.settings.unknown_kid_cooldown
+            and self._budget_allows(now)
+        ):
+            self._last_unknown_fetch = now
+            await asyncio.shield(self._start_fetch())
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if not self._usable():
+            raise KeysUnavailable(
+                "verification keys are not available", retry_after=self._retry_after()
+            )
+        self._remember_unknown(kid, self._clock())
+        raise InvalidToken("token signed with an unknown key")
+
+    def _remember_unknown(self, kid: str, now: float) -> None:
+        if len(self._negative) >= self.settings.negative_cache_size:
+            self._negative.pop(next(iter(self._negative)))
+        self._negative[kid] = now + self.settings.negative_ttl
+
+    def _expire_negative(self, now: float) -> None:
+        while self._negative:
+            kid, until = next(iter(self._negative.items()))
+            if until > now:
+                break
+            del self._negative[kid]
+
+    def _budget_allows(self, now: float) -> bool:
+        window = self._fetch_times
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        return len(window) < self.settings.max_fetches_per_minute
+
+    def _start_background_refresh(self) -> None:
+        now = self._clock()
+        if self._inflight is None and now >= self._next_attempt and self._budget_allows(now):
+            self._start_fetch()
+
+    def _start_fetch(self) -> asyncio.Task[None]:
+        assert self._inflight is None
+        self._fetch_times.append(self._clock())
+        task = asyncio.get_running_loop().create_task(self._fetch_and_store())
+        self._inflight = task
+        task.add_done_callback(self._clear_inflight)
+        return task
+
+    def _clear_inflight(self, task: asyncio.Task[None]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    async def _fetch_and_store(self) -> None:
+        started = self._clock()
+        try:
+            async with asyncio.timeout(self.settings.fetch_timeout):
+                result = await self._fetch()
+        except (JWKSError, ConfigurationError, httpx.HTTPError, TimeoutError, OSError) as exc:
+            self._record_failure(started, _describe(exc))
+            return
+        now = self._clock()
+        status, parsed, ttl, etag = result
+        if parsed is not None:
+            self._store(parsed)
+        self._etag = etag or self._etag
+        self._have_keys = True
+        self._last_success = now
+        self._failures = 0
+        self._next_attempt = now
+        self._expires_at = now + ttl
+        ahead = ttl * (1.0 - self.settings.refresh_ahead)
+        self._refresh_at = now + min(ahead, self.settings.poll_interval)
+        self.last_fetch = FetchRecord(at=now, result=status)
+        self.fetch_counts[status] += 1
+
+    def _record_failure(self, at: float, detail: str) -> None:
+        self._failures += 1
+        backoff = min(
+            self.settings.retry_backoff * (2 ** (self._failures - 1)),
+            self.settings.max_retry_backoff,
+        )
+        now = self._clock()
+        self._next_attempt = now + backoff
+        self._refresh_at = now + backoff
+        self.last_fetch = FetchRecord(at=at, result="error", detail=detail)
+        self.fetch_counts["error"] += 1
+        logger.warning("JWKS fetch failed: %s", detail)
+
+    def _store(self, parsed: ParsedJWKS) -> None:
+        for reason in parsed.skipped:
+            if reason not in self._logged_skips:
+                self._logged_skips.add(reason)
+                logger.warning("JWKS key skipped: %s", reason)
+        if parsed.keys.keys() != self._keys.keys():
+            self.generation += 1
+        self._keys = dict(parsed.keys)
+        # A kid that just arrived must not stay in the negative cache.
+        for kid in parsed.keys:
+            self._negative.pop(kid, None)
+
+    async def _fetch(self) -> tuple[str, ParsedJWKS | None, float, str | None]:
+        url = self._jwks_url or await self._discover()
+        headers = {"Accept": "application/json"}
+        if self._etag and self._have_keys:
+            headers["If-None-Match"] = self._etag
+        response, body = await self._get(url, headers)
+        ttl = self._ttl(response.headers.get("cache-control"))
+        if response.status_code == 304 and self._have_keys:
+            return "not_modified", None, ttl, response.headers.get("etag")
+        if response.status_code != 200:
+            raise JWKSError(f"JWKS endpoint answered {response.status_code}")
+        try:
+            document = strict_json_object(body)
+        except ValueError as exc:
+            raise JWKSError("JWKS document is not a JSON object") from exc
+        parsed = parse_jwks(document, max_keys=self.settings.max_keys)
+        return "ok", parsed, ttl, response.headers.get("etag")
+
+    async def _discover(self) -> str:
+        base = (self.settings.issuer_url or self.settings.issuer).rstrip("/")
+        response, body = await self._get(base + METADATA_PATH, {"Accept": "application/json"})
+        if response.status_code != 200:
+            raise JWKSError(f"issuer metadata answered {response.status_code}")
+        try:
+            metadata = strict_json_object(body)
+        except ValueError as exc:
+            raise JWKSError("issuer metadata is not a JSON object") from exc
+        # RFC 8414 §3.3: the metadata must name exactly the issuer we trust.
+        if metadata.get("issuer") != self.settings.issuer:
+            raise JWKSError("issuer metadata names a different issuer")
+        jwks_uri = metadata.get("jwks_uri")
+        if not isinstance(jwks_uri, str):
+            raise JWKSError("issuer metadata has no jwks_uri")
+        check_fetch_url(jwks_uri, allow_http=self.settings.allow_http, what="jwks_uri")
+        self._jwks_url = jwks_uri
+        return jwks_uri
+
+    async def _get(self, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """GET with same-origin redirects only and a byte cap, reading the body as a stream."""
+        for _ in range(MAX_REDIRECTS + 1):
+            request = self._http.build_request("GET", url, headers=headers)
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+            try:
+                if response.is_redirect:
+                    target = urljoin(url, response.headers.get("location", ""))
+                    if not same_origin(url, target):
+                        raise JWKSError("JWKS fetch redirected to another origin")
+                    url = target
+                    continue
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self.settings.max_bytes:
+                    raise JWKSError("JWKS response is larger than the byte cap")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if size > self.settings.max_bytes:
+                        raise JWKSError("JWKS response is larger than the byte cap")
+                    chunks.append(chunk)
+                return response, b"".join(chunks)
+            finally:
+                await response.aclose()
+        raise JWKSError("JWKS fetch redirected too many times")
+
+    def _ttl(self, cache_control: str | None) -> float:
+        s = self.settings
+        if cache_control:
+            if _NO_CACHE.search(cache_control):
+                return s.min_ttl
+            match = _MAX_AGE.search(cache_control)
+            if match:
+                return float(min(max(int(match.group(1)), s.min_ttl), s.max_ttl))
+        return min(max(s.default_ttl, s.min_ttl), s.max_ttl)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "fetch deadline exceeded"
+    if isinstance(exc, JWKSError | ConfigurationError):
+        return exc.description
+    return f"{type(exc).__name__}: could not reach the issuer"

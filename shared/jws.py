@@ -1,0 +1,116 @@
+"""Strict parsing of compact JWS (RFC 7515 §7.1) before any cryptography runs.
+
+RFC 8725 §3 asks verifiers to be strict about what they accept. Every check here is cheap and
+runs before the signature check, so malformed or hostile input is refused without touching RSA:
+a size cap, exactly three segments, canonical unpadded base64url, JSON objects without duplicate
+members, no ``crit``, and none of the header members that would let a token choose its own key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import InvalidToken
+
+DEFAULT_MAX_TOKEN_BYTES = 8192
+MAX_KID_LENGTH = 128
+# RFC 7515 §4.1: members that point the verifier at a key chosen by the token. Never honoured,
+# and a token carrying one is refused outright (header key injection).
+KEY_INJECTION_MEMBERS = frozenset({"jku", "x5u", "jwk", "x5c"})
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class CompactJWS:
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Decode canonical, unpadded base64url (RFC 7515 §2); ValueError otherwise."""
+    if not _B64URL.match(segment) or len(segment) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc
+    # Reject non-canonical encodings (stray bits in the last character): one token, one spelling.
+    if b64url_encode(raw) != segment:
+        raise ValueError("non-canonical base64url")
+    return raw
+
+
+def b64url_encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate member {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse UTF-8 JSON that must be an object, refusing duplicate members and NaN/Infinity."""
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def parse_compact(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> CompactJWS:
+    """Split and decode a compact JWS, refusing anything that is not strictly well formed."""
+    if len(token) > max_bytes:
+        raise InvalidToken("token is too large")
+    if not token.isascii():
+        raise InvalidToken("token is malformed")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken("token is malformed")
+    header_b64, payload_b64, signature_b64 = parts
+    try:
+        header = strict_json_object(b64url_decode(header_b64))
+    except ValueError as exc:
+        raise InvalidToken("token header is malformed") from exc
+    try:
+        payload = strict_json_object(b64url_decode(payload_b64))
+    except ValueError as exc:
+        raise InvalidToken("token payload is malformed") from exc
+    try:
+        signature = b64url_decode(signature_b64)
+    except ValueError as exc:
+        raise InvalidToken("token signature is malformed") from exc
+    if "crit" in header:
+        raise InvalidToken("token uses critical header parameters")
+    if KEY_INJECTION_MEMBERS & header.keys():
+        raise InvalidToken("token header names its own key")
+    kid = header.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
+        raise InvalidToken("token kid is malformed")
+    return CompactJWS(
+        header=header,
+        payload=payload,
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        signature=signature,
+    )

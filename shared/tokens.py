@@ -1,0 +1,187 @@
+"""RFC 9068 access tokens: building and signing on the issuer, verifying on resource services.
+
+Signing goes through joserfc with the algorithm list pinned to RS256. Verification runs
+:func:`shared.jws.parse_compact` first (strict, cheap, before any crypto), pins the algorithm
+from configuration (never from the token, RFC 8725 §3.1), then checks the RSA signature through
+``cryptography`` directly on the bytes already parsed, and finally every claim's type and value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from joserfc import jws
+from joserfc.jwk import RSAKey
+
+from shared.clock import Clock, system_clock
+from shared.errors import InvalidToken
+from shared.jwks import VerificationKey
+from shared.jws import DEFAULT_MAX_TOKEN_BYTES, CompactJWS, parse_compact
+from shared.keys import SigningKey
+from shared.scopes import format_scope
+
+ALGORITHM = "RS256"
+TOKEN_TYPE = "at+jwt"
+# RFC 9068 §4: verifiers accept "at+jwt" or its full media type.
+ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """The verified claims of an access token, typed."""
+
+    issuer: str
+    subject: str
+    audience: tuple[str, ...]
+    expires_at: float
+    issued_at: float
+    jwt_id: str
+    client_id: str
+    scopes: frozenset[str]
+    kid: str
+    claims: Mapping[str, Any] = field(repr=False)
+
+
+class TokenSigner:
+    """Signs RFC 9068 access tokens with one loaded key. Build one per key and reuse it."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self.kid = key.kid
+        self._jwk = RSAKey.import_key(key.private_key)
+        self._header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        payload = json.dumps(claims, separators=(",", ":")).encode()
+        return jws.serialize_compact(self._header, payload, self._jwk, algorithms=[ALGORITHM])
+
+
+def access_token_claims(
+    *,
+    issuer: str,
+    subject: str,
+    audience: str,
+    client_id: str,
+    scopes: frozenset[str],
+    now: float,
+    ttl: int,
+    jti: str | None = None,
+) -> dict[str, Any]:
+    """RFC 9068 §2.2 claims. ``aud`` is a single string: one token, one resource."""
+    issued = int(now)
+    return {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": issued + ttl,
+        "iat": issued,
+        "nbf": issued,
+        "jti": jti or secrets.token_urlsafe(16),
+        "client_id": client_id,
+        "scope": format_scope(scopes),
+    }
+
+
+def _is_number(value: Any) -> bool:
+    """NumericDate (RFC 7519 §2): a JSON number; booleans and non-finite values are not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class TokenVerifier:
+    """Verifies access tokens for one issuer and one audience.
+
+    ``parse`` does every check that needs no key and returns the ``kid`` to look up;
+    ``verify`` checks the signature with the key found and then the claims.
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        algorithm: str = ALGORITHM,
+        leeway: int = 30,
+        max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+        clock: Clock = system_clock,
+    ) -> None:
+        if algorithm != ALGORITHM:
+            raise ValueError("only RS256 is supported")
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithm = algorithm
+        self.leeway = leeway
+        self.max_token_bytes = max_token_bytes
+        self.clock = clock
+
+    def parse(self, token: str) -> CompactJWS:
+        jwt = parse_compact(token, max_bytes=self.max_token_bytes)
+        header = jwt.header
+        if header.get("alg") != self.algorithm:
+            raise InvalidToken("token algorithm is not accepted")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
+            raise InvalidToken("token type is not at+jwt")
+        if not isinstance(header.get("kid"), str):
+            raise InvalidToken("token has no kid")
+        return jwt
+
+    def verify(self, jwt: CompactJWS, key: VerificationKey) -> AccessToken:
+        try:
+            key.public_key.verify(
+                jwt.signature, jwt.signing_input, padding.PKCS1v15(), hashes.SHA256()
+            )
+        except InvalidSignature as exc:
+            raise InvalidToken("token signature is invalid") from exc
+        return self.check_claims(jwt.payload, kid=key.kid)
+
+    def check_claims(self, claims: Mapping[str, Any], *, kid: str) -> AccessToken:
+        for name in REQUIRED_CLAIMS:
+            if name not in claims:
+                raise InvalidToken(f"token has no '{name}' claim")
+        for name in ("iss", "sub", "jti", "client_id"):
+            if not isinstance(claims[name], str) or not claims[name]:
+                raise InvalidToken(f"token '{name}' claim must be a non-empty string")
+        for name in ("exp", "iat", "nbf"):
+            if name in claims and not _is_number(claims[name]):
+                raise InvalidToken(f"token '{name}' claim must be a number")
+        if claims["iss"] != self.issuer:
+            raise InvalidToken("token issuer is not accepted")
+        aud = claims["aud"]
+        if isinstance(aud, str):
+            audience: tuple[str, ...] = (aud,)
+        elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+            audience = tuple(aud)
+        else:
+            raise InvalidToken("token 'aud' claim must be a string or an array of strings")
+        if self.audience not in audience:
+            raise InvalidToken("token audience is not accepted")
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise InvalidToken("token 'scope' claim must be a string")
+        now = self.clock()
+        if now >= claims["exp"] + self.leeway:
+            raise InvalidToken("token has expired")
+        if "nbf" in claims and now + self.leeway < claims["nbf"]:
+            raise InvalidToken("token is not yet valid")
+        if now + self.leeway < claims["iat"]:
+            raise InvalidToken("token was issued in the future")
+        return AccessToken(
+            issuer=claims["iss"],
+            subject=claims["sub"],
+            audience=audience,
+            expires_at=float(claims["exp"]),
+            issued_at=float(claims["iat"]),
+            jwt_id=claims["jti"],
+            client_id=claims["client_id"],
+            scopes=frozenset(s for s in scope.split(" ") if s),
+            kid=kid,
+            claims=claims,
+        )
