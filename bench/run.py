@@ -90,6 +90,7 @@ class Config:
     issuer_cmd: list[str]
     resource_cmd: list[str]
     pinned: bool
+    profile: bool = False
 
 
 @dataclass
@@ -367,18 +368,90 @@ def run_wrk(
     connections: int | None = None,
     threads: int | None = None,
     warmup: bool = True,
+    profile: Server | None = None,
 ) -> WrkResult:
+    """Warm-up, then one measured wrk run. With --profile and a server, py-spy samples that
+    server during the measured run (on the load CPU) and a summary is printed."""
     cfg = ctx.cfg
     if warmup and cfg.warmup > 0:
         w = start_wrk(
             cfg, url, script, env, seconds=cfg.warmup, connections=connections, threads=threads
         )
         finish_wrk(w, cfg.warmup, what + " warm-up")
+    prof = start_profiler(cfg, profile, what) if cfg.profile and profile else None
     proc = start_wrk(cfg, url, script, env, connections=connections, threads=threads)
     res = finish_wrk(proc, cfg.duration, what)
     ctx.raw.setdefault("wrk", {})[what] = asdict(res)
     print(f"    wrk {what}: {res.short()}", flush=True)
+    if prof is not None:
+        finish_profiler(ctx, *prof)
     return res
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def start_profiler(
+    cfg: Config, server: Server, what: str
+) -> tuple[subprocess.Popen[bytes], Path, str] | None:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists() or server.proc is None:
+        print("    (py-spy not found: pip install py-spy, or ./scripts/bench --profile)")
+        return None
+    out = cfg.run_dir / f"profile-{_slug(what)}.txt"
+    cmd = [exe, "record", "--pid", str(server.proc.pid), "--duration", str(cfg.duration),
+           "--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw",
+           "--output", str(out)]  # fmt: skip
+    log = (cfg.run_dir / f"profile-{_slug(what)}.log").open("wb")
+    proc = subprocess.Popen(pin(cfg.load_cpus, cmd, cfg), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return proc, out, what
+
+
+def finish_profiler(ctx: Context, proc: subprocess.Popen[bytes], out: Path, what: str) -> None:
+    try:
+        proc.wait(timeout=ctx.cfg.duration + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not out.exists():
+        print(f"    py-spy wrote no profile for {what} (see {out.with_suffix('.log')})")
+        return
+    summary = summarize_profile(out)
+    summary_path = out.with_name(out.stem + "-summary.txt")
+    summary_path.write_text(summary)
+    ctx.raw.setdefault("profiles", {})[what] = {"raw": str(out), "summary": str(summary_path)}
+    print(f"    py-spy profile of the server during '{what}' ({out}):")
+    print("\n".join("      " + line for line in summary.splitlines()[:32]))
+
+
+def summarize_profile(raw: Path, top: int = 25) -> str:
+    """Collapsed stacks ("frame;frame;frame count") -> top self and inclusive frames."""
+    self_t: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        if not frames:
+            continue
+        total += count
+        self_t[frames[-1]] = self_t.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + count
+    if not total:
+        return "(empty profile)"
+    lines = [f"{total} samples", "", "self %  frame"]
+    for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * c / total:6.1f}  {f}")
+    lines += ["", "incl %  frame"]
+    for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * c / total:6.1f}  {f}")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,11 +713,17 @@ def scenario_1_token_endpoint(ctx: Context) -> None:
     sign = ceilings(ctx)["rsa2048_sign"]["per_s"]
     stack = Stack(ctx, "s1")
     client = stack.create_client("bench-s1")
-    with stack.issuer(workers=1):
-        token = stack.get_token(client)  # also checks alg RS256
-        del token
+    with stack.issuer(workers=1) as iss:
+        stack.get_token(client)  # also checks alg RS256
         env = {"BENCH_AUTHORIZATION": client.authorization, "BENCH_BODY": stack.token_body()}
-        kh = run_wrk(ctx, "keyhouse POST /token", f"{stack.issuer_url}/token", "token.lua", env)
+        kh = run_wrk(
+            ctx,
+            "keyhouse POST /token",
+            f"{stack.issuer_url}/token",
+            "token.lua",
+            env,
+            profile=iss,
+        )
         expect_ok(f"{stack.issuer_url}/.well-known/jwks.json")
         kh_jwks = run_wrk(
             ctx, "keyhouse GET jwks", f"{stack.issuer_url}/.well-known/jwks.json", "bearer.lua"
@@ -740,6 +819,7 @@ def _whoami_vs_healthz(ctx: Context, label: str, cache_env: dict[str, str]) -> N
                 f"{url}/whoami",
                 "bearer.lua",
                 {"BENCH_TOKEN": token},
+                profile=rs,
             )
             health = run_wrk(ctx, f"resource /healthz ({label})", f"{url}/healthz", "bearer.lua")
     ctx.memo[f"whoami_{label}"] = who
@@ -1147,6 +1227,23 @@ def _cmd_out(cmd: list[str]) -> str:
     return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else "?"
 
 
+def cpu_busy_percent(seconds: float = 1.0) -> float:
+    """Whole-machine CPU use over `seconds` from /proc/stat (other work skews the numbers)."""
+
+    def snap() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    try:
+        t0, i0 = snap()
+        time.sleep(seconds)
+        t1, i1 = snap()
+    except (OSError, ValueError, IndexError):
+        return -1.0
+    return round(100.0 * (1 - (i1 - i0) / max(1, t1 - t0)), 1)
+
+
 def machine_info() -> dict[str, str]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -1163,6 +1260,7 @@ def machine_info() -> dict[str, str]:
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return {
         "load_average_at_start": load,
+        "cpu_busy_before_start": f"{cpu_busy_percent():.0f}%",
         "uname": " ".join(platform.uname()),
         "uname_a": _cmd_out(["uname", "-a"]),
         "cpu_model": cpu,
@@ -1228,7 +1326,8 @@ def render(
         f" wrk -t{cfg.threads} -c{cfg.connections} unless noted",
         f"- Machine: `{m['uname_a']}`",
         f"- CPU: {m['cpu_model']} ({m['cpus']} CPUs), memory {m['memory']};"
-        f" load average at start {m['load_average_at_start']}",
+        f" load average at start {m['load_average_at_start']}, CPU busy just before the run"
+        f" {m['cpu_busy_before_start']} (other work on the machine skews every number)",
         "- Pinning: "
         + (
             f"servers and in-process ceilings on CPU {cfg.server_cpus}, wrk on CPU {cfg.load_cpus}"
@@ -1317,6 +1416,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--json-out", type=Path, default=RESULTS / "latest.json")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the server during Keyhouse's measured runs (perturbs the numbers; the report"
+        " then goes to bench/results/ unless --out is given)",
+    )
     return ap.parse_args(argv)
 
 
@@ -1341,6 +1446,7 @@ def make_config(args: argparse.Namespace, run_dir: Path) -> Config:
         issuer_cmd=issuer_cmd,
         resource_cmd=resource_cmd,
         pinned=pinned,
+        profile=args.profile,
     )
 
 
@@ -1377,6 +1483,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = make_config(args, run_dir)
         ctx = Context(cfg)
         ctx.raw["machine"] = machine_info()
+        busy = ctx.raw["machine"]["cpu_busy_before_start"]
+        if busy.rstrip("%").lstrip("-").isdigit() and int(busy.rstrip("%")) > 10:
+            print(
+                f"bench: WARNING: the machine is {busy} busy before the run; numbers will be"
+                " skewed",
+                file=sys.stderr,
+            )
         ctx.raw["versions"] = versions()
         ctx.raw["config"] = {
             k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
@@ -1410,7 +1523,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx.raw["failed"] = failed
         report = render(ctx, started, todo, failed)
         out = args.out or (
-            RESULTS / "benchmarks-quick.md" if cfg.quick else ROOT / "docs" / "benchmarks.md"
+            RESULTS / "benchmarks-quick.md"
+            if cfg.quick or cfg.profile
+            else ROOT / "docs" / "benchmarks.md"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
