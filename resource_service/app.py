@@ -1,0 +1,246 @@
+"""The resource service's Starlette app: ``/whoami``, ``/NAME`` and ``/healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from resource_service.auth import BearerAuthBackend, KeyhouseAuthError, require_scope
+from resource_service.items import MAX_TITLE, ItemStore
+from resource_service.metrics import ResourceMetrics
+from resource_service.settings import ResourceSettings
+from shared.clock import Clock, system_clock
+from shared.errors import InvalidRequest, KeyhouseError, RequestTooLarge
+from shared.jwks_client import JWKSClient
+from shared.tokens import TokenVerifier
+from shared.verification import BearerAuthenticator
+
+logger = logging.getLogger("keyhouse.resource")
+MAX_BODY = 16_384
+
+
+@dataclass
+class Resource:
+    settings: ResourceSettings
+    jwks: JWKSClient
+    authenticator: BearerAuthenticator
+    items: ItemStore
+    metrics: ResourceMetrics
+
+
+def _resource(request: HTTPConnection) -> Resource:
+    resource: Resource = request.app.state.resource
+    return resource
+
+
+# -- the one place errors become responses --------------------------------------------------
+
+
+def error_response(exc: KeyhouseError, realm: str) -> Response:
+    """RFC 6750 §3: JSON body plus the ``WWW-Authenticate`` challenge."""
+    headers = {"Cache-Control": "no-store", **exc.headers}
+    if exc.status_code == 401 and exc.error == "missing_token":
+        headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
+    elif exc.status_code in (400, 401, 403) and exc.error in {
+        "invalid_token",
+        "invalid_request",
+        "insufficient_scope",
+    }:
+        challenge = (
+            f'Bearer realm="{realm}", error="{exc.error}", error_description="{exc.description}"'
+        )
+        scope = getattr(exc, "scope", "")
+        if scope:
+            challenge += f', scope="{scope}"'
+        headers["WWW-Authenticate"] = challenge
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+
+
+def _realm(conn: HTTPConnection) -> str:
+    return _resource(conn).settings.name
+
+
+async def handle_keyhouse_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeyhouseError)
+    return error_response(exc, _realm(request))
+
+
+def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
+    assert isinstance(exc, KeyhouseAuthError)
+    return error_response(exc.error, _realm(conn))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else "invalid_request"
+    return JSONResponse(
+        {"error": code, "error_description": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("unexpected error on %s %s: %r", request.method, request.url.path, type(exc))
+    return JSONResponse(
+        {"error": "server_error", "error_description": "internal error"}, status_code=500
+    )
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+async def whoami(request: Request) -> Response:
+    access = require_scope(request, None)
+    return JSONResponse({"claims": dict(access.claims)}, headers={"Cache-Control": "no-store"})
+
+
+async def list_items(request: Request) -> Response:
+    resource = _resource(request)
+    access = require_scope(request, f"{resource.settings.name}:read")
+    items = resource.items.list(access.subject)
+    return JSONResponse({"items": items}, headers={"Cache-Control": "no-store"})
+
+
+async def create_item(request: Request) -> Response:
+    resource = _resource(request)
+    access = require_scope(request, f"{resource.settings.name}:write")
+    title = await _read_title(request)
+    item = resource.items.create(access.subject, title)
+    return JSONResponse(item, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+async def _read_title(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise InvalidRequest("the body must be application/json")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise RequestTooLarge("the request body is too large")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise InvalidRequest("the body is not valid JSON") from None
+    title = data.get("title") if isinstance(data, dict) else None
+    if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
+        raise InvalidRequest(f'the body must be {{"title": "..."}} with 1-{MAX_TITLE} characters')
+    return title
+
+
+async def healthz(request: Request) -> Response:
+    resource = _resource(request)
+    state = resource.jwks.state()
+    body: dict[str, Any] = {
+        "status": "ok" if state["usable"] else "waiting_for_keys",
+        "name": resource.settings.name,
+        "audience": resource.settings.audience,
+        "issuer": resource.settings.issuer,
+        "jwks": state,
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(_resource(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+def _http_client(
+    settings: ResourceSettings, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(settings.jwks.fetch_timeout)
+    verify: ssl.SSLContext | bool = True
+    if settings.ca_file:
+        verify = ssl.create_default_context(cafile=settings.ca_file)
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        verify=verify,
+        follow_redirects=False,
+        trust_env=False,
+        headers={"User-Agent": "keyhouse-resource-service"},
+    )
+
+
+def create_app(
+    settings: ResourceSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock = system_clock,
+) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        http = _http_client(settings, transport)
+        jwks = JWKSClient(settings.jwks, http, clock=clock)
+        verifier = TokenVerifier(
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.token_leeway,
+            max_token_bytes=settings.max_token_bytes,
+            clock=clock,
+        )
+        authenticator = BearerAuthenticator(verifier, jwks)
+        resource = Resource(
+            settings=settings,
+            jwks=jwks,
+            authenticator=authenticator,
+            items=ItemStore(settings.database_path),
+            metrics=ResourceMetrics(jwks, authenticator),
+        )
+        app.state.resource = resource
+        await jwks.refresh()  # warm the cache; a failure here is recorded, not fatal
+        task = asyncio.create_task(jwks.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await jwks.aclose()
+            await http.aclose()
+            resource.items.close()
+
+    name = settings.name
+    routes = [
+        Route("/whoami", whoami, methods=["GET"]),
+        Route(f"/{name}", list_items, methods=["GET"]),
+        Route(f"/{name}", create_item, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(
+                AuthenticationMiddleware, backend=BearerAuthBackend(), on_error=on_auth_error
+            )
+        ],
+        exception_handlers={
+            KeyhouseError: handle_keyhouse_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+    )

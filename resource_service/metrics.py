@@ -1,0 +1,47 @@
+"""Prometheus metrics of a resource service, read from the JWKS client and authenticator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shared.jwks_client import JWKSClient
+from shared.verification import BearerAuthenticator
+
+
+class _Collector(Collector):
+    def __init__(self, jwks: JWKSClient, authenticator: BearerAuthenticator) -> None:
+        self.jwks = jwks
+        self.authenticator = authenticator
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        fetches = CounterMetricFamily(
+            "keyhouse_jwks_fetches", "JWKS fetches by result.", labels=["result"]
+        )
+        for result in ("ok", "not_modified", "error"):
+            fetches.add_metric([result], self.jwks.fetch_counts.get(result, 0))
+        yield fetches
+        yield GaugeMetricFamily(
+            "keyhouse_jwks_keys", "Verification keys held.", len(self.jwks.kids)
+        )
+        age = self.jwks.age()
+        yield GaugeMetricFamily(
+            "keyhouse_jwks_cache_age_seconds",
+            "Seconds since the issuer last confirmed the key set (-1: never).",
+            -1.0 if age is None else age,
+        )
+        verifications = CounterMetricFamily(
+            "keyhouse_token_verifications", "Token verifications by result.", labels=["result"]
+        )
+        for result, count in sorted(self.authenticator.results.items()):
+            verifications.add_metric([result], count)
+        yield verifications
+
+
+class ResourceMetrics:
+    def __init__(self, jwks: JWKSClient, authenticator: BearerAuthenticator) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(jwks, authenticator))
