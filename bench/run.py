@@ -56,9 +56,10 @@ PEER_CLIENT_ID = "bench-client"
 PEER_CLIENT_SECRET = "bench-secret-" + secrets.token_hex(16)
 PEER_RESOURCE = "urn:keyhouse:photos"
 
-# TODO(app): the verified-token cache's switch. Scenario 2 measures /whoami with the cache off and
-# (once the cache exists) on. Replace these with the real RESOURCE_* knobs when the app has them.
-TOKEN_CACHE_OFF_ENV: dict[str, str] = {}
+# The verified-token cache's size knob (RESOURCE_TOKEN_CACHE_SIZE; 0 = off). Scenario 2 measures
+# /whoami with the cache off and on. TODO(app): the setting exists but the resource service does not
+# use it yet; once it does, set TOKEN_CACHE_ON_ENV = {"RESOURCE_TOKEN_CACHE_SIZE": "10000"}.
+TOKEN_CACHE_OFF_ENV: dict[str, str] = {"RESOURCE_TOKEN_CACHE_SIZE": "0"}
 TOKEN_CACHE_ON_ENV: dict[str, str] | None = None  # None: cache not built yet -> TODO row
 
 
@@ -902,11 +903,12 @@ def scenario_3_vs_pyjwt_baseline(ctx: Context) -> None:
     )
 
 
-# TODO(app): the resource service's unknown-kid refetch cooldown. Scenario 4 checks "JWKS fetches
-# <= 1 per cooldown"; set the RESOURCE_JWKS_* knob and its value here once the verifier has it.
-# Until then the scenario reports the fetch count and leaves that row without a verdict.
-KID_COOLDOWN_ENV: dict[str, str] = {}
-KID_COOLDOWN_SECONDS: float | None = None
+# The resource service's unknown-kid refetch cooldown (shared/jwks_client.py, default 30 s):
+# scenario 4 checks "JWKS fetches <= 1 per cooldown" against it.
+KID_COOLDOWN_SECONDS: float = 30.0
+KID_COOLDOWN_ENV: dict[str, str] = {
+    "RESOURCE_JWKS_UNKNOWN_KID_COOLDOWN": f"{KID_COOLDOWN_SECONDS:g}"
+}
 KID_FLOOD_TOKENS = 10_000
 
 
