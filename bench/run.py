@@ -92,6 +92,7 @@ class Config:
     resource_cmd: list[str]
     pinned: bool
     profile: bool = False
+    memory_tokens: int = 1_000_000
 
 
 @dataclass
@@ -1131,11 +1132,113 @@ def scenario_5_workers(ctx: Context) -> None:
     _scaling(ctx, "resource GET /whoami", r_one, r_two)
 
 
-def scenario_6_memory_1m_tokens_TODO(ctx: Context) -> None:
-    """TODO(app): resource service RSS after 1,000,000 distinct valid tokens stays bounded by the
-    verified-token cache size setting. Needs the cache and its size knob, and a fast way to mint
-    1M valid tokens (~1,500 RSA signs/s per core here: ~6 min on both cores)."""
-    raise TodoScenario("needs the verified-token cache and its size setting")
+MEMORY_CACHE_SIZE = 10_000  # RESOURCE_TOKEN_CACHE_SIZE for scenario 6 (the app's default)
+
+
+def scenario_6_memory_1m_tokens(ctx: Context) -> None:
+    """Resource service memory after 1,000,000 distinct valid tokens: bounded by the
+    verified-token cache size setting (RSS stops growing once the cache is full)."""
+    import mass_tokens as mt  # bench/mass_tokens.py
+
+    cfg = ctx.cfg
+    n = cfg.memory_tokens
+    key = mt.BenchIssuerKey()
+    jwks_port = cfg.base_port + 60
+    bench_iss = f"http://127.0.0.1:{jwks_port}"
+    t0 = time.perf_counter()
+    tokens = mt.mint_tokens(
+        key,
+        n,
+        bench_iss,
+        AUDIENCE,
+        SCOPE,
+        progress=lambda k: (
+            print(f"    minted {k:,}/{n:,}", flush=True) if k % 100_000 == 0 else None
+        ),
+    )
+    mint_s = time.perf_counter() - t0
+    print(f"    minted {n:,} tokens in {mint_s:.0f} s", flush=True)
+    stack = Stack(ctx, "s6")
+    samples: list[tuple[int, int]] = []
+    with mt.StaticJwksServer(key.jwks, jwks_port) as jwks:
+        env = {
+            "RESOURCE_ISSUER": bench_iss,
+            "RESOURCE_JWKS_URL": jwks.url,
+            "RESOURCE_TOKEN_CACHE_SIZE": str(MEMORY_CACHE_SIZE),
+        }
+        with stack.resource(workers=1, env=env) as rs:
+            assert rs.proc is not None
+            pid = rs.proc.pid
+            url = f"http://127.0.0.1:{rs.port}/whoami"
+            expect_ok(url, tokens[0].decode())
+            samples.append((0, mt.rss_bytes(pid)))
+
+            def checkpoint(done: int) -> None:
+                samples.append((done, mt.rss_bytes(pid)))
+
+            before = os.sched_getaffinity(0)
+            if cfg.pinned:
+                os.sched_setaffinity(0, _cpu_set(cfg.load_cpus))
+            try:
+                statuses, send_s = mt.send_each_once(
+                    "127.0.0.1",
+                    rs.port,
+                    "/whoami",
+                    tokens,
+                    connections=16,
+                    checkpoint_every=max(1, n // 10),
+                    on_checkpoint=checkpoint,
+                )
+            finally:
+                os.sched_setaffinity(0, before)
+            samples.append((n, mt.rss_bytes(pid)))
+    del tokens
+    ok = statuses.get(200, 0)
+    ctx.raw["memory"] = {
+        "tokens": n,
+        "cache_size": MEMORY_CACHE_SIZE,
+        "statuses": statuses,
+        "mint_seconds": round(mint_s, 1),
+        "send_seconds": round(send_s, 1),
+        "rss_samples": samples,
+    }
+    if ok < n * 0.99:
+        raise BenchError(f"only {ok:,} of {n:,} distinct tokens were accepted: {statuses}")
+    mib = 1024 * 1024
+    start_rss = samples[0][1]
+    half = min(samples, key=lambda s: abs(s[0] - n // 2))
+    end_rss = samples[-1][1]
+    growth_2nd_half = end_rss - half[1]
+    allowed = max(16 * mib, 0.1 * half[1])
+    bounded_test = n >= 4 * MEMORY_CACHE_SIZE
+    print(
+        "    RSS MiB at "
+        + ", ".join(f"{d:,}: {r / mib:.0f}" for d, r in samples)
+        + f" ({n / send_s:,.0f} req/s)",
+        flush=True,
+    )
+    ctx.add(
+        Row(
+            "6",
+            f"resource RSS after {n:,} distinct valid tokens (cache size {MEMORY_CACHE_SIZE:,})",
+            f"{end_rss / mib:.0f} MiB (start {start_rss / mib:.0f} MiB, at {half[0]:,}:"
+            f" {half[1] / mib:.0f} MiB)",
+            f"2nd-half growth {growth_2nd_half / mib:+.1f} MiB",
+            None,
+            f"2nd-half growth <= {allowed / mib:.0f} MiB"
+            if bounded_test
+            else f"(needs >= {4 * MEMORY_CACHE_SIZE:,} tokens)",
+            growth_2nd_half <= allowed if bounded_test else None,
+        )
+    )
+
+
+def _cpu_set(spec: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 def scenario_7_password_latency(ctx: Context) -> None:
@@ -1211,7 +1314,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], None]]] = {
     "baseline": ("3", scenario_3_vs_pyjwt_baseline),
     "kidflood": ("4", scenario_4_kid_flood),
     "workers": ("5", scenario_5_workers),
-    "memory": ("6", scenario_6_memory_1m_tokens_TODO),
+    "memory": ("6", scenario_6_memory_1m_tokens),
     "password": ("7", scenario_7_password_latency),
 }
 
@@ -1417,6 +1520,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="markdown report (default docs/benchmarks.md; quick: bench/results/)",
     )
     ap.add_argument("--json-out", type=Path, default=RESULTS / "latest.json")
+    ap.add_argument(
+        "--memory-tokens",
+        type=int,
+        default=None,
+        help="distinct tokens for scenario 6 (1,000,000; quick: 3,000)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument(
         "--profile",
@@ -1449,6 +1558,7 @@ def make_config(args: argparse.Namespace, run_dir: Path) -> Config:
         resource_cmd=resource_cmd,
         pinned=pinned,
         profile=args.profile,
+        memory_tokens=args.memory_tokens or (3_000 if args.quick else 1_000_000),
     )
 
 
