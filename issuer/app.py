@@ -60,6 +60,7 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
     )
     repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo.check_secret()
     repo.ensure_signing_key(clock())
     keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
     keyring.reload()

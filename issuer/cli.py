@@ -58,6 +58,7 @@ def _key_admin(settings: IssuerSettings) -> KeyAdmin:
         settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
     )
     repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo.check_secret()
     repo.ensure_signing_key(system_clock())
     return KeyAdmin(repo)
 

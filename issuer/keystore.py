@@ -140,6 +140,16 @@ class KeyRepository:
             raise ConfigurationError(f"signing key {kid} does not match its thumbprint")
         return key
 
+    def check_secret(self) -> None:
+        """Refuse to go on with a secret that cannot open the newest stored key.
+
+        Without this, a process started with the wrong ``ISSUER_SECRET_KEY`` would seal new
+        keys that the rest of the deployment cannot open.
+        """
+        records = [r for r in self.records() if r.revoked_at is None]
+        if records:
+            self.load_private(max(records, key=lambda r: (r.created_at, r.kid)).kid)
+
     def create(self, now: float, *, publish_at: float, activate_at: float) -> KeyRecord:
         key = generate_signing_key()
         row = {

@@ -61,7 +61,7 @@ class JWKSClientSettings:
     negative_cache_size: int = 10_000
     max_fetches_per_minute: int = 10
     retry_backoff: float = 1.0
-    max_retry_backoff: float = 30.0
+    max_retry_backoff: float = 10.0
     max_stale: float = 86_400.0
     fetch_timeout: float = 5.0
     max_bytes: int = 65_536

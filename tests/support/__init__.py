@@ -1,0 +1,1 @@
+"""Test support code (not tests): a throwaway PostgreSQL server for the test suite."""

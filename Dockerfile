@@ -1,0 +1,63 @@
+# Keyhouse: one image for the issuer and the resource services.
+#
+#   docker build -t keyhouse .                                   # official python:3.11-slim
+#   docker build --network host --build-arg BASE_IMAGE=keyhouse-base:bookworm -t keyhouse .
+#
+# BASE_IMAGE may be any Debian-like image with python3 and the venv module: the official
+# python:*-slim images, or plain Debian with python3 + python3-venv from Debian's packages
+# (docker/build-base-image.sh makes one where no registry is reachable). Both stages use the
+# same base, so the virtual environment's interpreter path is valid in the final stage.
+# No secret is baked in: ISSUER_SECRET_KEY(_FILE) and ISSUER_DATABASE_URL come at run time.
+ARG BASE_IMAGE=python:3.11-slim
+
+# ---------------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python3 -m venv /opt/keyhouse/venv
+ENV PATH=/opt/keyhouse/venv/bin:$PATH
+WORKDIR /src
+
+# Dependencies first (their own layer, reused while only the code changes): read them from
+# pyproject.toml with the standard library's tomllib (Python >= 3.11).
+COPY pyproject.toml ./
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+print("\n".join(p["dependencies"] + p.get("optional-dependencies", {}).get("postgres", [])))' \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+
+# Then the project itself (no dependency resolution left to do).
+COPY . .
+RUN pip install --no-deps . \
+    && issuer --help >/dev/null \
+    && resource-service --help >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="keyhouse" \
+      org.opencontainers.image.description="Keyhouse OAuth token issuer and resource services"
+
+# credentials/: mount point for a volume shared with the seeding one-shot container (compose);
+# created here so that a named volume mounted on it is owned by the keyhouse user.
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/keyhouse --create-home \
+        --shell /usr/sbin/nologin keyhouse \
+    && install -d -o keyhouse -g keyhouse -m 0700 /var/lib/keyhouse/credentials /var/lib/keyhouse/var
+
+COPY --from=builder /opt/keyhouse/venv /opt/keyhouse/venv
+ENV PATH=/opt/keyhouse/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HEALTHCHECK_PORT=8000
+
+# Relative paths (the default SQLite file var/issuer.db) land in the keyhouse user's home.
+WORKDIR /var/lib/keyhouse
+USER keyhouse:keyhouse
+EXPOSE 8000
+
+# Whatever the container runs (issuer or resource service), it answers GET /healthz on
+# HEALTHCHECK_PORT. Uses only the standard library: no curl in the image.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=5 \
+    CMD ["python3", "-c", "import os, sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HEALTHCHECK_PORT', '8000'), timeout=2); sys.exit(0)"]
+
+CMD ["issuer", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,102 @@
+"""``./scripts/up`` as a user runs it: the stack comes up, the printed walkthrough works as
+printed, a second start reuses the data, and Ctrl-C stops all three processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import base_env, free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+READY = "--- keyhouse ready ---"
+
+
+def _start(tmp_path: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str], list[str]]:
+    env = base_env(
+        KEYHOUSE_VENV=str(Path(sys.executable).parent.parent),
+        KEYHOUSE_VAR=str(tmp_path / "var"),
+        ISSUER_PORT=str(ports["issuer"]),
+        PHOTOS_PORT=str(ports["photos"]),
+        CONTACTS_PORT=str(ports["contacts"]),
+        ISSUER_SECRET_KEY="scripts-up-test-secret-0123456789",
+    )
+    proc = subprocess.Popen(
+        [str(ROOT / "scripts" / "up")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.strip() == READY:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("scripts/up never became ready:\n" + "\n".join(lines))
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    proc.wait(timeout=30)
+
+
+def _walkthrough(lines: list[str]) -> str:
+    start = next(i for i, line in enumerate(lines) if line.startswith("Walkthrough"))
+    return "\n".join(lines[start + 1 : lines.index(READY)])
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_scripts_up_walkthrough_and_ctrl_c(tmp_path: Path) -> None:
+    ports = {"issuer": free_port(), "photos": free_port(), "contacts": free_port()}
+    proc, lines = _start(tmp_path, ports)
+    try:
+        script = _walkthrough(lines)
+        assert "curl" in script
+        run = subprocess.run(
+            ["bash", "-e", "-c", script], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr + run.stdout
+        out = run.stdout.splitlines()
+        assert json.loads(out[0])["claims"]["aud"] == "photos"  # /whoami
+        assert json.loads(out[1])["title"] == "beach"  # POST /photos
+        assert [i["title"] for i in json.loads(out[2])["items"]] == ["beach"]
+        assert out[3] == "401"  # contacts refuses a photos token
+        assert json.loads(out[4]) == {"items": []}  # the user's own contacts
+        assert "refresh_token" in json.loads(out[5])
+        assert json.loads(out[6])["error"] == "invalid_grant"  # the spent refresh token
+        assert json.loads(out[7])["keys"]
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    assert not any(_listening(p) for p in ports.values())
+
+    creds = json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
+    proc2, lines2 = _start(tmp_path, ports)  # a second start reuses the data
+    try:
+        assert creds["client_secret"] in "\n".join(lines2)
+    finally:
+        _stop(proc2)
+    assert not any(_listening(p) for p in ports.values())

@@ -1,0 +1,189 @@
+"""shared.tokens: signing, and one negative test per claim and header check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.clock import FakeClock
+from shared.errors import InvalidToken
+from shared.jwks import parse_jwk
+from shared.keys import SigningKey, generate_signing_key
+from shared.tokens import TokenSigner, TokenVerifier, access_token_claims
+
+ISS = "https://issuer.test"
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return generate_signing_key()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_800_000_000.0)
+
+
+def _claims(clock: FakeClock, **changes: Any) -> dict[str, Any]:
+    claims = access_token_claims(
+        issuer=ISS,
+        subject="client:c1",
+        audience="photos",
+        client_id="c1",
+        scopes=frozenset({"photos:read"}),
+        now=clock(),
+        ttl=900,
+    )
+    for name, value in changes.items():
+        if value is _DROP:
+            claims.pop(name)
+        else:
+            claims[name] = value
+    return claims
+
+
+_DROP = object()
+
+
+def _verify(key: SigningKey, clock: FakeClock, token: str, audience: str = "photos") -> Any:
+    verifier = TokenVerifier(issuer=ISS, audience=audience, clock=clock, leeway=30)
+    jwt = verifier.parse(token)
+    return verifier.verify(jwt, parse_jwk(key.public_jwk()))
+
+
+def test_round_trip(key: SigningKey, clock: FakeClock) -> None:
+    token = TokenSigner(key).sign(_claims(clock))
+    access = _verify(key, clock, token)
+    assert access.subject == "client:c1"
+    assert access.audience == ("photos",)
+    assert access.scopes == frozenset({"photos:read"})
+    assert access.kid == key.kid
+
+
+def test_header_is_rfc9068(key: SigningKey, clock: FakeClock) -> None:
+    token = TokenSigner(key).sign(_claims(clock))
+    verifier = TokenVerifier(issuer=ISS, audience="photos", clock=clock)
+    assert verifier.parse(token).header == {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}
+
+
+def test_audience_array_accepted(key: SigningKey, clock: FakeClock) -> None:
+    token = TokenSigner(key).sign(_claims(clock, aud=["contacts", "photos"]))
+    assert _verify(key, clock, token).audience == ("contacts", "photos")
+
+
+NEGATIVE: dict[str, dict[str, Any]] = {
+    "missing_iss": {"iss": _DROP},
+    "missing_sub": {"sub": _DROP},
+    "missing_aud": {"aud": _DROP},
+    "missing_exp": {"exp": _DROP},
+    "missing_iat": {"iat": _DROP},
+    "missing_jti": {"jti": _DROP},
+    "missing_client_id": {"client_id": _DROP},
+    "wrong_iss": {"iss": "https://issuer.test/"},
+    "wrong_aud": {"aud": "contacts"},
+    "aud_substring": {"aud": "photo"},
+    "aud_array_without_us": {"aud": ["contacts"]},
+    "aud_empty_array": {"aud": []},
+    "aud_number": {"aud": 7},
+    "aud_object": {"aud": {"photos": True}},
+    "aud_array_of_numbers": {"aud": [1, "photos"]},
+    "exp_string": {"exp": "1900000000"},
+    "exp_bool": {"exp": True},
+    "iat_string": {"iat": "now"},
+    "nbf_string": {"nbf": "0"},
+    "sub_number": {"sub": 42},
+    "sub_empty": {"sub": ""},
+    "client_id_list": {"client_id": ["c1"]},
+    "jti_null": {"jti": None},
+    "scope_list": {"scope": ["photos:read"]},
+    "iss_null": {"iss": None},
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEGATIVE))
+def test_bad_claim_is_invalid_token(key: SigningKey, clock: FakeClock, case: str) -> None:
+    token = TokenSigner(key).sign(_claims(clock, **NEGATIVE[case]))
+    with pytest.raises(InvalidToken):
+        _verify(key, clock, token)
+
+
+def test_expired_beyond_leeway(key: SigningKey, clock: FakeClock) -> None:
+    token = TokenSigner(key).sign(_claims(clock))
+    clock.advance(900 + 29)
+    _verify(key, clock, token)  # within the 30 s leeway
+    clock.advance(2)
+    with pytest.raises(InvalidToken, match="expired"):
+        _verify(key, clock, token)
+
+
+def test_not_yet_valid(key: SigningKey, clock: FakeClock) -> None:
+    token = TokenSigner(key).sign(_claims(clock, nbf=int(clock()) + 120))
+    with pytest.raises(InvalidToken, match="not yet valid"):
+        _verify(key, clock, token)
+
+
+def test_issued_in_the_future(key: SigningKey, clock: FakeClock) -> None:
+    token = TokenSigner(key).sign(_claims(clock, iat=int(clock()) + 120, nbf=_DROP))
+    with pytest.raises(InvalidToken, match="future"):
+        _verify(key, clock, token)
+
+
+def test_other_key_signature_fails(key: SigningKey, clock: FakeClock) -> None:
+    other = generate_signing_key()
+    token = TokenSigner(other).sign(_claims(clock))
+    verifier = TokenVerifier(issuer=ISS, audience="photos", clock=clock)
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.verify(verifier.parse(token), parse_jwk(key.public_jwk()))
+
+
+def test_typ_must_be_at_jwt(key: SigningKey, clock: FakeClock) -> None:
+    import jwt as pyjwt
+
+    for typ in ("JWT", "jwt", "at+JWT+x", None):
+        headers: dict[str, Any] = {"kid": key.kid}
+        if typ is not None:
+            headers["typ"] = typ
+        token = pyjwt.encode(_claims(clock), key.private_key, algorithm="RS256", headers=headers)
+        if typ is None:  # PyJWT adds typ=JWT unless told otherwise
+            assert pyjwt.get_unverified_header(token)["typ"] == "JWT"
+        with pytest.raises(InvalidToken, match="type"):
+            _verify(key, clock, token)
+
+
+def test_application_at_jwt_accepted(key: SigningKey, clock: FakeClock) -> None:
+    import jwt as pyjwt
+
+    token = pyjwt.encode(
+        _claims(clock),
+        key.private_key,
+        algorithm="RS256",
+        headers={"kid": key.kid, "typ": "application/at+jwt"},
+    )
+    assert _verify(key, clock, token).subject == "client:c1"
+
+
+@pytest.mark.parametrize("alg", ["RS384", "PS256"])
+def test_algorithm_pinned_from_configuration(key: SigningKey, clock: FakeClock, alg: str) -> None:
+    import jwt as pyjwt
+
+    token = pyjwt.encode(
+        _claims(clock), key.private_key, algorithm=alg, headers={"kid": key.kid, "typ": "at+jwt"}
+    )
+    with pytest.raises(InvalidToken, match="algorithm"):
+        _verify(key, clock, token)
+
+
+def test_missing_kid(key: SigningKey, clock: FakeClock) -> None:
+    import jwt as pyjwt
+
+    token = pyjwt.encode(
+        _claims(clock), key.private_key, algorithm="RS256", headers={"typ": "at+jwt"}
+    )
+    with pytest.raises(InvalidToken, match="kid"):
+        _verify(key, clock, token)
+
+
+def test_verifier_refuses_non_rs256_configuration() -> None:
+    with pytest.raises(ValueError, match="RS256"):
+        TokenVerifier(issuer=ISS, audience="photos", algorithm="HS256")

@@ -1,0 +1,1 @@
+from .pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures for this folder)
