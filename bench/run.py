@@ -1481,6 +1481,14 @@ def render(
         "- Resource service: `GET /whoami` with one valid bearer token vs `GET /healthz`"
         " (bench/wrk/bearer.lua); the baseline is bench/baseline_pyjwt_app.py (PyJWT"
         " `PyJWKClient`).",
+        "- Kid flood: 10,000 tokens whose headers carry random kids (bench/wrk/tokens_file.lua"
+        " cycles through them) on half the connections while the other half sends one valid"
+        " token; the resource service reaches the JWKS through a counting proxy"
+        " (RESOURCE_JWKS_URL), which gives the fetch count.",
+        "- Memory: the bench mints N distinct valid tokens with its own RSA-2048 key (published"
+        " as a JWKS by a local server the resource service is pointed at), sends each once over"
+        " 16 keep-alive connections (bench/mass_tokens.py), and samples the service's RSS"
+        " (/proc, workers included) ten times along the way.",
         "- Password grant: wrk with 8 connections on `POST /token` (grant_type=password) while a"
         " second wrk with 1 connection measures `GET /healthz` latency.",
         "- Every run checks the first response by hand and rejects a measurement with more than 1%"
