@@ -93,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         log_level=settings.log_level,
         server_header=False,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_certfile=args.ssl_certfile,
     )
 
 
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument("--ssl-keyfile", help="serve https with this PEM private key")
+    serve.add_argument("--ssl-certfile", help="serve https with this PEM certificate chain")
     serve.set_defaults(func=cmd_serve)
 
     clients = sub.add_parser("clients", help="manage OAuth clients")

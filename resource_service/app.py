@@ -21,13 +21,19 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from resource_service.auth import BearerAuthBackend, KeyhouseAuthError, require_scope
+from resource_service.auth import (
+    BearerAuthBackend,
+    FormCarrierMiddleware,
+    KeyhouseAuthError,
+    require_scope,
+)
 from resource_service.items import MAX_TITLE, ItemStore
 from resource_service.metrics import ResourceMetrics
 from resource_service.settings import ResourceSettings
 from shared.clock import Clock, system_clock
 from shared.errors import InvalidRequest, KeyhouseError, RequestTooLarge
 from shared.jwks_client import JWKSClient
+from shared.token_cache import TokenCache
 from shared.tokens import TokenVerifier
 from shared.verification import BearerAuthenticator
 
@@ -201,7 +207,8 @@ def create_app(
             max_token_bytes=settings.max_token_bytes,
             clock=clock,
         )
-        authenticator = BearerAuthenticator(verifier, jwks)
+        cache = TokenCache(settings.token_cache_size, leeway=settings.token_leeway, clock=clock)
+        authenticator = BearerAuthenticator(verifier, jwks, cache=cache)
         resource = Resource(
             settings=settings,
             jwks=jwks,
@@ -234,9 +241,10 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(FormCarrierMiddleware),
             Middleware(
                 AuthenticationMiddleware, backend=BearerAuthBackend(), on_error=on_auth_error
-            )
+            ),
         ],
         exception_handlers={
             KeyhouseError: handle_keyhouse_error,

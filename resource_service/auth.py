@@ -7,6 +7,8 @@ request with one is verified, and a bad token is answered by the app's error ser
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -14,9 +16,13 @@ from starlette.authentication import (
     BaseUser,
 )
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import InsufficientScope, KeyhouseError, MissingToken
 from shared.tokens import AccessToken
+
+FORM_CARRIER = "keyhouse.form_access_token"
+MAX_FORM_SCAN = 16_384
 
 
 class TokenUser(BaseUser):
@@ -44,14 +50,18 @@ class KeyhouseAuthError(AuthenticationError):
 
 class BearerAuthBackend(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        authorization = conn.headers.get("authorization")
-        in_query = "access_token" in conn.query_params
-        if authorization is None and not in_query:
+        headers = conn.headers.getlist("authorization")
+        authorization = headers[0] if headers else None
+        # RFC 6750 §2: exactly one carrier. A second Authorization header, the query parameter
+        # (§2.3) or the form body parameter (§2.2) next to, or instead of, the header: 400.
+        others = len(headers) > 1 or "access_token" in conn.query_params
+        others = others or bool(conn.scope.get(FORM_CARRIER))
+        if authorization is None and not others:
             return None
         authenticator = conn.app.state.resource.authenticator
         try:
             access: AccessToken = await authenticator.authenticate(
-                authorization, other_carriers=in_query
+                authorization, other_carriers=others
             )
         except KeyhouseError as exc:
             raise KeyhouseAuthError(exc) from exc
@@ -66,3 +76,54 @@ def require_scope(conn: HTTPConnection, scope: str | None) -> AccessToken:
     if scope is not None and scope not in user.token.scopes:
         raise InsufficientScope(f"requires scope {scope}", scope=scope)
     return user.token
+
+
+class FormCarrierMiddleware:
+    """Notes whether a form-encoded body carries ``access_token`` (RFC 6750 §2.2).
+
+    Keyhouse accepts tokens in the ``Authorization`` header only; this lets the authentication
+    backend refuse a body carrier (alone, or next to the header) with 400 ``invalid_request``.
+    The body is read up to ``MAX_FORM_SCAN`` bytes and replayed unchanged to the app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_form(scope):
+            await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False) or len(body) > MAX_FORM_SCAN:
+                break
+        if len(body) <= MAX_FORM_SCAN and _form_has_token(body):
+            scope[FORM_CARRIER] = True
+
+        async def replay() -> Message:
+            if buffered:
+                return buffered.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _is_form(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return bool(media == b"application/x-www-form-urlencoded")
+    return False
+
+
+def _form_has_token(body: bytes) -> bool:
+    for pair in body.split(b"&"):
+        if unquote_to_bytes(pair.split(b"=", 1)[0].replace(b"+", b" ")) == b"access_token":
+            return True
+    return False

@@ -39,6 +39,16 @@ class _Collector(Collector):
         for result, count in sorted(self.authenticator.results.items()):
             verifications.add_metric([result], count)
         yield verifications
+        cache = self.authenticator.cache
+        yield CounterMetricFamily(
+            "keyhouse_token_cache_hits", "Verified-token cache hits.", cache.hits
+        )
+        yield CounterMetricFamily(
+            "keyhouse_token_cache_misses", "Verified-token cache misses.", cache.misses
+        )
+        yield GaugeMetricFamily(
+            "keyhouse_token_cache_entries", "Tokens held in the verified-token cache.", len(cache)
+        )
 
 
 class ResourceMetrics:

@@ -86,8 +86,11 @@ def parse_jwk(jwk: Any, *, max_kid_length: int = 128) -> VerificationKey:
         ops = jwk["key_ops"]
         if not isinstance(ops, list) or ops != ["verify"]:
             raise ValueError(f'key {kid!r}: key_ops must be ["verify"]')
-    n = _b64url_uint(jwk.get("n"), "n")
-    e = _b64url_uint(jwk.get("e"), "e")
+    try:
+        n = _b64url_uint(jwk.get("n"), "n")
+        e = _b64url_uint(jwk.get("e"), "e")
+    except ValueError as exc:
+        raise ValueError(f"key {kid!r}: {exc}") from None
     bits = n.bit_length()
     if bits < MIN_RSA_BITS or bits > MAX_RSA_BITS:
         raise ValueError(f"key {kid!r}: modulus of {bits} bits is outside [2048, 8192]")

@@ -127,6 +127,17 @@ class JWKSClient:
     def kids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
+    def usable(self, now: float) -> bool:
+        """Cheap check for the verified-token cache's hit path.
+
+        True while the key set is within ``max_stale``; also starts the planned background
+        refresh when it is due (never waits for it), as :meth:`get_key` does.
+        """
+        if now >= self._refresh_at:
+            self._start_background_refresh()
+        last = self._last_success
+        return last is not None and self._have_keys and now - last <= self.settings.max_stale
+
     def age(self) -> float | None:
         """Seconds since the keys were last confirmed by the issuer (200 or 304)."""
         return None if self._last_success is None else self._clock() - self._last_success
@@ -207,21 +218,35 @@ class JWKSClient:
             )
 
     async def _unknown_kid(self, kid: str) -> VerificationKey:
-        now = self._clock()
-        self._expire_negative(now)
+        """An unknown ``kid``: join the fetch under way, or start one if cooldown and budget allow.
+
+        A request that joined a fetch which started before its ``kid`` was published (say a
+        background poll) may still start the one unknown-kid fetch of this cooldown, so the
+        request that brought a genuinely new ``kid`` succeeds once that fetch lands. A flood of
+        random kids shares that same fetch and then lands in the negative cache.
+        """
+        self._expire_negative(self._clock())
         if kid in self._negative:
             raise InvalidToken("token signed with an unknown key")
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)
-        elif (
-            now - self._last_unknown_fetch >= self.settings.unknown_kid_cooldown
-            and self._budget_allows(now)
-        ):
-            self._last_unknown_fetch = now
-            await asyncio.shield(self._start_fetch())
-        key = self._keys.get(kid)
-        if key is not None:
-            return key
+        for _ in range(2):
+            now = self._clock()
+            if self._inflight is not None:
+                await asyncio.shield(self._inflight)
+                own = False
+            elif (
+                now - self._last_unknown_fetch >= self.settings.unknown_kid_cooldown
+                and self._budget_allows(now)
+            ):
+                self._last_unknown_fetch = now
+                await asyncio.shield(self._start_fetch())
+                own = True
+            else:
+                break
+            key = self._keys.get(kid)
+            if key is not None:
+                return key
+            if own:  # this request's own fetch is as fresh as it gets
+                break
         if not self._usable():
             raise KeysUnavailable(
                 "verification keys are not available", retry_after=self._retry_after()
@@ -271,14 +296,18 @@ class JWKSClient:
         try:
             async with asyncio.timeout(self.settings.fetch_timeout):
                 result = await self._fetch()
-        except (JWKSError, ConfigurationError, httpx.HTTPError, TimeoutError, OSError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure keeps the last good keys; never crash a request
             self._record_failure(started, _describe(exc))
             return
         now = self._clock()
         status, parsed, ttl, etag = result
         if parsed is not None:
             self._store(parsed)
-        self._etag = etag or self._etag
+            self._etag = etag  # a 200 without an ETag must not keep validating an older body
+        elif etag:
+            self._etag = etag
         self._have_keys = True
         self._last_success = now
         self._failures = 0
@@ -307,7 +336,7 @@ class JWKSClient:
             if reason not in self._logged_skips:
                 self._logged_skips.add(reason)
                 logger.warning("JWKS key skipped: %s", reason)
-        if parsed.keys.keys() != self._keys.keys():
+        if parsed.keys != self._keys:  # kid set or key material changed
             self.generation += 1
         self._keys = dict(parsed.keys)
         # A kid that just arrived must not stay in the negative cache.
@@ -357,7 +386,8 @@ class JWKSClient:
             request = self._http.build_request("GET", url, headers=headers)
             response = await self._http.send(request, stream=True, follow_redirects=False)
             try:
-                if response.is_redirect:
+                # Not is_redirect: that is true for every 3xx, 304 Not Modified included.
+                if response.has_redirect_location:
                     target = urljoin(url, response.headers.get("location", ""))
                     if not same_origin(url, target):
                         raise JWKSError("JWKS fetch redirected to another origin")
@@ -366,17 +396,26 @@ class JWKSClient:
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.settings.max_bytes:
                     raise JWKSError("JWKS response is larger than the byte cap")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_raw():
-                    size += len(chunk)
-                    if size > self.settings.max_bytes:
-                        raise JWKSError("JWKS response is larger than the byte cap")
-                    chunks.append(chunk)
-                return response, b"".join(chunks)
+                try:
+                    body = response.content  # some transports hand over a body already read
+                except httpx.ResponseNotRead:
+                    body = await self._read_capped(response)
+                if len(body) > self.settings.max_bytes:
+                    raise JWKSError("JWKS response is larger than the byte cap")
+                return response, body
             finally:
                 await response.aclose()
         raise JWKSError("JWKS fetch redirected too many times")
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > self.settings.max_bytes:
+                raise JWKSError("JWKS response is larger than the byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _ttl(self, cache_control: str | None) -> float:
         s = self.settings
@@ -394,4 +433,6 @@ def _describe(exc: BaseException) -> str:
         return "fetch deadline exceeded"
     if isinstance(exc, JWKSError | ConfigurationError):
         return exc.description
-    return f"{type(exc).__name__}: could not reach the issuer"
+    if isinstance(exc, httpx.HTTPError | OSError):
+        return f"{type(exc).__name__}: could not reach the issuer"
+    return f"{type(exc).__name__}: unexpected error while fetching keys"

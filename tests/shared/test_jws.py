@@ -1,0 +1,102 @@
+"""Strict compact JWS parsing (RFC 7515 §7.1, RFC 8725 §3): everything refused before crypto."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.errors import InvalidToken
+from shared.jws import b64url_decode, b64url_encode, parse_compact, strict_json_object
+
+
+def _seg(obj: object) -> str:
+    return b64url_encode(json.dumps(obj).encode())
+
+
+HEADER = {"alg": "RS256", "typ": "at+jwt", "kid": "k1"}
+PAYLOAD = {"sub": "x"}
+SIG = b64url_encode(b"\x01" * 256)
+
+
+def _jws(header: object = HEADER, payload: object = PAYLOAD, sig: str = SIG) -> str:
+    return f"{_seg(header)}.{_seg(payload)}.{sig}"
+
+
+def test_well_formed_token_parses() -> None:
+    jwt = parse_compact(_jws())
+    assert jwt.header == HEADER
+    assert jwt.payload == PAYLOAD
+    assert jwt.signature == b"\x01" * 256
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 5])
+def test_exactly_three_segments(count: int) -> None:
+    token = ".".join([_seg(HEADER), _seg(PAYLOAD), SIG, SIG, SIG][:count])
+    with pytest.raises(InvalidToken, match="malformed"):
+        parse_compact(token)
+
+
+def test_size_cap_is_checked_first() -> None:
+    token = _jws(payload={"pad": "x" * 9000})
+    with pytest.raises(InvalidToken, match="too large"):
+        parse_compact(token)
+    assert parse_compact(token, max_bytes=20_000).payload["pad"] == "x" * 9000
+
+
+@pytest.mark.parametrize(
+    "segment",
+    ["eyJhIjoxfQ==", "eyJhIjoxfQ=", "eyJhIjoxfQ+", "eyJhIjoxfQ/", "eyJh IjoxfQ", "e", "eyJhIjoxfR"],
+)
+def test_strict_unpadded_canonical_base64url(segment: str) -> None:
+    with pytest.raises(ValueError):
+        b64url_decode(segment)
+
+
+def test_canonical_segment_decodes() -> None:
+    assert b64url_decode("eyJhIjoxfQ") == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"a":2}',
+        b'{"a":{"b":1,"b":2}}',
+        b"[1,2]",
+        b'"str"',
+        b"NaN",
+        b'{"a":NaN}',
+        b'{"a":Infinity}',
+        b"\xff\xfe",
+        b"[" * 100_000,
+    ],
+)
+def test_json_must_be_an_object_without_duplicates_or_constants(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        strict_json_object(raw)
+
+
+@pytest.mark.parametrize("member", ["jku", "x5u", "jwk", "x5c"])
+def test_key_injection_members_refused(member: str) -> None:
+    with pytest.raises(InvalidToken, match="its own key"):
+        parse_compact(_jws(header={**HEADER, member: "https://attacker.example"}))
+
+
+def test_crit_refused() -> None:
+    with pytest.raises(InvalidToken, match="critical"):
+        parse_compact(_jws(header={**HEADER, "crit": ["exp"], "exp": 1}))
+
+
+@pytest.mark.parametrize("kid", ["", 7, None, ["k"], {"k": 1}, "k" * 129])
+def test_kid_must_be_a_short_string(kid: object) -> None:
+    header = {**HEADER, "kid": kid}
+    if kid is None:
+        parse_compact(_jws(header=header))  # absent-ish: the verifier refuses it later
+        return
+    with pytest.raises(InvalidToken, match="kid"):
+        parse_compact(_jws(header=header))
+
+
+def test_non_ascii_refused() -> None:
+    with pytest.raises(InvalidToken):
+        parse_compact(_jws() + "é")
