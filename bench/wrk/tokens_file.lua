@@ -2,6 +2,8 @@
 -- line (BENCH_TOKENS_FILE). Used for the kid flood (issue 7, scenario 4): the file holds tokens
 -- whose headers carry random kids the issuer never had, so every request is a JWKS miss.
 -- Each wrk thread starts at a different offset so threads don't send the same token together.
+-- BENCH_DELAY_MS (optional): pause each connection this long before every request, which caps the
+-- flood's rate (run.py sizes it so the whole run sends about 10,000 tokens).
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "common.lua")
 
@@ -38,6 +40,13 @@ function request()
   counter = counter + 1
   local t = tokens[(counter % #tokens) + 1]
   return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. t, ["Accept"] = "application/json" })
+end
+
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms ~= nil and delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
 end
 
 done = bench_done
