@@ -2,8 +2,8 @@
 -- line (BENCH_TOKENS_FILE). Used for the kid flood (issue 7, scenario 4): the file holds tokens
 -- whose headers carry random kids the issuer never had, so every request is a JWKS miss.
 -- Each wrk thread starts at a different offset so threads don't send the same token together.
--- BENCH_DELAY_MS (optional): pause each connection this long before every request, which caps the
--- flood's rate (run.py sizes it so the whole run sends about 10,000 tokens).
+-- BENCH_DELAY_MS (optional): pause each connection this long before every request, to cap the
+-- flood's rate (run.py's kid flood runs unthrottled and sets the connection count instead).
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "common.lua")
 
