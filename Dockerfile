@@ -38,11 +38,13 @@ FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="keyhouse" \
       org.opencontainers.image.description="Keyhouse OAuth token issuer and resource services"
 
-# credentials/: mount point for a volume shared with the seeding one-shot container (compose);
-# created here so that a named volume mounted on it is owned by the keyhouse user.
+# credentials/ and secret/: mount points for volumes shared with the one-shot containers
+# (compose: `init` writes the demo credentials, `keygen` the key-encryption secret); created
+# here so that a named volume mounted on them is owned by the keyhouse user, mode 0700.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/keyhouse --create-home \
         --shell /usr/sbin/nologin keyhouse \
-    && install -d -o keyhouse -g keyhouse -m 0700 /var/lib/keyhouse/credentials /var/lib/keyhouse/var
+    && install -d -o keyhouse -g keyhouse -m 0700 /var/lib/keyhouse/credentials \
+        /var/lib/keyhouse/secret /var/lib/keyhouse/var
 
 COPY --from=builder /opt/keyhouse/venv /opt/keyhouse/venv
 ENV PATH=/opt/keyhouse/venv/bin:$PATH \

@@ -165,10 +165,7 @@ class AccountStore:
     ) -> User:
         if not username or len(username) > 200 or any(c.isspace() for c in username):
             raise ConfigurationError("USERNAME must be 1-200 characters without spaces")
-        if len(password) < 8:
-            raise ConfigurationError("the password must be at least 8 characters")
-        if len(password) > 1024:
-            raise ConfigurationError("the password must be at most 1024 characters")
+        _check_password(password)
         row = {
             "user_id": uuid.uuid4().hex,
             "username": username,
@@ -214,3 +211,24 @@ class AccountStore:
         user = self.get_user(username)
         assert user is not None
         return user
+
+    def set_user_password(self, username: str, password: str) -> User:
+        _check_password(password)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(users)
+                .where(users.c.username == username)
+                .values(password_hash=hash_password(password))
+            )
+        if result.rowcount == 0:
+            raise ConfigurationError(f"no user {username!r}")
+        user = self.get_user(username)
+        assert user is not None
+        return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise ConfigurationError("the password must be at least 8 characters")
+    if len(password) > 1024:
+        raise ConfigurationError("the password must be at most 1024 characters")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from issuer import audit
 from issuer.keystore import KeyRepository, signing_record
 from shared.clock import Clock, system_clock
 
@@ -30,4 +31,5 @@ class KeyAdmin:
     def revoke(self, kid: str) -> dict[str, Any]:
         now = self.clock()
         record = self.repo.revoke(kid, now)
+        audit.key_revoked(self.repo.engine, kid, now=now)
         return record.to_dict(now)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from issuer import http
+from issuer import audit, http
 from issuer.accounts import AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
@@ -65,7 +65,9 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
     keyring.reload()
     accounts = AccountStore(engine)
-    refresh = RefreshTokenStore(engine, ttl=settings.refresh_token_ttl)
+    refresh = RefreshTokenStore(
+        engine, ttl=settings.refresh_token_ttl, idle_ttl=settings.refresh_token_idle_ttl
+    )
     tokens = TokenService(settings, keyring, accounts, refresh, clock=clock)
     return Issuer(
         settings=settings,
@@ -106,6 +108,11 @@ def metadata_document(settings: IssuerSettings, scopes: list[str]) -> dict[str, 
     }
 
 
+def _address(request: Request) -> str:
+    """The peer address (uvicorn applies X-Forwarded-For only from --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
+
+
 def _issuer(request: Request) -> Issuer:
     issuer: Issuer = request.app.state.issuer
     return issuer
@@ -141,7 +148,9 @@ async def token(request: Request) -> Response:
         raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
     try:
         form = await http.read_form(request, issuer.settings.max_body_bytes)
-        result = await issuer.tokens.token(form, request.headers.get("authorization"))
+        result = await issuer.tokens.token(
+            form, request.headers.get("authorization"), _address(request)
+        )
     except KeyhouseError as exc:
         issuer.metrics.token_errors.labels(exc.error).inc()
         raise
@@ -154,8 +163,20 @@ async def revoke(request: Request) -> Response:
     if request.method != "POST":
         raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
     form = await http.read_form(request, issuer.settings.max_body_bytes)
-    client = issuer.tokens.authenticate(form, request.headers.get("authorization"))
-    await anyio.to_thread.run_sync(lambda: issuer.introspector.revoke(form, client))
+    address = _address(request)
+    client = await issuer.tokens.authenticate_request(
+        form, request.headers.get("authorization"), address
+    )
+    ended = await anyio.to_thread.run_sync(lambda: issuer.introspector.revoke(form, client))
+    if ended:
+        await anyio.to_thread.run_sync(
+            lambda: issuer.tokens.audit.record(
+                audit.REFRESH_REVOKED,
+                client_id=client.client_id,
+                address=address,
+                detail="refresh-token family ended at the revocation endpoint",
+            )
+        )
     return Response(status_code=200, headers=http.NO_STORE)
 
 
@@ -164,7 +185,9 @@ async def introspect(request: Request) -> Response:
     if request.method != "POST":
         raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
     form = await http.read_form(request, issuer.settings.max_body_bytes)
-    client = issuer.tokens.authenticate(form, request.headers.get("authorization"))
+    client = await issuer.tokens.authenticate_request(
+        form, request.headers.get("authorization"), _address(request)
+    )
     body = await anyio.to_thread.run_sync(lambda: issuer.introspector.introspect(form, client))
     return JSONResponse(body, headers=http.NO_STORE)
 

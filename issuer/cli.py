@@ -10,11 +10,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from issuer import audit
 from issuer.accounts import GRANT_TYPES, AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
@@ -160,11 +162,53 @@ def cmd_users_disable(args: argparse.Namespace, disabled: bool = True) -> None:
     settings = _settings()
     accounts = _accounts(settings)
     user = accounts.set_user_disabled(args.username, disabled)
+    ended = 0
     if disabled:
-        RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
+        ended = RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
             user.user_id, system_clock()
         )
+    audit.AuditLog(accounts.engine).record(
+        audit.USER_DISABLED if disabled else audit.USER_ENABLED,
+        subject=user.subject,
+        detail=f"by the CLI; {ended} refresh tokens revoked" if disabled else "by the CLI",
+    )
     sys.stdout.write(f"user {user.username} {'disabled' if disabled else 'enabled'}\n")
+
+
+def cmd_users_set_password(args: argparse.Namespace) -> None:
+    if not args.password_stdin:
+        raise CLIError("pass the new password on standard input with --password-stdin")
+    password = _read_password_stdin()
+    settings = _settings()
+    accounts = _accounts(settings)
+    user = accounts.set_user_password(args.username, password)
+    ended = RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
+        user.user_id, system_clock()
+    )
+    audit.AuditLog(accounts.engine).record(
+        audit.USER_PASSWORD_CHANGED,
+        subject=user.subject,
+        detail=f"by the CLI; {ended} refresh tokens revoked",
+    )
+    sys.stdout.write(f"password changed for {user.username}; their refresh tokens are revoked\n")
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    if not 1 <= args.limit <= 100_000:
+        raise CLIError("--limit must be between 1 and 100000")
+    events = audit.AuditLog(_accounts(_settings()).engine).recent(args.limit)
+    if args.json:
+        _print_json([e.to_dict() for e in events])
+        return
+    sys.stdout.write(
+        f"{'TIME (UTC)':<20} {'EVENT':<27} {'CLIENT':<20} {'SUBJECT':<20} ADDRESS  DETAIL\n"
+    )
+    for e in events:
+        at = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        sys.stdout.write(
+            f"{at:<20} {e.event:<27} {e.client_id or '-':<20} {e.subject or '-':<20} "
+            f"{e.address or '-'}  {e.detail}\n"
+        )
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
@@ -237,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     uenable = usub.add_parser("enable", help="enable a disabled user")
     uenable.add_argument("username")
     uenable.set_defaults(func=lambda a: cmd_users_disable(a, disabled=False))
+    upass = usub.add_parser("set-password", help="change a user's password and end their sessions")
+    upass.add_argument("username")
+    upass.add_argument("--password-stdin", action="store_true")
+    upass.set_defaults(func=cmd_users_set_password)
+
+    audit_cmd = sub.add_parser("audit", help="show the security audit log, newest first")
+    audit_cmd.add_argument("--json", action="store_true")
+    audit_cmd.add_argument("--limit", type=int, default=50)
+    audit_cmd.set_defaults(func=cmd_audit)
 
     keys = sub.add_parser("keys", help="manage signing keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)

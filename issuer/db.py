@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     Boolean,
     Column,
@@ -18,8 +25,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
+    text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from shared.errors import ConfigurationError
 
@@ -94,6 +103,19 @@ audit_events = Table(
     Index("ix_audit_events_at", "at"),
 )
 
+# Failed authentication attempts, one row each, for throttling (issuer/throttle.py). Kept in the
+# database so every replica sees the same counts. ``key_hash`` is a SHA-256 of "kind:value"
+# (client_id, username or address): nothing typed by a caller is stored in clear.
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_auth_failures_key_at", "key_hash", "at"),
+    Index("ix_auth_failures_at", "at"),
+)
+
 
 def engine_url(database_url: str) -> str:
     """Map the documented URL forms to SQLAlchemy driver URLs (psycopg 3 for PostgreSQL)."""
@@ -127,6 +149,62 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Tables that exist in every database created before migrations (the create_all era): their
+# presence without an alembic_version table means "adopt": stamp INITIAL_REVISION, then upgrade.
+INITIAL_REVISION = "0001"
+_PRE_MIGRATION_TABLES = ("signing_keys", "clients", "users", "refresh_tokens")
+# Key for pg_advisory_xact_lock: serialises schema upgrades across processes on one database.
+_MIGRATION_LOCK_KEY = 0x4B4559484F555345  # "KEYHOUSE"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic configuration for issuer/migrations (optionally bound to an open connection)."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the cross-process migration lock.
+
+    PostgreSQL: a transaction-scoped advisory lock (DDL is transactional there, so a concurrent
+    starter waits, then finds the schema at head). SQLite: an exclusive flock on a file next to
+    the database (in-memory databases need none).
+    """
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    with ExitStack() as stack:
+        if path and path != ":memory:":
+            handle = stack.enter_context(Path(f"{path}.migrate.lock").open("a"))
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        conn = stack.enter_context(engine.begin())
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        yield conn
+
+
 def init_schema(engine: Engine) -> None:
-    """Create missing tables. Idempotent, safe to run from several processes."""
-    metadata.create_all(engine, checkfirst=True)
+    """Bring the schema to the newest migration (``alembic upgrade head``), keeping the data.
+
+    Idempotent and safe to run from several processes at once (see ``_migration_lock``). A
+    database created by create_all before migrations existed is adopted: stamped at
+    INITIAL_REVISION, then upgraded.
+    """
+    # Alembic logs every step at INFO; the CLI's stderr carries one-line errors only.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with _migration_lock(engine) as conn:
+        inspector = inspect(conn)
+        config = alembic_config(conn)
+        if not inspector.has_table("alembic_version") and all(
+            inspector.has_table(t) for t in _PRE_MIGRATION_TABLES
+        ):
+            command.stamp(config, INITIAL_REVISION)
+        command.upgrade(config, "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -59,6 +59,8 @@ class Introspector:
             claims = self._verify_any_audience(token)
         except KeyhouseError:
             return INACTIVE
+        if claims is None:
+            return INACTIVE
         aud = claims["aud"]
         audiences = [aud] if isinstance(aud, str) else list(aud)
         # A client learns about tokens it was issued or tokens meant for its own audiences.
@@ -66,16 +68,18 @@ class Introspector:
             return INACTIVE
         return {"active": True, "token_type": "Bearer", **claims}
 
-    def _verify_any_audience(self, token: str) -> dict[str, Any]:
+    def _verify_any_audience(self, token: str) -> dict[str, Any] | None:
+        """The token's claims if it is valid here for whichever audience it names, else None."""
         probe = TokenVerifier(issuer=self.settings.issuer_url, audience="", clock=self.clock)
         jwt = probe.parse(token)
         key = self.keyring.verification_key(jwt.header["kid"])
         if key is None:
-            return dict(INACTIVE)
+            return None  # unknown or revoked key
         aud = jwt.payload.get("aud")
         first = aud if isinstance(aud, str) else (aud[0] if isinstance(aud, list) and aud else "")
+        # No leeway: RFC 7662 "active" means not expired now, not "still accepted somewhere".
         verifier = TokenVerifier(
-            issuer=self.settings.issuer_url, audience=str(first), clock=self.clock
+            issuer=self.settings.issuer_url, audience=str(first), leeway=0, clock=self.clock
         )
         return dict(verifier.verify(jwt, key).claims)
 
@@ -109,9 +113,13 @@ class Introspector:
             "iat": int(row["created_at"]),
         }
 
-    def revoke(self, form: dict[str, str], client: Client) -> None:
-        """RFC 7009 §2.2: unknown, invalid or foreign tokens are answered 200 all the same."""
-        token, hint = self._token_param(form)
-        if hint == "access_token" or token.count(".") == 2 or len(token) > 256:
-            return  # access tokens expire on their own; see the module docstring
-        self.refresh.revoke_family_of(token, client_id=client.client_id, now=self.clock())
+    def revoke(self, form: dict[str, str], client: Client) -> bool:
+        """RFC 7009 §2.2: unknown, invalid or foreign tokens are answered 200 all the same.
+
+        The hint is ignored (RFC 7009 §2.1 allows a wrong hint; the token's shape decides).
+        Returns whether a refresh-token family was ended.
+        """
+        token, _hint = self._token_param(form)
+        if token.count(".") == 2 or len(token) > 256:
+            return False  # access tokens expire on their own; see the module docstring
+        return self.refresh.revoke_family_of(token, client_id=client.client_id, now=self.clock())

@@ -60,9 +60,11 @@ class Redemption:
 
 
 class RefreshTokenStore:
-    def __init__(self, engine: Engine, *, ttl: int) -> None:
+    def __init__(self, engine: Engine, *, ttl: int, idle_ttl: int | None = None) -> None:
         self.engine = engine
-        self.ttl = ttl
+        self.ttl = ttl  # the family's absolute lifetime, counted from the login
+        # Each token's own lifetime: unused this long, the family is dead. Never beyond ``ttl``.
+        self.idle_ttl = min(idle_ttl, ttl) if idle_ttl is not None else ttl
 
     def issue(
         self,
@@ -86,7 +88,7 @@ class RefreshTokenStore:
             "scopes": format_scope(scopes),
             "audience": audience,
             "created_at": now,
-            "expires_at": min(now + self.ttl, family_end),
+            "expires_at": min(now + self.idle_ttl, family_end),
             "family_expires_at": family_end,
             "used_at": None,
             "revoked_at": None,

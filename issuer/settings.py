@@ -15,6 +15,10 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_DATABASE_URL": "sqlite:///var/issuer.db",
     "ISSUER_ACCESS_TOKEN_TTL": "900",
     "ISSUER_REFRESH_TOKEN_TTL": "2592000",
+    "ISSUER_REFRESH_TOKEN_IDLE_TTL": "1209600",
+    "ISSUER_LOGIN_MAX_FAILURES": "10",
+    "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS": "100",
+    "ISSUER_LOGIN_FAILURE_WINDOW": "300",
     "ISSUER_JWKS_MAX_AGE": "300",
     "ISSUER_KEY_ROTATION_INTERVAL": "2592000",
     "ISSUER_KEY_REFRESH_INTERVAL": "1",
@@ -50,7 +54,11 @@ class IssuerSettings:
     issuer_url: str = DEFAULTS["ISSUER_URL"]
     database_url: str = DEFAULTS["ISSUER_DATABASE_URL"]
     access_token_ttl: int = 900
-    refresh_token_ttl: int = 2_592_000
+    refresh_token_ttl: int = 2_592_000  # a refresh family's absolute lifetime
+    refresh_token_idle_ttl: int = 1_209_600  # each refresh token's own lifetime (idle timeout)
+    login_max_failures: int = 10  # per client_id and per username, within the window
+    login_max_failures_per_address: int = 100  # per client address, within the window
+    login_failure_window: int = 300
     jwks_max_age: int = 300
     key_rotation_interval: int = 2_592_000
     key_refresh_interval: float = 1.0
@@ -71,6 +79,12 @@ class IssuerSettings:
             database_url=env.get("ISSUER_DATABASE_URL", DEFAULTS["ISSUER_DATABASE_URL"]),
             access_token_ttl=_int(env, "ISSUER_ACCESS_TOKEN_TTL", minimum=1),
             refresh_token_ttl=_int(env, "ISSUER_REFRESH_TOKEN_TTL", minimum=1),
+            refresh_token_idle_ttl=_int(env, "ISSUER_REFRESH_TOKEN_IDLE_TTL", minimum=1),
+            login_max_failures=_int(env, "ISSUER_LOGIN_MAX_FAILURES", minimum=1),
+            login_max_failures_per_address=_int(
+                env, "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS", minimum=1
+            ),
+            login_failure_window=_int(env, "ISSUER_LOGIN_FAILURE_WINDOW", minimum=1),
             jwks_max_age=_int(env, "ISSUER_JWKS_MAX_AGE"),
             key_rotation_interval=_int(env, "ISSUER_KEY_ROTATION_INTERVAL", minimum=1),
             key_refresh_interval=_float(env, "ISSUER_KEY_REFRESH_INTERVAL", minimum=0.05),

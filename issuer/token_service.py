@@ -14,17 +14,22 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from issuer import audit
 from issuer.accounts import AccountStore, Client, User
-from issuer.client_auth import authenticate_client
+from issuer.audit import AuditLog
+from issuer.client_auth import authenticate_client, client_credentials
 from issuer.keystore import KeyRing
 from issuer.refresh import RefreshGrant, RefreshTokenStore
 from issuer.settings import IssuerSettings
+from issuer.throttle import Block, Throttle, ThrottleKey
 from shared.clock import Clock, system_clock
 from shared.errors import (
+    InvalidClient,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
+    SlowDown,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
@@ -34,6 +39,7 @@ from shared.tokens import access_token_claims
 T = TypeVar("T")
 GRANT_TYPES = ("client_credentials", "password", "refresh_token")
 CLIENT_CACHE_SECONDS = 2.0
+UNKNOWN_ADDRESS = "unknown"
 
 
 async def in_thread(func: Callable[[], T]) -> T:
@@ -83,12 +89,21 @@ class TokenService:
         refresh_tokens: RefreshTokenStore,
         *,
         clock: Clock = system_clock,
+        throttle: Throttle | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
         self.clock = clock
+        self.throttle = throttle or Throttle(
+            accounts.engine,
+            max_failures=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            window=settings.login_failure_window,
+        )
+        self.audit = audit_log or AuditLog(accounts.engine, clock=clock)
         self._client_cache: dict[str, tuple[float, Client | None]] = {}
 
     # -- clients ----------------------------------------------------------------------------
@@ -110,13 +125,92 @@ class TokenService:
         # one indexed read, at most every CLIENT_CACHE_SECONDS per client.
         return authenticate_client(form, authorization, self.lookup_client_cached)
 
+    async def authenticate_request(
+        self, form: dict[str, str], authorization: str | None, address: str = UNKNOWN_ADDRESS
+    ) -> Client:
+        """Client authentication with throttling and auditing of failures.
+
+        The success path stays as cheap as :meth:`authenticate` (no database write, no throttle
+        read): a correct 256-bit client secret is not something throttling protects. A failure
+        looks the client_id and the address up: blocked, the answer is 429 ``slow_down`` instead
+        of 401 and nothing more is recorded; not blocked, the failure is counted and audited.
+        Unknown client ids and wrong secrets take exactly the same path.
+        """
+        try:
+            return self.authenticate(form, authorization)
+        except InvalidClient:
+            try:
+                presented_id: str | None = client_credentials(form, authorization)[0][:128]
+            except (InvalidClient, InvalidRequest):
+                presented_id = None  # malformed credentials: count against the address only
+            keys = [self.throttle.address(address)]
+            if presented_id:
+                keys.insert(0, self.throttle.client(presented_id))
+            now = self.clock()
+
+            def failed() -> None:
+                self._check_blocked(keys, now)
+                # The audit names only clients that exist: whatever else was typed stays out.
+                known = self.lookup_client_cached(presented_id) if presented_id else None
+                self._failed(
+                    keys,
+                    now,
+                    audit.CLIENT_AUTH_FAILED,
+                    address=address,
+                    client_id=known.client_id if known else None,
+                    subject=None,
+                    detail=(
+                        "wrong client secret or disabled client"
+                        if known
+                        else "unknown client_id"
+                        if presented_id
+                        else "missing or malformed client credentials"
+                    ),
+                )
+
+            await in_thread(failed)
+            raise
+
+    def _check_blocked(self, keys: list[ThrottleKey], now: float) -> None:
+        block = self.throttle.blocked(keys, now)
+        if block is not None:
+            raise _slow_down(block)
+
+    def _failed(
+        self,
+        keys: list[ThrottleKey],
+        now: float,
+        event: str,
+        *,
+        address: str,
+        client_id: str | None,
+        subject: str | None,
+        detail: str,
+    ) -> None:
+        """Count one failure against ``keys`` and audit it (and any block it starts)."""
+        self.audit.record(
+            event, client_id=client_id, subject=subject, address=address, detail=detail
+        )
+        for key in self.throttle.record_failure(keys, now):
+            self.audit.record(
+                audit.THROTTLED,
+                client_id=client_id,
+                subject=subject,
+                address=address,
+                detail=(
+                    f"{key.kind} reached {key.limit} failures in {self.throttle.window}s; blocked"
+                ),
+            )
+
     # -- the endpoint -------------------------------------------------------------------------
 
-    async def token(self, form: dict[str, str], authorization: str | None) -> TokenResponse:
+    async def token(
+        self, form: dict[str, str], authorization: str | None, address: str = UNKNOWN_ADDRESS
+    ) -> TokenResponse:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
-        client = self.authenticate(form, authorization)
+        client = await self.authenticate_request(form, authorization, address)
         if grant_type not in GRANT_TYPES:
             raise UnsupportedGrantType(f"grant type {grant_type[:40]!r} is not supported")
         if grant_type not in client.grant_types:
@@ -124,9 +218,9 @@ class TokenService:
         if grant_type == "client_credentials":
             body = self._client_credentials(form, client)
         elif grant_type == "password":
-            body = await self._password(form, client)
+            body = await self._password(form, client, address)
         else:
-            body = await self._refresh(form, client)
+            body = await self._refresh(form, client, address)
         return TokenResponse(body=body, grant_type=grant_type)
 
     def _client_credentials(self, form: dict[str, str], client: Client) -> dict[str, Any]:
@@ -134,14 +228,39 @@ class TokenService:
         scopes = resolve_scope(form.get("scope"), client.scopes)
         return self._response(client.subject, client, audience, scopes, refresh_token=None)
 
-    async def _password(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+    async def _password(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
         username, password = form.get("username"), form.get("password")
         if not username or password is None:
             raise InvalidRequest("username and password are required")
         audience = resolve_audience(form, client.audiences, None)
-        user: User | None = await in_thread(
-            lambda: self.accounts.authenticate_user(username, password)
-        )
+        keys = [self.throttle.user(username[:200]), self.throttle.address(address)]
+
+        def login() -> User | None:
+            now = self.clock()
+            # Blocked: refused before the password is even checked, right or wrong.
+            self._check_blocked(keys, now)
+            user = self.accounts.authenticate_user(username, password)
+            if user is None:
+                # Only for the audit log, never for the response: all failures read the same.
+                known = self.accounts.get_user(username) if len(username) <= 200 else None
+                self._failed(
+                    keys,
+                    now,
+                    audit.USER_AUTH_FAILED,
+                    address=address,
+                    client_id=client.client_id,
+                    subject=known.subject if known else None,
+                    detail=(
+                        "unknown username"
+                        if known is None
+                        else "login by a disabled user"
+                        if known.disabled
+                        else "wrong password"
+                    ),
+                )
+            return user
+
+        user = await in_thread(login)
         if user is None:
             raise InvalidGrant("the username or password is incorrect")
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
@@ -159,7 +278,7 @@ class TokenService:
             )
         return self._response(user.subject, client, audience, scopes, refresh_token=refresh)
 
-    async def _refresh(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+    async def _refresh(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
         presented = form.get("refresh_token")
         if not presented:
             raise InvalidRequest("refresh_token is required")
@@ -186,6 +305,22 @@ class TokenService:
                 presented, client_id=client.client_id, now=now, narrow=narrow
             )
         )
+        if redemption.status in ("reused", "wrong_client") and redemption.grant is not None:
+            grant = redemption.grant
+            reused = redemption.status == "reused"
+            await in_thread(
+                lambda: self.audit.record(
+                    audit.REFRESH_REUSE if reused else audit.REFRESH_WRONG_CLIENT,
+                    client_id=client.client_id,
+                    subject=f"user:{grant.user_id}",
+                    address=address,
+                    detail=(
+                        f"superseded refresh token presented; family {grant.family_id} revoked"
+                        if reused
+                        else f"refresh token of client {grant.client_id} presented; refused"
+                    ),
+                )
+            )
         if redemption.status != "ok" or not users:
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
         return self._response(
@@ -224,3 +359,10 @@ class TokenService:
         if refresh_token is not None:
             body["refresh_token"] = refresh_token
         return body
+
+
+def _slow_down(block: Block) -> SlowDown:
+    return SlowDown(
+        "too many failed attempts; try again later",
+        headers={"Retry-After": str(block.retry_after)},
+    )

@@ -1,11 +1,30 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.support.postgres import PostgresServer
 from tests.support.processes import Stack
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def issuer_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The issuer's ISSUER_DATABASE_URL, once per backend: a SQLite file in tmp_path, and a fresh
+    database on the session's throwaway PostgreSQL server (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/issuer.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:20]}"
+    url = server.create_database(name)
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
 
 
 @pytest.fixture

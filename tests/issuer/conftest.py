@@ -1,25 +1,170 @@
+"""In-process issuer for fast tests: the real Starlette app on a temporary database, once on a
+SQLite file and once on a fresh PostgreSQL database (``issuer_database_url``, tests/conftest.py).
+
+``TestClient`` used as a context manager runs the app's lifespan, so this is the same app
+``issuer serve`` runs, minus the socket. The clock is a ``FakeClock`` unless a test asks otherwise.
+"""
+
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import base64
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # starlette nags about httpx; the test client works the same
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from issuer.accounts import AccountStore
-from issuer.app import create_app
+from issuer.app import Issuer, create_app
 from issuer.db import init_schema, make_engine
 from issuer.settings import IssuerSettings
+from shared.clock import Clock, FakeClock
 from shared.scopes import parse_scope
+
+SECRET_KEY = "test-secret-key-0123456789abcdef"
+PASSWORD = "correct horse battery staple"
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    raw = f"{client_id}:{secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+@dataclass
+class Creds:
+    client_id: str
+    client_secret: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return basic(self.client_id, self.client_secret)
+
+
+@dataclass
+class App:
+    http: TestClient
+    clock: Clock
+    settings: IssuerSettings
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def issuer(self) -> Issuer:
+        issuer: Issuer = self.http.app.state.issuer  # type: ignore[attr-defined]
+        return issuer
+
+    def advance(self, seconds: float) -> None:
+        assert isinstance(self.clock, FakeClock)
+        self.clock.advance(seconds)
+
+    def new_client(
+        self,
+        *,
+        scope: str = "photos:read photos:write",
+        audiences: Sequence[str] = ("photos",),
+        grants: Sequence[str] = ("client_credentials", "password", "refresh_token"),
+    ) -> Creds:
+        client, secret = self.issuer.tokens.accounts.create_client(
+            name="test",
+            scopes=frozenset(scope.split()),
+            audiences=list(audiences),
+            grant_types=list(grants),
+            now=self.clock(),
+        )
+        return Creds(client.client_id, secret)
+
+    def new_user(self, username: str, scope: str = "photos:read photos:write") -> str:
+        user = self.issuer.tokens.accounts.create_user(
+            username=username, password=PASSWORD, scopes=frozenset(scope.split()), now=self.clock()
+        )
+        return user.user_id
+
+    def post(
+        self,
+        path: str,
+        data: Mapping[str, str] | None = None,
+        *,
+        creds: Creds | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        all_headers = dict(creds.auth if creds else {})
+        all_headers.update(headers or {})
+        return self.http.post(path, data=data, headers=all_headers, **kwargs)
+
+    def token(self, creds: Creds, **form: str) -> httpx.Response:
+        return self.post("/token", form, creds=creds)
+
+    def login(self, creds: Creds, username: str, **form: str) -> dict[str, Any]:
+        response = self.token(
+            creds, grant_type="password", username=username, password=PASSWORD, **form
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def refresh(self, creds: Creds, refresh_token: str, **form: str) -> httpx.Response:
+        return self.token(creds, grant_type="refresh_token", refresh_token=refresh_token, **form)
+
+    def introspect(self, creds: Creds, token: str) -> dict[str, Any]:
+        response = self.post("/introspect", {"token": token}, creds=creds)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def audit_events(self) -> list[str]:
+        return [e.event for e in self.issuer.tokens.audit.recent(1000)]
+
+
+def settings_for(database_url: str, **overrides: Any) -> IssuerSettings:
+    base = IssuerSettings(
+        issuer_url="http://issuer.test",
+        database_url=database_url,
+        secret_key=SECRET_KEY,
+        key_refresh_interval=3600,
+    )
+    return IssuerSettings(**{**base.__dict__, **overrides})
+
+
+MakeApp = Callable[..., App]
+
+
+@pytest.fixture
+def make_app(issuer_database_url: str) -> Iterator[MakeApp]:
+    """``make_app(clock=..., **settings)``: several calls share one database (like replicas)."""
+    opened: list[TestClient] = []
+
+    def make(*, clock: Clock | None = None, **overrides: Any) -> App:
+        the_clock = clock if clock is not None else FakeClock()
+        settings = settings_for(issuer_database_url, **overrides)
+        http = TestClient(create_app(settings, clock=the_clock), base_url="http://issuer.test")
+        http.__enter__()
+        opened.append(http)
+        return App(http=http, clock=the_clock, settings=settings)
+
+    yield make
+    for http in reversed(opened):
+        http.__exit__(None, None, None)
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> App:
+    return make_app()
+
+
+# -- simpler fixtures: a real-clock app and a seeded client ------------------------------
 
 ISSUER = "https://issuer.test"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> IssuerSettings:
+def settings(issuer_database_url: str) -> IssuerSettings:
     return IssuerSettings(
         issuer_url=ISSUER,
-        database_url=f"sqlite:///{tmp_path}/issuer.db",
+        database_url=issuer_database_url,
         secret_key="unit-test-secret-key-0123456789",
     )
 

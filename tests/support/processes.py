@@ -99,15 +99,19 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 class Stack:
-    """Builds issuer and resource-service processes that share one temporary directory."""
+    """Builds issuer and resource-service processes that share one temporary directory.
 
-    def __init__(self, root: Path) -> None:
+    ``database_url`` (default: a SQLite file in ``root``) is the issuers' ISSUER_DATABASE_URL,
+    e.g. a PostgreSQL database for replicas (see ``issuer_replica``)."""
+
+    def __init__(self, root: Path, database_url: str | None = None) -> None:
         self.root = root
         self.issuer_port = free_port()
         self.issuer_url = f"http://127.0.0.1:{self.issuer_port}"
+        self.database_url = database_url or f"sqlite:///{root}/issuer.db"
         self.issuer_env = base_env(
             ISSUER_URL=self.issuer_url,
-            ISSUER_DATABASE_URL=f"sqlite:///{root}/issuer.db",
+            ISSUER_DATABASE_URL=self.database_url,
             ISSUER_SECRET_KEY="test-secret-key-0123456789abcdef",
             ISSUER_KEY_REFRESH_INTERVAL="0.2",
         )
@@ -139,6 +143,19 @@ class Stack:
             {**self.issuer_env, **env, "KEYHOUSE_TEST_CWD": str(self.root)},
             self.issuer_port,
             self.root / "issuer.log",
+        )
+        self.servers.append(server)
+        return server
+
+    def issuer_replica(self, label: str, **env: str) -> Server:
+        """Another issuer process on the same database and configuration (same ``iss``,
+        ISSUER_URL), listening on its own loopback port: ``server.url`` is where to reach it."""
+        port = free_port()
+        server = Server(
+            [str(BIN / "issuer"), "serve", "--port", str(port)],
+            {**self.issuer_env, **env, "KEYHOUSE_TEST_CWD": str(self.root)},
+            port,
+            self.root / f"issuer-{label}.log",
         )
         self.servers.append(server)
         return server
@@ -179,10 +196,13 @@ class Stack:
             "users", "create", username, "--password-stdin", "--scope", scope, input=password + "\n"
         )
 
-    def token(self, client: Mapping[str, Any], **form: str) -> dict[str, Any]:
+    def token(
+        self, client: Mapping[str, Any], *, at: str | None = None, **form: str
+    ) -> dict[str, Any]:
+        """POST /token to the issuer (or to the base URL ``at``, e.g. a replica's)."""
         form.setdefault("grant_type", "client_credentials")
         response = httpx.post(
-            self.issuer_url + "/token",
+            (at or self.issuer_url) + "/token",
             data=form,
             auth=(client["client_id"], client["client_secret"]),
             timeout=10,

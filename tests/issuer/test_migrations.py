@@ -1,0 +1,132 @@
+"""Schema changes go through Alembic migrations (issuer/migrations), on SQLite and PostgreSQL.
+
+- The migrations produce exactly ``issuer.db.metadata``: a table or column added to the code
+  without a migration fails here.
+- Upgrading keeps keys, clients, users and refresh tokens, both from a database at revision 0001
+  and from one created by the pre-migration ``create_all`` path (adopted: stamped, upgraded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import func, insert, inspect, select
+from sqlalchemy.engine import Engine
+
+from issuer import db
+from issuer.accounts import AccountStore
+from shared.scopes import parse_scope
+
+
+@pytest.fixture
+def engine(issuer_database_url: str) -> Iterator[Engine]:
+    eng = db.make_engine(issuer_database_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _seed(engine: Engine) -> str:
+    """Rows in the 0001 tables, written the way the issuer writes them. Returns the password."""
+    accounts = AccountStore(engine)
+    accounts.create_client(
+        name="old",
+        scopes=parse_scope("photos:read"),
+        audiences=["photos"],
+        grant_types=["client_credentials", "password", "refresh_token"],
+        now=1.0,
+        client_id="old-client",
+    )
+    accounts.create_user(
+        username="alice", password="alice-password", scopes=parse_scope("photos:read"), now=1.0
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            insert(db.signing_keys).values(
+                kid="k1",
+                private_key=b"\x00sealed\xff",
+                public_jwk='{"kty":"RSA"}',
+                created_at=1.5,
+                publish_at=1.5,
+                activate_at=1.5,
+            )
+        )
+        conn.execute(
+            insert(db.refresh_tokens).values(
+                token_hash="h" * 64,
+                family_id="f1",
+                client_id="old-client",
+                user_id="u1",
+                scopes="photos:read",
+                audience="photos",
+                created_at=2.0,
+                expires_at=9e9,
+                family_expires_at=9e9,
+            )
+        )
+    return "alice-password"
+
+
+def _assert_seeded_data_kept(engine: Engine, password: str) -> None:
+    accounts = AccountStore(engine)
+    client = accounts.get_client("old-client")
+    assert client is not None
+    assert accounts.authenticate_user("alice", password) is not None
+    with engine.connect() as conn:
+        key = conn.execute(select(db.signing_keys)).mappings().one()
+        assert (key["kid"], key["private_key"]) == ("k1", b"\x00sealed\xff")
+        assert key["activate_at"] == 1.5
+        token = conn.execute(select(db.refresh_tokens)).mappings().one()
+        assert (token["family_id"], token["used_at"], token["expires_at"]) == ("f1", None, 9e9)
+        assert conn.execute(select(func.count()).select_from(db.auth_failures)).scalar() == 0
+
+
+def test_fresh_database_is_at_head_and_matches_metadata(engine: Engine) -> None:
+    db.init_schema(engine)
+    db.init_schema(engine)  # idempotent
+    assert db.schema_revision(engine) == _head()
+    with engine.connect() as conn:
+        diffs = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), db.metadata
+        )
+    assert diffs == [], (
+        "issuer.db.metadata and issuer/migrations disagree: add a migration "
+        f"(see docs/containers.md, 'Schema migrations'): {diffs}"
+    )
+
+
+def test_upgrade_from_0001_keeps_data(engine: Engine) -> None:
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(conn), db.INITIAL_REVISION)
+    assert db.schema_revision(engine) == db.INITIAL_REVISION
+    password = _seed(engine)
+    db.init_schema(engine)
+    assert db.schema_revision(engine) == _head()
+    _assert_seeded_data_kept(engine, password)
+
+
+@pytest.mark.parametrize("era", ["before-issue-4", "with-auth-failures"])
+def test_create_all_database_is_adopted(engine: Engine, era: str) -> None:
+    """Databases made by the old ``metadata.create_all`` (no alembic_version table)."""
+    tables = [db.signing_keys, db.clients, db.users, db.refresh_tokens, db.audit_events]
+    if era == "with-auth-failures":
+        tables.append(db.auth_failures)
+    db.metadata.create_all(engine, tables=tables)
+    password = _seed(engine)
+    assert db.schema_revision(engine) is None
+    db.init_schema(engine)
+    assert db.schema_revision(engine) == _head()
+    assert set(inspect(engine).get_table_names()) >= {t.name for t in db.metadata.sorted_tables}
+    _assert_seeded_data_kept(engine, password)

@@ -1,0 +1,184 @@
+"""Strict request handling on /token, /revoke and /introspect, and one request per error code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.issuer.conftest import PASSWORD, App, Creds
+
+ENDPOINTS = ["/token", "/revoke", "/introspect"]
+
+
+def _no_store(response: httpx.Response) -> None:
+    assert response.headers.get("cache-control") == "no-store", response.headers
+    assert response.headers.get("pragma") == "no-cache", response.headers
+
+
+def _valid_form(path: str) -> dict[str, str]:
+    return {"grant_type": "client_credentials"} if path == "/token" else {"token": "x"}
+
+
+def _error(response: httpx.Response, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    _no_store(response)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+def test_other_methods_are_405_and_never_cached(app: App, path: str, method: str) -> None:
+    response = app.http.request(method, path)
+    assert response.status_code == 405
+    _no_store(response)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_success_responses_are_never_cached(app: App, path: str) -> None:
+    creds = app.new_client()
+    response = app.post(path, _valid_form(path), creds=creds)
+    assert response.status_code == 200
+    _no_store(response)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_oversized_body_is_413_by_declared_length(app: App, path: str) -> None:
+    creds = app.new_client()
+    body = "grant_type=client_credentials&pad=" + "a" * app.settings.max_body_bytes
+    response = app.post(
+        path,
+        content=body,
+        creds=creds,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    _error(response, 413, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_oversized_chunked_body_is_413(app: App, path: str) -> None:
+    """No Content-Length to go by: the size is counted while reading (issuer/http.py)."""
+    creds = app.new_client()
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):  # 100 x 1 KiB, far beyond the 16 KiB cap
+            yield b"a" * 1024
+
+    response = app.post(
+        path,
+        content=chunks(),
+        creds=creds,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert "content-length" not in response.request.headers
+    _error(response, 413, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "multipart/form-data; boundary=x", "text/plain", None]
+)
+def test_only_form_encoding_is_accepted(app: App, path: str, content_type: str | None) -> None:
+    creds = app.new_client()
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = app.post(
+        path, content=b'{"grant_type":"client_credentials"}', creds=creds, headers=headers
+    )
+    _error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_duplicate_parameters_are_invalid_request(app: App, path: str) -> None:
+    creds = app.new_client()
+    name, value = next(iter(_valid_form(path).items()))
+    body = f"{name}={value}&{name}={value}"
+    response = app.post(
+        path,
+        content=body,
+        creds=creds,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    _error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("param", ["client_secret", "password", "refresh_token", "token"])
+def test_credentials_in_the_query_are_refused_and_never_used(
+    app: App, path: str, param: str
+) -> None:
+    creds = app.new_client()
+    app.new_user("alice")
+    query = {"client_id": creds.client_id, "client_secret": creds.client_secret}
+    query[param] = creds.client_secret if param == "client_secret" else PASSWORD
+    # Everything the request needs is in the query; the body alone is not enough.
+    response = app.http.post(
+        path, params=query, data={**_valid_form(path), "client_id": creds.client_id}
+    )
+    _error(response, 400, "invalid_request")
+    # Even with valid credentials in the body, a secret in the URL is refused.
+    refused = app.post(path, _valid_form(path), creds=creds, params={param: "x"})
+    _error(refused, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_two_client_authentication_methods_are_invalid_request(app: App, path: str) -> None:
+    creds = app.new_client()
+    form = {**_valid_form(path), "client_id": creds.client_id, "client_secret": creds.client_secret}
+    response = app.post(path, form, creds=creds)
+    _error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("body", [b"\xff\xfe=\xff", b"a=%ZZ&&&=", b"=x", b"%00=%00"])
+def test_malformed_bodies_are_clear_errors_never_500(app: App, path: str, body: bytes) -> None:
+    creds = app.new_client()
+    response = app.post(
+        path,
+        content=body,
+        creds=creds,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code < 500, response.text
+    _no_store(response)
+
+
+# -- one request per RFC 6749 §5.2 error code ---------------------------------------------------
+
+
+def test_invalid_client(app: App) -> None:
+    response = app.post(
+        "/token", {"grant_type": "client_credentials"}, creds=Creds("c-nobody", "nothing")
+    )
+    _error(response, 401, "invalid_client")
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+def test_invalid_grant(app: App) -> None:
+    creds = app.new_client()
+    response = app.token(creds, grant_type="refresh_token", refresh_token="not-a-token")
+    _error(response, 400, "invalid_grant")
+
+
+def test_invalid_scope(app: App) -> None:
+    creds = app.new_client(scope="photos:read")
+    response = app.token(creds, grant_type="client_credentials", scope="photos:write")
+    _error(response, 400, "invalid_scope")
+
+
+def test_unauthorized_client(app: App) -> None:
+    creds = app.new_client(grants=["client_credentials"])
+    app.new_user("alice")
+    response = app.token(creds, grant_type="password", username="alice", password=PASSWORD)
+    _error(response, 400, "unauthorized_client")
+
+
+def test_unsupported_grant_type(app: App) -> None:
+    creds = app.new_client()
+    response = app.token(creds, grant_type="authorization_code", code="abc")
+    _error(response, 400, "unsupported_grant_type")
+
+
+def test_invalid_request(app: App) -> None:
+    creds = app.new_client()
+    _error(app.token(creds), 400, "invalid_request")  # no grant_type

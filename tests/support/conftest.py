@@ -1,1 +1,0 @@
-from .pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures for this folder)
