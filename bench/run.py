@@ -1046,6 +1046,7 @@ def scenario_4_kid_flood(ctx: Context) -> None:
                 calm = run_wrk(
                     ctx, "valid /whoami, no flood", url, "bearer.lua", {"BENCH_TOKEN": token}
                 )
+                prof = start_profiler(cfg, rs, "resource during kid flood") if cfg.profile else None
                 t0 = time.monotonic()
                 flood = start_wrk(
                     cfg,
@@ -1060,6 +1061,8 @@ def scenario_4_kid_flood(ctx: Context) -> None:
                 t1 = time.monotonic()
                 fetches = proxy.count_between(t0, t1)
                 total_fetches = len(proxy.fetches)
+                if prof is not None:
+                    finish_profiler(ctx, *prof)
     ctx.raw.setdefault("wrk", {})["valid /whoami during kid flood"] = asdict(during)
     ctx.raw.setdefault("wrk", {})["kid flood"] = asdict(fl)
     ctx.raw["kid_flood"] = {
