@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from issuer import audit
@@ -42,8 +43,14 @@ CLIENT_CACHE_SECONDS = 2.0
 UNKNOWN_ADDRESS = "unknown"
 
 
-async def in_thread(func: Callable[[], T]) -> T:
-    return await anyio.to_thread.run_sync(func)
+async def in_thread(func: Callable[[], T], *, limiter: anyio.CapacityLimiter | None = None) -> T:
+    return await anyio.to_thread.run_sync(func, limiter=limiter)
+
+
+# Each argon2id verification takes 64 MiB and several threads of its own: an unbounded number at
+# once would starve the event loop (and a login flood could exhaust memory). Logins beyond this
+# many wait their turn; everything else keeps being served.
+PASSWORD_CHECKS_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class TokenService:
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
         self.clock = clock
+        self._limiter: anyio.CapacityLimiter | None = None
         self.throttle = throttle or Throttle(
             accounts.engine,
             max_failures=settings.login_max_failures,
@@ -105,6 +113,12 @@ class TokenService:
         )
         self.audit = audit_log or AuditLog(accounts.engine, clock=clock)
         self._client_cache: dict[str, tuple[float, Client | None]] = {}
+
+    @property
+    def _password_limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # created on first use: it belongs to the running loop
+            self._limiter = anyio.CapacityLimiter(PASSWORD_CHECKS_AT_ONCE)
+        return self._limiter
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -260,7 +274,7 @@ class TokenService:
                 )
             return user
 
-        user = await in_thread(login)
+        user = await in_thread(login, limiter=self._password_limiter)
         if user is None:
             raise InvalidGrant("the username or password is incorrect")
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
