@@ -20,7 +20,7 @@ from issuer import audit
 from issuer.accounts import GRANT_TYPES, AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
-from issuer.keystore import KeyRepository
+from issuer.keystore import KeyRepository, KeySchedule
 from issuer.refresh import RefreshTokenStore
 from issuer.sealing import KeySealer, load_secret
 from issuer.seed import seed_demo, walkthrough
@@ -59,10 +59,34 @@ def _key_admin(settings: IssuerSettings) -> KeyAdmin:
     secret = load_secret(
         settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
     )
-    repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo = KeyRepository(
+        engine,
+        KeySealer(secret),
+        access_token_ttl=settings.access_token_ttl,
+        schedule=KeySchedule.from_settings(settings),
+    )
     repo.check_secret()
     repo.ensure_signing_key(system_clock())
     return KeyAdmin(repo)
+
+
+def _when(at: float | None, now: float) -> str:
+    if at is None:
+        return "-"
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    delta = at - now
+    if abs(delta) < 1:
+        return f"{stamp} (now)"
+    if delta > 0:
+        return f"{stamp} (in {_duration(delta)})"
+    return f"{stamp} ({_duration(-delta)} ago)"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _print_json(value: Any) -> None:
@@ -212,23 +236,49 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
-    keys = _key_admin(_settings()).list()
+    admin = _key_admin(_settings())
+    keys = admin.list()
     if args.json:
         _print_json(keys)
         return
-    sys.stdout.write(f"{'KID':<45} {'STATE':<10} SIGNING\n")
+    now = admin.clock()
+    sys.stdout.write(f"{'KID':<45} {'STATE':<10} {'SIGNING':<8} {'ACTIVATES':<32} LEAVES JWKS\n")
     for key in keys:
-        sys.stdout.write(f"{key['kid']:<45} {key['state']:<10} {'yes' if key['signing'] else ''}\n")
+        leaves = key["revoked_at"] if key["revoked_at"] is not None else key["remove_at"]
+        sys.stdout.write(
+            f"{key['kid']:<45} {key['state']:<10} {'yes' if key['signing'] else '':<8} "
+            f"{_when(key['activate_at'], now):<32} {_when(leaves, now)}\n"
+        )
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
-    record = _key_admin(_settings()).rotate()
-    sys.stdout.write(f"rotated: {record['kid']} signs from now; older keys stay published\n")
+    record = _key_admin(_settings()).rotate(now=args.now)
+    if args.json:
+        _print_json(record)
+        return
+    now = record["now"]
+    previous = record["previous_kid"] or "the previous key"
+    if args.now:
+        sys.stdout.write(
+            f"rotated: {record['kid']} signs from now; {previous} stays published "
+            "until its tokens expire\n"
+        )
+        return
+    sys.stdout.write(
+        f"rotation scheduled: {record['kid']} is published now and signs from "
+        f"{_when(record['activate_at'], now)}; {previous} signs until then and stays "
+        "published until its tokens expire (use --now to switch at once)\n"
+    )
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
     record = _key_admin(_settings()).revoke(args.kid)
+    if args.json:
+        _print_json(record)
+        return
     sys.stdout.write(f"revoked: {record['kid']} is no longer published\n")
+    if record["signing_kid"]:
+        sys.stdout.write(f"signing key: {record['signing_kid']}\n")
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
@@ -296,11 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     klist = ksub.add_parser("list", help="list keys and their states")
     klist.add_argument("--json", action="store_true")
     klist.set_defaults(func=cmd_keys_list)
-    krotate = ksub.add_parser("rotate", help="create a new signing key")
-    krotate.add_argument("--now", action="store_true", help="activate at once (the default)")
+    krotate = ksub.add_parser(
+        "rotate",
+        help="publish the next key now; it signs after ISSUER_KEY_PUBLISH_AHEAD seconds",
+    )
+    krotate.add_argument(
+        "--now", action="store_true", help="sign with the new key at once (not published ahead)"
+    )
+    krotate.add_argument("--json", action="store_true")
     krotate.set_defaults(func=cmd_keys_rotate)
     krevoke = ksub.add_parser("revoke", help="unpublish a key at once")
     krevoke.add_argument("kid")
+    krevoke.add_argument("--json", action="store_true")
     krevoke.set_defaults(func=cmd_keys_revoke)
 
     seed = sub.add_parser("seed", help="create the demo client and user (idempotent)")
