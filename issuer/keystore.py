@@ -343,16 +343,23 @@ class KeyRepository:
             successor = pending[0]
             created = result is not None and result.created and result.record.kid == successor.kid
         activate = now if immediate else now + self.schedule.publish_ahead
-        activate = min(successor.activate_at, activate)
-        publish = min(successor.publish_at, now)
+        kid = signing_keys.c.kid == successor.kid
+        live = signing_keys.c.revoked_at.is_(None)
         with self.engine.begin() as conn:
+            # Times only ever move earlier, in SQL: two processes advancing the same successor
+            # concurrently end with the earlier of their times, whatever the commit order.
             conn.execute(
                 update(signing_keys)
-                .where(signing_keys.c.kid == successor.kid)
-                .where(signing_keys.c.revoked_at.is_(None))
-                .values(publish_at=publish, activate_at=activate)
+                .where(kid, live, signing_keys.c.activate_at > activate)
+                .values(activate_at=activate)
             )
-            self._retire_before(conn, activate, except_kid=successor.kid)
+            conn.execute(
+                update(signing_keys)
+                .where(kid, live, signing_keys.c.publish_at > now)
+                .values(publish_at=now)
+            )
+            effective = conn.execute(select(signing_keys.c.activate_at).where(kid)).scalar_one()
+            self._retire_before(conn, effective, except_kid=successor.kid)
         return RotationResult(self.get(successor.kid), created=created)
 
     def revoke(self, kid: str, now: float) -> KeyRecord:

@@ -280,6 +280,7 @@ def test_revoke_non_signing_keys(repo: KeyRepository, clock: FakeClock) -> None:
     admin = KeyAdmin(repo, clock=clock)
     first = repo.ensure_signing_key(clock())
     # A retired key: unpublished at once, signing unaffected.
+    clock.advance(1)
     second = admin.rotate(now=True)["kid"]
     assert _published(repo, clock()) == [first.kid, second]
     admin.revoke(first.kid)
