@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from issuer.db import key_rotations, signing_keys
 from issuer.sealing import KeySealer
-from issuer.settings import IssuerSettings
+from issuer.settings import PUBLISH_MARGIN, IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import ConfigurationError, NotFound
 from shared.jwks import VerificationKey, build_jwks, encode_jwks, jwks_etag, parse_jwk
@@ -134,6 +134,10 @@ class KeySchedule:
     publish_ahead: float = 360.0
     access_token_ttl: float = 900.0
     retire_margin: float = VERIFIER_LEEWAY_MARGIN
+    # The scheduler writes the successor into the database this long before its publish time
+    # (at least one JWKS max-age: a max-age handed out before the row existed cannot outlive the
+    # publish time), so the change is in every process's view before it happens.
+    create_lead: float = 360.0
 
     @classmethod
     def from_settings(cls, settings: IssuerSettings) -> KeySchedule:
@@ -142,6 +146,7 @@ class KeySchedule:
             publish_ahead=float(settings.key_publish_ahead),
             access_token_ttl=float(settings.access_token_ttl),
             retire_margin=float(settings.key_retire_margin),
+            create_lead=float(settings.jwks_max_age + PUBLISH_MARGIN),
         )
 
     @property
@@ -163,15 +168,22 @@ def pending_records(records: list[KeyRecord], now: float) -> list[KeyRecord]:
     )
 
 
-def rotation_due(records: list[KeyRecord], now: float) -> bool:
-    """True when the signing key has no successor yet: the scheduler must create one."""
-    return signing_record(records, now) is None or not pending_records(records, now)
+def rotation_due(records: list[KeyRecord], now: float, schedule: KeySchedule) -> bool:
+    """True when the scheduler must create the signing key's successor now: it has none yet,
+    and its publish time is within ``create_lead``."""
+    current = signing_record(records, now)
+    if current is None:
+        return True
+    if pending_records(records, now):
+        return False
+    publish_at, _activate_at = schedule.successor_times(current, now)
+    return now >= publish_at - schedule.create_lead
 
 
 @dataclass(frozen=True)
 class RotationResult:
     record: KeyRecord
-    created: bool  # False when another process (or an earlier call) had created this key
+    created: bool  # False when another process (or an earlier call) had made this change
 
 
 class KeyRepository:
@@ -313,15 +325,18 @@ class KeyRepository:
             raise ConfigurationError("no signing key is available")
         return current
 
-    def schedule_next(self, now: float) -> RotationResult | None:
-        """The scheduler's tick: when the signing key has no successor yet, create it on the
-        schedule (published ``publish_ahead`` before it activates). Idempotent across processes."""
+    def schedule_next(self, now: float, *, force: bool = False) -> RotationResult | None:
+        """The scheduler's tick: when the signing key's successor is due to be created (see
+        :func:`rotation_due`; ``force``: whenever it has none), create it on the schedule
+        (published ``publish_ahead`` before it activates). Idempotent across processes."""
         records = self.records()
         current = signing_record(records, now)
         if current is None:
             current = self.ensure_signing_key(now)
             records = self.records()
         if pending_records(records, now):
+            return None
+        if not force and not rotation_due(records, now, self.schedule):
             return None
         publish_at, activate_at = self.schedule.successor_times(current, now)
         return self.create(
@@ -331,35 +346,41 @@ class KeyRepository:
     def rotate(self, now: float, *, immediate: bool = False) -> RotationResult:
         """Bring the next key forward: published now and signing after ``publish_ahead``
         (``immediate``: signing now). The scheduled successor is used when there is one."""
-        created = False
+        made_here = False
         pending = pending_records(self.records(), now)
-        if pending:
-            successor = pending[0]
-        else:
-            result = self.schedule_next(now)
+        if not pending:
+            result = self.schedule_next(now, force=True)
+            # Made and published at once by this call (its schedule was already overdue).
+            made_here = result is not None and result.created and result.record.publish_at <= now
             pending = pending_records(self.records(), now)
             if not pending:  # cannot happen: schedule_next just made sure of one
                 raise ConfigurationError("no successor key could be scheduled")
-            successor = pending[0]
-            created = result is not None and result.created and result.record.kid == successor.kid
-        activate = now if immediate else now + self.schedule.publish_ahead
+        successor = pending[0]
+        target_activate = now if immediate else now + self.schedule.publish_ahead
+        activate = min(successor.activate_at, target_activate)
+        publish = min(successor.publish_at, now)
         kid = signing_keys.c.kid == successor.kid
-        live = signing_keys.c.revoked_at.is_(None)
         with self.engine.begin() as conn:
-            # Times only ever move earlier, in SQL: two processes advancing the same successor
-            # concurrently end with the earlier of their times, whatever the commit order.
-            conn.execute(
-                update(signing_keys)
-                .where(kid, live, signing_keys.c.activate_at > activate)
-                .values(activate_at=activate)
-            )
-            conn.execute(
-                update(signing_keys)
-                .where(kid, live, signing_keys.c.publish_at > now)
-                .values(publish_at=now)
-            )
+            changed = 0
+            if (activate, publish) != (successor.activate_at, successor.publish_at):
+                # Compare-and-set on the times we read: when two processes bring the same
+                # successor forward at once, one update lands and the other changes nothing,
+                # so both answer with the same (the winner's) times.
+                changed = conn.execute(
+                    update(signing_keys)
+                    .where(
+                        kid,
+                        signing_keys.c.revoked_at.is_(None),
+                        signing_keys.c.publish_at == successor.publish_at,
+                        signing_keys.c.activate_at == successor.activate_at,
+                    )
+                    .values(publish_at=publish, activate_at=activate)
+                ).rowcount
             effective = conn.execute(select(signing_keys.c.activate_at).where(kid)).scalar_one()
             self._retire_before(conn, effective, except_kid=successor.kid)
+        # "created": this call put the key into the JWKS (new, or only scheduled until now);
+        # False when it was already published (a rotation was under way).
+        created = made_here or (changed == 1 and successor.publish_at > now)
         return RotationResult(self.get(successor.kid), created=created)
 
     def revoke(self, kid: str, now: float) -> KeyRecord:

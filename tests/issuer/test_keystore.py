@@ -42,6 +42,7 @@ def _repo(tmp_path: Path, name: str = "keys.db") -> KeyRepository:
         publish_ahead=AHEAD,
         access_token_ttl=TTL,
         retire_margin=MARGIN,
+        create_lead=INTERVAL,  # successors are written at once; see the create_lead test
     )
     return KeyRepository(
         engine, KeySealer("a-test-secret-0123456789"), access_token_ttl=int(TTL), schedule=schedule
@@ -136,7 +137,7 @@ def test_automatic_rotation_when_due(repo: KeyRepository, clock: FakeClock) -> N
     created = admin.tick()
     assert created is not None
     assert admin.tick() is None  # the successor exists: nothing to do
-    assert not rotation_due(repo.records(), clock())
+    assert not rotation_due(repo.records(), clock(), repo.schedule)
     kids = [first.kid, created["kid"]]
     # Walk through three generations, ticking once a second around each change.
     for _generation in range(3):
@@ -145,7 +146,7 @@ def test_automatic_rotation_when_due(repo: KeyRepository, clock: FakeClock) -> N
             assert admin.tick() is None  # not due while the successor is pending
         clock.advance(7.0)
         assert _signing_kid(repo, clock()) == kids[-1]
-        assert rotation_due(repo.records(), clock())
+        assert rotation_due(repo.records(), clock(), repo.schedule)
         created = admin.tick()
         assert created is not None
         kids.append(created["kid"])
@@ -155,6 +156,33 @@ def test_automatic_rotation_when_due(repo: KeyRepository, clock: FakeClock) -> N
     assert [b - a for a, b in itertools.pairwise(activations)] == [INTERVAL] * 4
     for kid in kids[1:]:
         assert records[kid].activate_at - records[kid].publish_at >= AHEAD
+
+
+def test_successor_is_written_create_lead_before_it_is_published(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """By default the scheduler writes the successor one JWKS max-age plus margin before its
+    publish time, not at once: the key list stays short, and the change is still known to every
+    process (and bounds every max-age) before it happens."""
+    settings = IssuerSettings.from_env(
+        {"ISSUER_JWKS_MAX_AGE": "30", "ISSUER_KEY_ROTATION_INTERVAL": "1000"}
+    )
+    schedule = KeySchedule.from_settings(settings)
+    assert schedule.create_lead == 90
+    repo = _repo(tmp_path)
+    repo.schedule = schedule
+    ring = KeyRing(repo, jwks_max_age=30, clock=clock)
+    first = repo.ensure_signing_key(clock())
+    publish_at = first.activate_at + 1000 - schedule.publish_ahead
+    clock.now = publish_at - 90 - 0.5
+    assert repo.schedule_next(clock()) is None
+    ring.reload()
+    assert ring.jwks()[2] == 30  # nothing scheduled yet, and no max-age reaches publish_at
+    clock.now = publish_at - 90
+    result = repo.schedule_next(clock())
+    assert result is not None
+    assert result.record.publish_at == publish_at
+    assert result.record.activate_at == first.activate_at + 1000
 
 
 def test_retired_key_stays_until_its_tokens_expire(repo: KeyRepository, clock: FakeClock) -> None:
@@ -187,7 +215,7 @@ def test_planned_rotate_publishes_now_and_signs_after_publish_ahead(
     clock.advance(5)
     out = admin.rotate()
     assert out["kid"] == scheduled.kid
-    assert out["created"] is False
+    assert out["created"] is True  # this call brought it into the JWKS
     assert out["previous_kid"] == first.kid
     assert out["publish_at"] == clock()
     assert out["activate_at"] == clock() + AHEAD
@@ -199,6 +227,7 @@ def test_planned_rotate_publishes_now_and_signs_after_publish_ahead(
     # Rotating again while that rotation is pending does not create another key.
     again = admin.rotate()
     assert again["kid"] == scheduled.kid
+    assert again["created"] is False
     assert len(repo.records()) == 2
     # --now switches at once, using the key already published.
     now = admin.rotate(now=True)
