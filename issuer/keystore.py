@@ -359,6 +359,10 @@ class KeyRepository:
         target_activate = now if immediate else now + self.schedule.publish_ahead
         activate = min(successor.activate_at, target_activate)
         publish = min(successor.publish_at, now)
+        if not immediate and successor.activate_at <= target_activate + 1.0:
+            # A planned rotation is already under way (another caller, maybe on another
+            # process, just made it): leave its times alone so every caller reports the same.
+            activate, publish = successor.activate_at, successor.publish_at
         kid = signing_keys.c.kid == successor.kid
         with self.engine.begin() as conn:
             changed = 0
