@@ -319,8 +319,10 @@ class KeyRepository:
             slot = f"heal:{latest.kid}"
         else:
             slot = "initial"
-        self.create(now, publish_at=now, activate_at=now, slot=slot)
-        current = signing_record(self.records(), now)
+        made = self.create(now, publish_at=now, activate_at=now, slot=slot)
+        # A process that lost the race read its clock a moment before the winner did: judge
+        # at the winner's activation time, which is at most that moment later.
+        current = signing_record(self.records(), max(now, made.record.activate_at))
         if current is None:
             raise ConfigurationError("no signing key is available")
         return current
