@@ -23,7 +23,7 @@ from issuer.accounts import AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
 from issuer.introspection import Introspector
-from issuer.keystore import KeyRepository, KeyRing
+from issuer.keystore import KeyRepository, KeyRing, KeySchedule
 from issuer.metrics import IssuerMetrics
 from issuer.refresh import RefreshTokenStore
 from issuer.sealing import KeySealer, load_secret
@@ -31,7 +31,13 @@ from issuer.settings import IssuerSettings
 from issuer.token_service import GRANT_TYPES, TokenService
 from shared.bearer import extract_bearer
 from shared.clock import Clock, system_clock
-from shared.errors import InsufficientScope, InvalidToken, KeyhouseError, MethodNotAllowed
+from shared.errors import (
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    KeyhouseError,
+    MethodNotAllowed,
+)
 from shared.tokens import TokenVerifier
 
 logger = logging.getLogger("keyhouse.issuer")
@@ -59,7 +65,12 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     secret = load_secret(
         settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
     )
-    repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo = KeyRepository(
+        engine,
+        KeySealer(secret),
+        access_token_ttl=settings.access_token_ttl,
+        schedule=KeySchedule.from_settings(settings),
+    )
     repo.check_secret()
     repo.ensure_signing_key(clock())
     keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
@@ -208,16 +219,41 @@ def _require_admin(request: Request) -> None:
 async def admin_keys(request: Request) -> Response:
     _require_admin(request)
     issuer = _issuer(request)
-    keys = await anyio.to_thread.run_sync(issuer.admin.list)
-    return JSONResponse({"keys": keys}, headers=http.NO_STORE)
+    status = await anyio.to_thread.run_sync(issuer.admin.status)
+    return JSONResponse(status, headers=http.NO_STORE)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+async def _rotate_now_flag(request: Request) -> bool:
+    """``now`` from the query string (``?now=true``) or a JSON body ``{"now": true}``."""
+    raw: object = request.query_params.get("now")
+    body = await request.body()
+    if body.strip():
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise InvalidRequest('the body must be JSON like {"now": true}') from None
+        if not isinstance(data, dict) or set(data) - {"now"}:
+            raise InvalidRequest('the body must be JSON like {"now": true}')
+        raw = data.get("now", raw)
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise InvalidRequest("now must be true or false")
 
 
 async def admin_rotate(request: Request) -> Response:
     _require_admin(request)
     issuer = _issuer(request)
-    record = await anyio.to_thread.run_sync(issuer.admin.rotate)
+    immediate = await _rotate_now_flag(request)
+    record = await anyio.to_thread.run_sync(lambda: issuer.admin.rotate(now=immediate))
     await anyio.to_thread.run_sync(issuer.keyring.reload)
-    return JSONResponse(record, status_code=201, headers=http.NO_STORE)
+    status = 201 if record["created"] else 200
+    return JSONResponse(record, status_code=status, headers=http.NO_STORE)
 
 
 async def admin_revoke(request: Request) -> Response:
@@ -246,9 +282,22 @@ async def metrics(request: Request) -> Response:
 
 
 async def _reload_keys_forever(issuer: Issuer) -> None:
-    """Pick up keys rotated or revoked by another process (the CLI, another replica)."""
+    """Pick up keys rotated or revoked by another process (the CLI, another replica), and run
+    the rotation scheduler: whichever process notices that the signing key has no successor
+    schedules one (the database makes sure only one is created)."""
     while True:
         await asyncio.sleep(issuer.settings.key_refresh_interval)
+        try:
+            created = await anyio.to_thread.run_sync(issuer.admin.tick)
+            if created is not None:
+                logger.info(
+                    "scheduled signing key %s: published at %s, signs from %s",
+                    created["kid"],
+                    created["publish_at"],
+                    created["activate_at"],
+                )
+        except Exception as exc:  # keep serving; the next tick (or another replica) retries
+            logger.warning("key rotation scheduler failed: %s", type(exc).__name__)
         try:
             await anyio.to_thread.run_sync(issuer.keyring.reload)
         except Exception as exc:  # keep serving with the keys we have

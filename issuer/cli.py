@@ -20,7 +20,7 @@ from issuer import audit
 from issuer.accounts import GRANT_TYPES, AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
-from issuer.keystore import KeyRepository
+from issuer.keystore import KeyRepository, KeySchedule
 from issuer.refresh import RefreshTokenStore
 from issuer.sealing import KeySealer, load_secret
 from issuer.seed import seed_demo, walkthrough
@@ -59,10 +59,34 @@ def _key_admin(settings: IssuerSettings) -> KeyAdmin:
     secret = load_secret(
         settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
     )
-    repo = KeyRepository(engine, KeySealer(secret), access_token_ttl=settings.access_token_ttl)
+    repo = KeyRepository(
+        engine,
+        KeySealer(secret),
+        access_token_ttl=settings.access_token_ttl,
+        schedule=KeySchedule.from_settings(settings),
+    )
     repo.check_secret()
     repo.ensure_signing_key(system_clock())
     return KeyAdmin(repo)
+
+
+def _when(at: float | None, now: float) -> str:
+    if at is None:
+        return "-"
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    delta = at - now
+    if abs(delta) < 1:
+        return f"{stamp} (now)"
+    if delta > 0:
+        return f"{stamp} (in {_duration(delta)})"
+    return f"{stamp} ({_duration(-delta)} ago)"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _print_json(value: Any) -> None:
@@ -212,23 +236,123 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
-    keys = _key_admin(_settings()).list()
+    admin = _key_admin(_settings())
+    keys = admin.list()
     if args.json:
         _print_json(keys)
         return
-    sys.stdout.write(f"{'KID':<45} {'STATE':<10} SIGNING\n")
+    now = admin.clock()
+    sys.stdout.write(f"{'KID':<45} {'STATE':<10} {'SIGNING':<8} {'ACTIVATES':<32} LEAVES JWKS\n")
     for key in keys:
-        sys.stdout.write(f"{key['kid']:<45} {key['state']:<10} {'yes' if key['signing'] else ''}\n")
+        leaves = key["revoked_at"] if key["revoked_at"] is not None else key["remove_at"]
+        sys.stdout.write(
+            f"{key['kid']:<45} {key['state']:<10} {'yes' if key['signing'] else '':<8} "
+            f"{_when(key['activate_at'], now):<32} {_when(leaves, now)}\n"
+        )
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
-    record = _key_admin(_settings()).rotate()
-    sys.stdout.write(f"rotated: {record['kid']} signs from now; older keys stay published\n")
+    record = _key_admin(_settings()).rotate(now=args.now)
+    if args.json:
+        _print_json(record)
+        return
+    now = record["now"]
+    previous = record["previous_kid"] or "the previous key"
+    if args.now:
+        sys.stdout.write(
+            f"rotated: {record['kid']} signs from now; {previous} stays published "
+            "until its tokens expire\n"
+        )
+        return
+    sys.stdout.write(
+        f"rotation scheduled: {record['kid']} is published now and signs from "
+        f"{_when(record['activate_at'], now)}; {previous} signs until then and stays "
+        "published until its tokens expire (use --now to switch at once)\n"
+    )
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
     record = _key_admin(_settings()).revoke(args.kid)
+    if args.json:
+        _print_json(record)
+        return
     sys.stdout.write(f"revoked: {record['kid']} is no longer published\n")
+    if record["signing_kid"]:
+        sys.stdout.write(f"signing key: {record['signing_kid']}\n")
+
+
+def cmd_drill(args: argparse.Namespace) -> None:
+    from issuer.drill import DrillError, format_report, parse_resource, run_drill
+
+    try:
+        resources = dict(parse_resource(r) for r in args.resource or [])
+        config = _drill_config(args, resources)
+        if bool(args.load_client_id) != bool(args.load_client_secret):
+            raise DrillError("--load-client-id and --load-client-secret go together")
+        report = run_drill(config, progress=None if args.quiet else sys.stderr)
+    except DrillError as exc:
+        raise CLIError(str(exc)) from None
+    text = format_report(report)
+    if args.json == "-":
+        sys.stderr.write(text)
+        _print_json(report)
+    else:
+        sys.stdout.write(text)
+        if args.json:
+            try:
+                Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+            except OSError as exc:
+                raise CLIError(f"cannot write {args.json}: {exc.strerror}") from None
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
+def _drill_config(args: argparse.Namespace, resources: dict[str, str]) -> Any:
+    from issuer.drill import DrillConfig, DrillError
+
+    if not resources:
+        raise DrillError("name at least one resource service with --resource NAME=URL")
+    if not args.issuer.startswith(("http://", "https://")):
+        raise DrillError(f"--issuer must be an http(s) URL, got {args.issuer!r}")
+    checks = [
+        (args.rotations >= 0, "--rotations must not be negative"),
+        (args.rotations or args.revoke, "nothing to drill: use --rotations K and/or --revoke"),
+        (args.interval > 0, "--interval must be positive"),
+        (1 <= args.concurrency <= 1000, "--concurrency must be between 1 and 1000"),
+        (args.duration >= 0, "--duration must not be negative"),
+        (args.poll_interval > 0, "--poll-interval must be positive"),
+        (args.revocation_margin >= 0, "--revocation-margin must not be negative"),
+        (args.token_interval > 0, "--token-interval must be positive"),
+        (args.warmup >= 0, "--warmup must not be negative"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DrillError(message)
+    secret = args.client_secret
+    if secret is None and args.client_secret_stdin:
+        secret = sys.stdin.readline().strip()
+    if not secret:
+        raise DrillError(
+            "pass the admin client's secret with --client-secret or --client-secret-stdin"
+        )
+    return DrillConfig(
+        issuer=args.issuer.rstrip("/"),
+        resources=resources,
+        client_id=args.client_id,
+        client_secret=secret,
+        load_client_id=args.load_client_id,
+        load_client_secret=args.load_client_secret,
+        scope=args.scope,
+        rotations=args.rotations,
+        interval=args.interval,
+        revoke=args.revoke,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+        poll_interval=args.poll_interval,
+        revocation_margin=args.revocation_margin,
+        token_interval=args.token_interval,
+    )
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
@@ -296,12 +420,77 @@ def build_parser() -> argparse.ArgumentParser:
     klist = ksub.add_parser("list", help="list keys and their states")
     klist.add_argument("--json", action="store_true")
     klist.set_defaults(func=cmd_keys_list)
-    krotate = ksub.add_parser("rotate", help="create a new signing key")
-    krotate.add_argument("--now", action="store_true", help="activate at once (the default)")
+    krotate = ksub.add_parser(
+        "rotate",
+        help="publish the next key now; it signs after ISSUER_KEY_PUBLISH_AHEAD seconds",
+    )
+    krotate.add_argument(
+        "--now", action="store_true", help="sign with the new key at once (not published ahead)"
+    )
+    krotate.add_argument("--json", action="store_true")
     krotate.set_defaults(func=cmd_keys_rotate)
     krevoke = ksub.add_parser("revoke", help="unpublish a key at once")
     krevoke.add_argument("kid")
+    krevoke.add_argument("--json", action="store_true")
     krevoke.set_defaults(func=cmd_keys_revoke)
+
+    drill = sub.add_parser(
+        "drill",
+        help="rotate and revoke keys under verification load against a running stack",
+        description="Planned key rotations and an emergency revocation under live load; "
+        "exits 1 when a valid request failed or revocation exceeded its bound.",
+    )
+    drill.add_argument("--issuer", default="http://127.0.0.1:8000", help="issuer base URL")
+    drill.add_argument(
+        "--resource",
+        action="append",
+        metavar="NAME=URL",
+        help="a resource service to load (repeatable), e.g. photos=http://127.0.0.1:8001",
+    )
+    drill.add_argument(
+        "--client-id", required=True, help="client with scope issuer:admin, audience issuer"
+    )
+    drill.add_argument("--client-secret")
+    drill.add_argument("--client-secret-stdin", action="store_true")
+    drill.add_argument(
+        "--load-client-id", help="client for the load tokens (default: the admin client)"
+    )
+    drill.add_argument("--load-client-secret")
+    drill.add_argument("--scope", help="scope to request for load tokens (default: all)")
+    drill.add_argument("--rotations", type=int, default=2, help="planned rotations (2)")
+    drill.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between rotations (10)"
+    )
+    drill.add_argument("--revoke", action="store_true", help="end with one emergency revocation")
+    drill.add_argument("--concurrency", type=int, default=8, help="load workers in all (8)")
+    drill.add_argument(
+        "--duration", type=float, default=0.0, help="minimum seconds of load (0: the timetable)"
+    )
+    drill.add_argument("--warmup", type=float, default=2.0, help="seconds of load first (2)")
+    drill.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        help="the services' RESOURCE_JWKS_POLL_INTERVAL (60)",
+    )
+    drill.add_argument(
+        "--revocation-margin",
+        type=float,
+        default=5.0,
+        help="revocation bound = poll interval + this (5)",
+    )
+    drill.add_argument(
+        "--token-interval", type=float, default=0.5, help="seconds between load tokens (0.5)"
+    )
+    drill.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="also write the report as JSON to FILE (no FILE or -: stdout)",
+    )
+    drill.add_argument("--quiet", action="store_true", help="no progress lines")
+    drill.set_defaults(func=cmd_drill)
 
     seed = sub.add_parser("seed", help="create the demo client and user (idempotent)")
     seed.add_argument("--credentials-file", default="var/demo-credentials.json")

@@ -48,6 +48,17 @@ signing_keys = Table(
     Column("revoked_at", Float, nullable=True),
 )
 
+# One row per decided change of the signing key ("rotate:<kid>", "revoke:<kid>", "initial", ...).
+# The primary key is the guard that makes two issuer processes deciding the same change at the
+# same moment create one key, not two: the second INSERT conflicts (SQLite and PostgreSQL alike).
+key_rotations = Table(
+    "key_rotations",
+    metadata,
+    Column("slot", String(200), primary_key=True),
+    Column("kid", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 clients = Table(
     "clients",
     metadata,

@@ -8,20 +8,25 @@ every issuer process reading the same rows agrees on which key signs and which a
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
 
-from issuer.db import signing_keys
+from issuer.db import key_rotations, signing_keys
 from issuer.sealing import KeySealer
+from issuer.settings import PUBLISH_MARGIN, IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import ConfigurationError, NotFound
 from shared.jwks import VerificationKey, build_jwks, encode_jwks, jwks_etag, parse_jwk
 from shared.keys import SigningKey, generate_signing_key, load_signing_key
 from shared.tokens import TokenSigner
+
+logger = logging.getLogger("keyhouse.issuer.keys")
 
 # Tokens are accepted up to this many seconds after ``exp`` by verifiers (their leeway); a retired
 # key stays published this much longer than the tokens it signed.
@@ -114,13 +119,93 @@ def next_change(records: list[KeyRecord], now: float) -> float | None:
     return min(future) if future else None
 
 
-class KeyRepository:
-    """Database operations on signing keys. Synchronous; callers pick the thread."""
+@dataclass(frozen=True)
+class KeySchedule:
+    """When keys change: the policy behind every ``publish_at``/``activate_at``/``remove_at``.
 
-    def __init__(self, engine: Engine, sealer: KeySealer, *, access_token_ttl: int) -> None:
+    * ``rotation_interval``: a key signs for this long before its successor activates.
+    * ``publish_ahead``: the successor is in the JWKS this long before it signs (at least one
+      JWKS ``max-age`` plus a margin, so no verifier meets an unknown ``kid`` when it activates).
+    * ``retire_margin``: a retired key stays published this long after the last token it signed
+      has expired (verifiers accept tokens up to their leeway after ``exp``).
+    """
+
+    rotation_interval: float = 2_592_000.0
+    publish_ahead: float = 360.0
+    access_token_ttl: float = 900.0
+    retire_margin: float = VERIFIER_LEEWAY_MARGIN
+    # The scheduler writes the successor into the database this long before its publish time
+    # (at least one JWKS max-age: a max-age handed out before the row existed cannot outlive the
+    # publish time), so the change is in every process's view before it happens.
+    create_lead: float = 360.0
+
+    @classmethod
+    def from_settings(cls, settings: IssuerSettings) -> KeySchedule:
+        return cls(
+            rotation_interval=float(settings.key_rotation_interval),
+            publish_ahead=float(settings.key_publish_ahead),
+            access_token_ttl=float(settings.access_token_ttl),
+            retire_margin=float(settings.key_retire_margin),
+            create_lead=float(settings.jwks_max_age + PUBLISH_MARGIN),
+        )
+
+    @property
+    def retire_grace(self) -> float:
+        return self.access_token_ttl + self.retire_margin
+
+    def successor_times(self, current: KeyRecord, now: float) -> tuple[float, float]:
+        """``(publish_at, activate_at)`` of the key that follows ``current`` on schedule."""
+        activate = current.activate_at + self.rotation_interval
+        publish = max(now, activate - self.publish_ahead)
+        return publish, max(activate, publish + self.publish_ahead)
+
+
+def pending_records(records: list[KeyRecord], now: float) -> list[KeyRecord]:
+    """Keys that will sign later (scheduled or published ahead), earliest activation first."""
+    return sorted(
+        (r for r in records if r.revoked_at is None and r.activate_at > now),
+        key=lambda r: (r.activate_at, r.kid),
+    )
+
+
+def rotation_due(records: list[KeyRecord], now: float, schedule: KeySchedule) -> bool:
+    """True when the scheduler must create the signing key's successor now: it has none yet,
+    and its publish time is within ``create_lead``."""
+    current = signing_record(records, now)
+    if current is None:
+        return True
+    if pending_records(records, now):
+        return False
+    publish_at, _activate_at = schedule.successor_times(current, now)
+    return now >= publish_at - schedule.create_lead
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    record: KeyRecord
+    created: bool  # False when another process (or an earlier call) had made this change
+
+
+class KeyRepository:
+    """Database operations on signing keys. Synchronous; callers pick the thread.
+
+    Every change of which key signs goes through a row in ``key_rotations`` whose primary key
+    names the change; the INSERT of that row is the first statement of the transaction that also
+    inserts the key, so two processes deciding the same change create exactly one key.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        sealer: KeySealer,
+        *,
+        access_token_ttl: int,
+        schedule: KeySchedule | None = None,
+    ) -> None:
         self.engine = engine
         self.sealer = sealer
         self.access_token_ttl = access_token_ttl
+        self.schedule = schedule or KeySchedule(access_token_ttl=float(access_token_ttl))
 
     def records(self) -> list[KeyRecord]:
         columns = [c for c in signing_keys.c if c.name != "private_key"]
@@ -150,9 +235,10 @@ class KeyRepository:
         if records:
             self.load_private(max(records, key=lambda r: (r.created_at, r.kid)).kid)
 
-    def create(self, now: float, *, publish_at: float, activate_at: float) -> KeyRecord:
-        key = generate_signing_key()
-        row = {
+    def _key_row(
+        self, key: SigningKey, now: float, *, publish_at: float, activate_at: float
+    ) -> dict[str, Any]:
+        return {
             "kid": key.kid,
             "private_key": self.sealer.seal(key.private_pem(), kid=key.kid),
             "public_jwk": json.dumps(key.public_jwk()),
@@ -163,9 +249,58 @@ class KeyRepository:
             "remove_at": None,
             "revoked_at": None,
         }
-        with self.engine.begin() as conn:
-            conn.execute(signing_keys.insert().values(**row))
-        return self.get(key.kid)
+
+    def _retire_before(self, conn: Connection, activate: float, *, except_kid: str) -> None:
+        """Keys signing until ``activate`` retire then and stay published until every token
+        they signed has expired (plus the verifier leeway margin)."""
+        conn.execute(
+            update(signing_keys)
+            .where(signing_keys.c.kid != except_kid)
+            .where(signing_keys.c.revoked_at.is_(None))
+            .where(signing_keys.c.activate_at <= activate)
+            .where(signing_keys.c.retire_at.is_(None) | (signing_keys.c.retire_at > activate))
+            .values(retire_at=activate, remove_at=activate + self.schedule.retire_grace)
+        )
+
+    def _slot_kid(self, slot: str) -> str | None:
+        with self.engine.connect() as conn:
+            kid: str | None = conn.execute(
+                select(key_rotations.c.kid).where(key_rotations.c.slot == slot)
+            ).scalar_one_or_none()
+        return kid
+
+    def create(
+        self,
+        now: float,
+        *,
+        publish_at: float,
+        activate_at: float,
+        slot: str | None = None,
+    ) -> RotationResult:
+        """Insert a new key. With ``slot``, at most one key is ever created for that slot:
+        a caller that loses the race gets the winner's key with ``created=False``."""
+        key = generate_signing_key()
+        row = self._key_row(key, now, publish_at=publish_at, activate_at=activate_at)
+        try:
+            with self.engine.begin() as conn:
+                if slot is not None:
+                    conn.execute(
+                        key_rotations.insert().values(slot=slot, kid=key.kid, created_at=now)
+                    )
+                conn.execute(signing_keys.insert().values(**row))
+                self._retire_before(conn, activate_at, except_kid=key.kid)
+        except IntegrityError:
+            if slot is None:
+                raise
+            winner = self._slot_kid(slot)
+            if winner is None:
+                raise
+            logger.info("key change %s was already made by another process: %s", slot, winner)
+            return RotationResult(self.get(winner), created=False)
+        logger.info(
+            "created signing key %s (publish %s, activate %s)", key.kid, publish_at, activate_at
+        )
+        return RotationResult(self.get(key.kid), created=True)
 
     def get(self, kid: str) -> KeyRecord:
         for record in self.records():
@@ -174,28 +309,85 @@ class KeyRepository:
         raise NotFound(f"no signing key {kid}")
 
     def ensure_signing_key(self, now: float) -> KeyRecord:
-        """Make sure some key signs at ``now`` (first start, or every key revoked)."""
-        current = signing_record(self.records(), now)
+        """Make sure some key signs at ``now`` (first start; or healing a broken schedule)."""
+        records = self.records()
+        current = signing_record(records, now)
         if current is not None:
             return current
-        return self.create(now, publish_at=now, activate_at=now)
+        if records:
+            latest = max(records, key=lambda r: (r.created_at, r.kid))
+            slot = f"heal:{latest.kid}"
+        else:
+            slot = "initial"
+        made = self.create(now, publish_at=now, activate_at=now, slot=slot)
+        # A process that lost the race read its clock a moment before the winner did: judge
+        # at the winner's activation time, which is at most that moment later.
+        current = signing_record(self.records(), max(now, made.record.activate_at))
+        if current is None:
+            raise ConfigurationError("no signing key is available")
+        return current
 
-    def rotate(self, now: float, *, activate_at: float | None = None) -> KeyRecord:
-        """Create the next key; the keys signing until it activates retire at that moment and
-        stay published until every token they signed has expired (plus verifier leeway)."""
-        activate = now if activate_at is None else max(now, activate_at)
-        new = self.create(now, publish_at=now, activate_at=activate)
-        retire_grace = self.access_token_ttl + VERIFIER_LEEWAY_MARGIN
+    def schedule_next(self, now: float, *, force: bool = False) -> RotationResult | None:
+        """The scheduler's tick: when the signing key's successor is due to be created (see
+        :func:`rotation_due`; ``force``: whenever it has none), create it on the schedule
+        (published ``publish_ahead`` before it activates). Idempotent across processes."""
+        records = self.records()
+        current = signing_record(records, now)
+        if current is None:
+            current = self.ensure_signing_key(now)
+            records = self.records()
+        if pending_records(records, now):
+            return None
+        if not force and not rotation_due(records, now, self.schedule):
+            return None
+        publish_at, activate_at = self.schedule.successor_times(current, now)
+        return self.create(
+            now, publish_at=publish_at, activate_at=activate_at, slot=f"rotate:{current.kid}"
+        )
+
+    def rotate(self, now: float, *, immediate: bool = False) -> RotationResult:
+        """Bring the next key forward: published now and signing after ``publish_ahead``
+        (``immediate``: signing now). The scheduled successor is used when there is one."""
+        made_here = False
+        pending = pending_records(self.records(), now)
+        if not pending:
+            result = self.schedule_next(now, force=True)
+            # Made and published at once by this call (its schedule was already overdue).
+            made_here = result is not None and result.created and result.record.publish_at <= now
+            pending = pending_records(self.records(), now)
+            if not pending:  # cannot happen: schedule_next just made sure of one
+                raise ConfigurationError("no successor key could be scheduled")
+        successor = pending[0]
+        target_activate = now if immediate else now + self.schedule.publish_ahead
+        activate = min(successor.activate_at, target_activate)
+        publish = min(successor.publish_at, now)
+        if not immediate and successor.activate_at <= target_activate + 1.0:
+            # A planned rotation is already under way (another caller, maybe on another
+            # process, just made it): leave its times alone so every caller reports the same.
+            activate, publish = successor.activate_at, successor.publish_at
+        kid = signing_keys.c.kid == successor.kid
         with self.engine.begin() as conn:
-            conn.execute(
-                update(signing_keys)
-                .where(signing_keys.c.kid != new.kid)
-                .where(signing_keys.c.revoked_at.is_(None))
-                .where(signing_keys.c.activate_at <= activate)
-                .where(signing_keys.c.retire_at.is_(None) | (signing_keys.c.retire_at > activate))
-                .values(retire_at=activate, remove_at=activate + retire_grace)
-            )
-        return new
+            changed = 0
+            if (activate, publish) != (successor.activate_at, successor.publish_at):
+                # Compare-and-set on the times we read: when two processes bring the same
+                # successor forward at once, one update lands and the other changes nothing,
+                # so both answer with the same (the winner's) times.
+                changed = conn.execute(
+                    update(signing_keys)
+                    .where(
+                        kid,
+                        signing_keys.c.revoked_at.is_(None),
+                        signing_keys.c.publish_at == successor.publish_at,
+                        signing_keys.c.activate_at == successor.activate_at,
+                    )
+                    .values(publish_at=publish, activate_at=activate)
+                ).rowcount
+            effective = conn.execute(select(signing_keys.c.activate_at).where(kid)).scalar_one()
+            self._retire_before(conn, effective, except_kid=successor.kid)
+        # "created": this call put the key into the JWKS (new, or only scheduled until now);
+        # False when it was already published (a rotation was under way).
+        created = made_here or (changed == 1 and successor.publish_at > now)
+        return RotationResult(self.get(successor.kid), created=created)
 
     def revoke(self, kid: str, now: float) -> KeyRecord:
         """Unpublish ``kid`` at once; if it was signing, a fresh key signs from ``now``."""
@@ -205,14 +397,68 @@ class KeyRepository:
             raise NotFound(f"no signing key {kid}")
         if target.revoked_at is not None:
             return target
-        was_signing = (s := signing_record(records, now)) is not None and s.kid == kid
+        signing = signing_record(records, now)
+        if signing is not None and signing.kid == kid:
+            self._revoke_signing(target, now)
+        elif target.activate_at > now:
+            self._revoke_pending(target, now)
+        else:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(signing_keys)
+                    .where(signing_keys.c.kid == kid)
+                    .where(signing_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+        return self.get(kid)
+
+    def _revoke_signing(self, target: KeyRecord, now: float) -> None:
+        # The replacement takes the revoked key's place in the schedule: it signs from now and
+        # retires when the revoked key would have (a pending successor keeps its time).
+        key = generate_signing_key()
+        row = self._key_row(key, now, publish_at=now, activate_at=now)
+        row["retire_at"] = target.retire_at
+        row["remove_at"] = target.remove_at
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    key_rotations.insert().values(
+                        slot=f"revoke:{target.kid}", kid=key.kid, created_at=now
+                    )
+                )
+                conn.execute(signing_keys.insert().values(**row))
+                conn.execute(
+                    update(signing_keys)
+                    .where(signing_keys.c.kid == target.kid)
+                    .values(revoked_at=now)
+                )
+        except IntegrityError:
+            if self._slot_kid(f"revoke:{target.kid}") is None:
+                raise
+            return  # another process revoked it at the same moment and made the replacement
+        logger.warning("revoked signing key %s; %s signs from now", target.kid, key.kid)
+
+    def _revoke_pending(self, target: KeyRecord, now: float) -> None:
+        # A successor that never signed: the keys it would have retired keep signing, and the
+        # scheduler may schedule a new successor (its slot is freed).
         with self.engine.begin() as conn:
             conn.execute(
-                update(signing_keys).where(signing_keys.c.kid == kid).values(revoked_at=now)
+                update(signing_keys)
+                .where(signing_keys.c.kid == target.kid)
+                .where(signing_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
             )
-        if was_signing:
-            self.ensure_signing_key(now)
-        return self.get(kid)
+            conn.execute(
+                update(signing_keys)
+                .where(signing_keys.c.kid != target.kid)
+                .where(signing_keys.c.retire_at == target.activate_at)
+                .values(retire_at=None, remove_at=None)
+            )
+            conn.execute(
+                delete(key_rotations)
+                .where(key_rotations.c.kid == target.kid)
+                .where(key_rotations.c.slot.like("rotate:%"))
+            )
 
 
 class KeyRing:

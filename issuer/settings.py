@@ -22,6 +22,9 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_JWKS_MAX_AGE": "300",
     "ISSUER_KEY_ROTATION_INTERVAL": "2592000",
     "ISSUER_KEY_REFRESH_INTERVAL": "1",
+    # Empty: ISSUER_JWKS_MAX_AGE + PUBLISH_MARGIN (see IssuerSettings.key_publish_ahead).
+    "ISSUER_KEY_PUBLISH_AHEAD": "",
+    "ISSUER_KEY_RETIRE_MARGIN": "60",
     "ISSUER_MAX_BODY_BYTES": "16384",
     "ISSUER_LOG_LEVEL": "info",
 }
@@ -49,6 +52,17 @@ def _float(env: Mapping[str, str], name: str, *, minimum: float = 0.0) -> float:
     return value
 
 
+# The default publish-ahead is one JWKS max-age plus this margin: a verifier that fetched the set
+# just before the next key was published still learns it before it signs.
+PUBLISH_MARGIN = 60
+
+
+def _publish_ahead(env: Mapping[str, str]) -> int | None:
+    if not env.get("ISSUER_KEY_PUBLISH_AHEAD", "").strip():
+        return None
+    return _int(env, "ISSUER_KEY_PUBLISH_AHEAD")
+
+
 @dataclass(frozen=True)
 class IssuerSettings:
     issuer_url: str = DEFAULTS["ISSUER_URL"]
@@ -62,6 +76,8 @@ class IssuerSettings:
     jwks_max_age: int = 300
     key_rotation_interval: int = 2_592_000
     key_refresh_interval: float = 1.0
+    key_publish_ahead_override: int | None = None
+    key_retire_margin: int = 60
     secret_key: str | None = None
     secret_key_file: Path | None = None
     max_body_bytes: int = 16_384
@@ -88,12 +104,27 @@ class IssuerSettings:
             jwks_max_age=_int(env, "ISSUER_JWKS_MAX_AGE"),
             key_rotation_interval=_int(env, "ISSUER_KEY_ROTATION_INTERVAL", minimum=1),
             key_refresh_interval=_float(env, "ISSUER_KEY_REFRESH_INTERVAL", minimum=0.05),
+            key_publish_ahead_override=_publish_ahead(env),
+            key_retire_margin=_int(env, "ISSUER_KEY_RETIRE_MARGIN"),
             secret_key=env.get("ISSUER_SECRET_KEY") or None,
             secret_key_file=Path(secret_file) if secret_file else None,
             max_body_bytes=_int(env, "ISSUER_MAX_BODY_BYTES", minimum=256),
             log_level=env.get("ISSUER_LOG_LEVEL", DEFAULTS["ISSUER_LOG_LEVEL"]),
         )
-        return replace(settings, **overrides) if overrides else settings
+        settings = replace(settings, **overrides) if overrides else settings
+        if settings.key_publish_ahead < settings.jwks_max_age:
+            raise ConfigurationError(
+                "ISSUER_KEY_PUBLISH_AHEAD must be at least ISSUER_JWKS_MAX_AGE "
+                f"({settings.jwks_max_age}), got {settings.key_publish_ahead}"
+            )
+        return settings
+
+    @property
+    def key_publish_ahead(self) -> int:
+        """Seconds a new key is in the JWKS before it signs (``ISSUER_KEY_PUBLISH_AHEAD``)."""
+        if self.key_publish_ahead_override is not None:
+            return self.key_publish_ahead_override
+        return self.jwks_max_age + PUBLISH_MARGIN
 
     @property
     def sqlite_path(self) -> Path | None:

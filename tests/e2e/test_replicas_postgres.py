@@ -134,7 +134,9 @@ def test_rotation_on_a_is_served_by_b(replicas: Replicas) -> None:
     old_kid = _kid(old_b)
     admin = _token_at(r, r.a, audience="issuer", scope="issuer:admin")["access_token"]
     rotated = httpx.post(
-        r.a.url + "/admin/keys/rotate", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+        r.a.url + "/admin/keys/rotate?now=true",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
     )
     assert rotated.status_code in (200, 201), rotated.text
     new_kid = rotated.json()["kid"]

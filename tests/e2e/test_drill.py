@@ -1,0 +1,167 @@
+"""A short real drill: two planned rotations and one emergency revocation under load."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Stack
+
+pytestmark = pytest.mark.e2e
+
+# Short intervals so the drill fits in well under a minute: the issuer publishes a new key 4 s
+# before it signs (JWKS max-age 2 s), the services poll the JWKS every second.
+ISSUER_ENV = {"ISSUER_JWKS_MAX_AGE": "2", "ISSUER_KEY_PUBLISH_AHEAD": "4"}
+RESOURCE_ENV = {
+    "RESOURCE_JWKS_POLL_INTERVAL": "1",
+    # Polling every second spends the default budget of 10 fetches a minute; the fetch for the
+    # replacement key after the revocation must still be allowed.
+    "RESOURCE_JWKS_MAX_FETCHES_PER_MINUTE": "200",
+}
+
+
+def _drill_args(stack: Stack, client: dict[str, str], photos: str, contacts: str) -> list[str]:
+    return [
+        "drill",
+        "--issuer",
+        stack.issuer_url,
+        "--resource",
+        f"photos={photos}",
+        "--resource",
+        f"contacts={contacts}",
+        "--client-id",
+        client["client_id"],
+        "--client-secret",
+        client["client_secret"],
+        "--rotations",
+        "2",
+        "--interval",
+        "2",
+        "--revoke",
+        "--concurrency",
+        "6",
+        "--poll-interval",
+        "1",
+        "--revocation-margin",
+        "2",
+    ]
+
+
+def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> None:
+    stack.issuer(**ISSUER_ENV).start()
+    photos = stack.resource("photos", **RESOURCE_ENV).start()
+    contacts = stack.resource("contacts", **RESOURCE_ENV).start()
+    client = stack.create_client(scope="issuer:admin", audiences=["issuer", "photos", "contacts"])
+    report_file = tmp_path / "drill.json"
+    started = time.monotonic()
+    result = stack.cli(
+        *_drill_args(stack, client, photos.url, contacts.url),
+        "--json",
+        str(report_file),
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert elapsed < 60
+    assert "RESULT: PASS" in result.stdout
+    assert "[drill" in result.stderr  # live progress, one line a second
+    report = json.loads(report_file.read_text())
+
+    assert report["ok"] is True
+    assert report["requests"]["total"] > 100
+    assert report["requests"]["failed"] == 0
+    assert report["failures_by_cause"] == {}
+    assert report["failures_by_phase"] == {"rotations": 0, "after_revocation": 0}
+
+    kids = [r["kid"] for r in report["rotations"]]
+    assert len(kids) == 2
+    assert len(set(kids)) == 2
+    for rotation in report["rotations"]:
+        assert rotation["published_ahead_s"] >= 3.9  # ISSUER_KEY_PUBLISH_AHEAD, not --now
+        for name in ("photos", "contacts"):
+            service = rotation["services"][name]
+            # Every service knew the new kid before it signed anything: no unknown kid.
+            assert service["known_before_activation_s"] is not None
+            assert service["known_before_activation_s"] > 0
+            assert service["first_accept_after_activation_s"] is not None
+            assert service["first_accept_after_activation_s"] < 5
+
+    revocation = report["revocation"]
+    assert revocation["kid"] == kids[-1]
+    assert revocation["replacement_kid"] not in {*kids, None}
+    assert revocation["bound_s"] == 3
+    for name in ("photos", "contacts"):
+        service = revocation["services"][name]
+        assert service["within_bound"] is True
+        assert service["refused_after_s"] <= 3
+        assert service["replacement_accepted_after_s"] is not None
+
+    for name in ("photos", "contacts"):
+        fetches = report["services"][name]["jwks_fetches"]["delta"]
+        assert fetches.get("error", 0) == 0
+        assert fetches.get("ok", 0) >= 3  # two publications and the revocation
+
+    # The keys list agrees with the report: the revoked kid is gone from the JWKS.
+    keys = json.loads(stack.cli("keys", "list", "--json").stdout)
+    states = {k["kid"]: k["state"] for k in keys}
+    assert states[revocation["kid"]] == "revoked"
+    assert states[revocation["replacement_kid"]] == "active"
+
+
+def test_drill_fails_when_revocation_exceeds_the_bound(stack: Stack) -> None:
+    """A service polling every 5 s (and with no fetch budget left for unknown kids) cannot meet
+    a 1 s bound: the drill says so and exits 1."""
+    stack.issuer(**ISSUER_ENV).start()
+    photos = stack.resource(
+        "photos", RESOURCE_JWKS_POLL_INTERVAL="5", RESOURCE_JWKS_MAX_FETCHES_PER_MINUTE="1"
+    ).start()
+    client = stack.create_client(scope="issuer:admin", audiences=["issuer", "photos"])
+    result = stack.cli(
+        "drill",
+        "--issuer",
+        stack.issuer_url,
+        "--resource",
+        f"photos={photos.url}",
+        "--client-id",
+        client["client_id"],
+        "--client-secret",
+        client["client_secret"],
+        "--rotations",
+        "0",
+        "--revoke",
+        "--poll-interval",
+        "0.5",
+        "--revocation-margin",
+        "0.5",
+        "--warmup",
+        "0.5",
+        "--json",
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    service = report["revocation"]["services"]["photos"]
+    assert service["within_bound"] is False
+    assert service["refused_after_s"] is None or service["refused_after_s"] > 1
+    assert any("did not refuse the revoked key within 1s" in r for r in report["reasons"])
+    assert "RESULT: FAIL" in result.stderr
+
+
+def test_drill_bad_input_is_one_line(stack: Stack) -> None:
+    creds = ["--client-id", "x", "--client-secret", "y"]
+    for args, message in [
+        ([], "--resource NAME=URL"),
+        (["--resource", "photos"], "NAME=http"),
+        (["--resource", "p=http://h", "--interval", "0"], "--interval"),
+        (["--resource", "p=http://h", "--rotations", "0"], "nothing to drill"),
+        (["--resource", "p=http://127.0.0.1:9", "--issuer", "http://127.0.0.1:9"], "issuer"),
+    ]:
+        result = stack.cli("drill", *creds, *args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
