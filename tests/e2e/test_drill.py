@@ -14,7 +14,9 @@ pytestmark = pytest.mark.e2e
 
 # Short intervals so the drill fits in well under a minute: the issuer publishes a new key 4 s
 # before it signs (JWKS max-age 2 s), the services poll the JWKS every second.
-ISSUER_ENV = {"ISSUER_JWKS_MAX_AGE": "2", "ISSUER_KEY_PUBLISH_AHEAD": "4"}
+# Publish-ahead is four poll intervals: a shared CI machine under load still polls the new key
+# before it signs; the drill itself reports the margin each service had.
+ISSUER_ENV = {"ISSUER_JWKS_MAX_AGE": "2", "ISSUER_KEY_PUBLISH_AHEAD": "8"}
 RESOURCE_ENV = {
     "RESOURCE_JWKS_POLL_INTERVAL": "1",
     # Polling every second spends the default budget of 10 fetches a minute; the fetch for the
@@ -46,7 +48,7 @@ def _drill_args(stack: Stack, client: dict[str, str], photos: str, contacts: str
         "--poll-interval",
         "1",
         "--revocation-margin",
-        "2",
+        "4",
     ]
 
 
@@ -80,7 +82,7 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
     assert len(kids) == 2
     assert len(set(kids)) == 2
     for rotation in report["rotations"]:
-        assert rotation["published_ahead_s"] >= 3.9  # ISSUER_KEY_PUBLISH_AHEAD, not --now
+        assert rotation["published_ahead_s"] >= 7.9  # ISSUER_KEY_PUBLISH_AHEAD, not --now
         for name in ("photos", "contacts"):
             service = rotation["services"][name]
             # Every service knew the new kid before it signed anything: no unknown kid.
@@ -92,11 +94,11 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
     revocation = report["revocation"]
     assert revocation["kid"] == kids[-1]
     assert revocation["replacement_kid"] not in {*kids, None}
-    assert revocation["bound_s"] == 3
+    assert revocation["bound_s"] == 5
     for name in ("photos", "contacts"):
         service = revocation["services"][name]
         assert service["within_bound"] is True
-        assert service["refused_after_s"] <= 3
+        assert service["refused_after_s"] <= 5
         assert service["replacement_accepted_after_s"] is not None
 
     for name in ("photos", "contacts"):
