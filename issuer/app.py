@@ -205,15 +205,20 @@ async def introspect(request: Request) -> Response:
 
 def _require_admin(request: Request) -> None:
     issuer = _issuer(request)
-    token = extract_bearer(request.headers.get("authorization"))
-    verifier = issuer.admin_verifier
-    jwt = verifier.parse(token)
-    key = issuer.keyring.verification_key(jwt.header["kid"])
-    if key is None:
-        raise InvalidToken("token signed with an unknown key")
-    access = verifier.verify(jwt, key)
-    if ADMIN_SCOPE not in access.scopes:
-        raise InsufficientScope(f"requires scope {ADMIN_SCOPE}", scope=ADMIN_SCOPE)
+    try:
+        token = extract_bearer(request.headers.get("authorization"))
+        verifier = issuer.admin_verifier
+        jwt = verifier.parse(token)
+        key = issuer.keyring.verification_key(jwt.header["kid"])
+        if key is None:
+            raise InvalidToken("token signed with an unknown key")
+        access = verifier.verify(jwt, key)
+        if ADMIN_SCOPE not in access.scopes:
+            raise InsufficientScope(f"requires scope {ADMIN_SCOPE}", scope=ADMIN_SCOPE)
+    except KeyhouseError as exc:
+        issuer.metrics.verifications.labels(exc.error).inc()
+        raise
+    issuer.metrics.verifications.labels("valid").inc()
 
 
 async def admin_keys(request: Request) -> Response:

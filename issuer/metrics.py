@@ -26,6 +26,12 @@ class IssuerMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.verifications = Counter(
+            "keyhouse_issuer_token_verifications",
+            "Admin API bearer-token verifications, by result (valid or the RFC 6750 error code).",
+            ["result"],
+            registry=self.registry,
+        )
         self.published_keys = Gauge(
             "keyhouse_issuer_published_keys",
             "Keys currently published in the JWKS.",

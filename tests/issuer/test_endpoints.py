@@ -209,3 +209,10 @@ def test_healthz_and_metrics(client: TestClient, demo: dict[str, str]) -> None:
     _token(client, demo, grant_type="client_credentials", audience="photos")
     text = client.get("/metrics").text
     assert 'keyhouse_issuer_tokens_issued_total{grant_type="client_credentials"} 1.0' in text
+    assert "keyhouse_issuer_published_keys 1.0" in text
+    assert 'keyhouse_issuer_jwks_requests_total{status="200"}' not in text
+    client.get("/.well-known/jwks.json")
+    assert client.get("/admin/keys").status_code == 401
+    text = client.get("/metrics").text
+    assert 'keyhouse_issuer_jwks_requests_total{status="200"} 1.0' in text
+    assert 'keyhouse_issuer_token_verifications_total{result="missing_token"} 1.0' in text
