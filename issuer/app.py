@@ -23,10 +23,9 @@ from issuer.accounts import AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
 from issuer.introspection import Introspector
-from issuer.keystore import KeyRepository, KeyRing, KeySchedule
+from issuer.keystore import KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics
 from issuer.refresh import RefreshTokenStore
-from issuer.sealing import KeySealer, load_secret
 from issuer.settings import IssuerSettings
 from issuer.token_service import GRANT_TYPES, TokenService
 from shared.bearer import extract_bearer
@@ -62,17 +61,7 @@ class Issuer:
 def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
     engine = make_engine(settings.database_url)
     init_schema(engine)
-    secret = load_secret(
-        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
-    )
-    repo = KeyRepository(
-        engine,
-        KeySealer(secret),
-        access_token_ttl=settings.access_token_ttl,
-        schedule=KeySchedule.from_settings(settings),
-    )
-    repo.check_secret()
-    repo.ensure_signing_key(clock())
+    repo = open_key_repository(settings, engine, clock())
     keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
     keyring.reload()
     accounts = AccountStore(engine)

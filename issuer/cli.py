@@ -20,9 +20,8 @@ from issuer import audit
 from issuer.accounts import GRANT_TYPES, AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
-from issuer.keystore import KeyRepository, KeySchedule
+from issuer.keystore import open_key_repository
 from issuer.refresh import RefreshTokenStore
-from issuer.sealing import KeySealer, load_secret
 from issuer.seed import seed_demo, walkthrough
 from issuer.settings import IssuerSettings
 from shared.clock import system_clock
@@ -56,17 +55,7 @@ def _accounts(settings: IssuerSettings) -> AccountStore:
 def _key_admin(settings: IssuerSettings) -> KeyAdmin:
     engine = make_engine(settings.database_url)
     init_schema(engine)
-    secret = load_secret(
-        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
-    )
-    repo = KeyRepository(
-        engine,
-        KeySealer(secret),
-        access_token_ttl=settings.access_token_ttl,
-        schedule=KeySchedule.from_settings(settings),
-    )
-    repo.check_secret()
-    repo.ensure_signing_key(system_clock())
+    repo = open_key_repository(settings, engine, system_clock())
     return KeyAdmin(repo)
 
 

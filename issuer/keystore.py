@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import key_rotations, signing_keys
-from issuer.sealing import KeySealer
+from issuer.sealing import KeySealer, load_secret
 from issuer.settings import PUBLISH_MARGIN, IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import ConfigurationError, NotFound
@@ -546,3 +546,20 @@ class KeyRing:
         if change is not None:
             max_age = max(0, min(max_age, int(change - now)))
         return cached[1], cached[2], max_age
+
+
+def open_key_repository(settings: IssuerSettings, engine: Engine, now: float) -> KeyRepository:
+    """The key repository for a process (server or CLI): the secret loaded and proven able to
+    open the stored keys, and some key signing at ``now``."""
+    secret = load_secret(
+        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
+    )
+    repo = KeyRepository(
+        engine,
+        KeySealer(secret),
+        access_token_ttl=settings.access_token_ttl,
+        schedule=KeySchedule.from_settings(settings),
+    )
+    repo.check_secret()
+    repo.ensure_signing_key(now)
+    return repo
