@@ -27,6 +27,7 @@ from issuer.settings import IssuerSettings
 from shared.clock import system_clock
 from shared.errors import KeyhouseError
 from shared.scopes import parse_scope
+from shared.serving import serve
 
 PROG = "issuer"
 LOG_FORMAT = "%(levelname)s %(name)s %(message)s"
@@ -86,8 +87,6 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from issuer.app import build_issuer
 
     settings = _settings()
@@ -97,28 +96,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # Fail fast with one line (bad secret, unreachable database) before uvicorn starts.
     issuer = build_issuer(settings)
     issuer.keyring.repo.engine.dispose()
-    uvicorn.run(
+    serve(
         "issuer.asgi:app",
-        factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        loop=_best("uvloop"),
-        http=_best("httptools"),
         access_log=args.access_log,
         log_level=settings.log_level,
-        server_header=False,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
     )
-
-
-def _best(module: str) -> str:
-    try:
-        __import__(module)
-    except ImportError:
-        return "auto"
-    return module
 
 
 def cmd_clients_create(args: argparse.Namespace) -> None:

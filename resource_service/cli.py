@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from resource_service.settings import ResourceSettings
 from shared.errors import KeyhouseError
+from shared.serving import serve
 
 PROG = "resource-service"
 
@@ -20,31 +21,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _best(module: str) -> str:
-    try:
-        __import__(module)
-    except ImportError:
-        return "auto"
-    return module
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     if args.name:
         os.environ["RESOURCE_NAME"] = args.name  # the worker processes build settings from env
     settings = ResourceSettings.from_env()  # validate now: one line on bad configuration
-    uvicorn.run(
+    serve(
         "resource_service.asgi:app",
-        factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        loop=_best("uvloop"),
-        http=_best("httptools"),
         access_log=args.access_log,
         log_level=settings.log_level,
-        server_header=False,
     )
 
 

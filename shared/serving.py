@@ -1,0 +1,46 @@
+"""Running a Keyhouse ASGI app under uvicorn with the production options the README explains.
+
+uvloop and httptools when installed (``uvicorn[standard]``), no access log unless asked (it costs
+throughput and would record URLs), no ``Server`` header. The app is given as an import string of
+a factory so ``workers > 1`` works. Not HTTP framework code: ``shared`` still never imports
+Starlette.
+"""
+
+from __future__ import annotations
+
+
+def _best(module: str) -> str:
+    try:
+        __import__(module)
+    except ImportError:
+        return "auto"
+    return module
+
+
+def serve(
+    factory: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    access_log: bool,
+    log_level: str,
+    ssl_keyfile: str | None = None,
+    ssl_certfile: str | None = None,
+) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop=_best("uvloop"),
+        http=_best("httptools"),
+        access_log=access_log,
+        log_level=log_level,
+        server_header=False,
+        ssl_keyfile=ssl_keyfile,
+        ssl_certfile=ssl_certfile,
+    )
