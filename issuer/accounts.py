@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import clients, users
@@ -188,9 +188,14 @@ class AccountStore:
             row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
         return User.from_row(row) if row else None
 
-    def get_user_by_id(self, user_id: str) -> User | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.user_id == user_id)).mappings().first()
+    def get_user_by_id(self, user_id: str, *, conn: Connection | None = None) -> User | None:
+        """The user, read through ``conn`` when the caller is inside a transaction."""
+        query = select(users).where(users.c.user_id == user_id)
+        if conn is not None:
+            row = conn.execute(query).mappings().first()
+        else:
+            with self.engine.connect() as own:
+                row = own.execute(query).mappings().first()
         return User.from_row(row) if row else None
 
     def authenticate_user(self, username: str, password: str) -> User | None:

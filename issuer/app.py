@@ -59,7 +59,7 @@ class Issuer:
 
 
 def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     init_schema(engine)
     repo = open_key_repository(settings, engine, clock())
     keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)

@@ -48,13 +48,13 @@ def _settings() -> IssuerSettings:
 
 
 def _accounts(settings: IssuerSettings) -> AccountStore:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     init_schema(engine)
     return AccountStore(engine)
 
 
 def _key_admin(settings: IssuerSettings) -> KeyAdmin:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     init_schema(engine)
     repo = open_key_repository(settings, engine, system_clock())
     return KeyAdmin(repo)

@@ -140,16 +140,30 @@ def engine_url(database_url: str) -> str:
     )
 
 
-def make_engine(database_url: str) -> Engine:
+# Seconds a request waits for a free pooled connection before failing.
+POOL_TIMEOUT = 30.0
+
+
+def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+    """An engine whose pool holds at most ``pool_size`` connections (no overflow).
+
+    The bound is what an operator sizes PostgreSQL's ``max_connections`` by (replicas x
+    workers x pool size). It is safe only because no code path holds one connection while
+    asking for another: requests beyond the pool wait their turn instead of deadlocking.
+    """
     url = engine_url(database_url)
+    pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if not path or path == ":memory:":
+            raise ConfigurationError("ISSUER_DATABASE_URL must name a SQLite file, not :memory:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

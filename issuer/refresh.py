@@ -106,11 +106,13 @@ class RefreshTokenStore:
         *,
         client_id: str,
         now: float,
-        narrow: Callable[[RefreshGrant], tuple[frozenset[str], str]],
+        narrow: Callable[[RefreshGrant, Connection], tuple[frozenset[str], str]],
     ) -> Redemption:
         """Redeem ``token`` and issue its successor in one transaction.
 
-        ``narrow`` turns the stored grant into the scopes and audience of the new tokens; if it
+        ``narrow`` turns the stored grant into the scopes and audience of the new tokens,
+        reading through the transaction's own connection (asking the pool for a second one while
+        holding the write lock deadlocks once every pooled connection waits on that lock). If it
         raises, the transaction rolls back and the presented token stays usable. On success the
         redemption carries the new refresh token and the narrowed scopes and audience.
         """
@@ -146,7 +148,7 @@ class RefreshTokenStore:
                     self._revoke_family(conn, grant.family_id, now)
                     return Redemption("reused", grant)
                 return Redemption("expired", grant)
-            scopes, audience = narrow(grant)
+            scopes, audience = narrow(grant, conn)
             new_token = self.issue(
                 client_id=client_id,
                 user_id=grant.user_id,

@@ -13,6 +13,7 @@ from shared.errors import ConfigurationError
 DEFAULTS: dict[str, str] = {
     "ISSUER_URL": "http://127.0.0.1:8000",
     "ISSUER_DATABASE_URL": "sqlite:///var/issuer.db",
+    "ISSUER_DATABASE_POOL_SIZE": "10",
     "ISSUER_ACCESS_TOKEN_TTL": "900",
     "ISSUER_REFRESH_TOKEN_TTL": "2592000",
     "ISSUER_REFRESH_TOKEN_IDLE_TTL": "1209600",
@@ -67,6 +68,7 @@ def _publish_ahead(env: Mapping[str, str]) -> int | None:
 class IssuerSettings:
     issuer_url: str = DEFAULTS["ISSUER_URL"]
     database_url: str = DEFAULTS["ISSUER_DATABASE_URL"]
+    database_pool_size: int = 10  # connections per worker process; each request holds at most one
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2_592_000  # a refresh family's absolute lifetime
     refresh_token_idle_ttl: int = 1_209_600  # each refresh token's own lifetime (idle timeout)
@@ -93,6 +95,7 @@ class IssuerSettings:
         settings = cls(
             issuer_url=issuer_url,
             database_url=env.get("ISSUER_DATABASE_URL", DEFAULTS["ISSUER_DATABASE_URL"]),
+            database_pool_size=_int(env, "ISSUER_DATABASE_POOL_SIZE", minimum=1),
             access_token_ttl=_int(env, "ISSUER_ACCESS_TOKEN_TTL", minimum=1),
             refresh_token_ttl=_int(env, "ISSUER_REFRESH_TOKEN_TTL", minimum=1),
             refresh_token_idle_ttl=_int(env, "ISSUER_REFRESH_TOKEN_IDLE_TTL", minimum=1),

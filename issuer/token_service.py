@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from sqlalchemy.engine import Connection
 
 from issuer import audit
 from issuer.accounts import AccountStore, Client, User
@@ -301,9 +302,9 @@ class TokenService:
 
         users: list[User] = []
 
-        def narrow(grant: RefreshGrant) -> tuple[frozenset[str], str]:
+        def narrow(grant: RefreshGrant, conn: Connection) -> tuple[frozenset[str], str]:
             # Runs inside the redemption's transaction: raising here leaves the token unused.
-            user = self.accounts.get_user_by_id(grant.user_id)
+            user = self.accounts.get_user_by_id(grant.user_id, conn=conn)
             if user is None or user.disabled:
                 raise InvalidGrant("the refresh token is invalid, expired or revoked")
             users.append(user)

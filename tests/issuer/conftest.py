@@ -20,6 +20,7 @@ with warnings.catch_warnings():  # starlette nags about httpx; the test client w
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from issuer import db
 from issuer.accounts import AccountStore
 from issuer.app import Issuer, create_app
 from issuer.db import init_schema, make_engine
@@ -119,10 +120,22 @@ class App:
         return [e.event for e in self.issuer.tokens.audit.recent(1000)]
 
 
+@pytest.fixture(autouse=True)
+def one_connection_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every in-process issuer runs on a one-connection pool that gives up after 2 s.
+
+    So any code path that holds a connection while asking the pool for another (which
+    deadlocks a loaded server once every pooled connection waits on the first one's lock)
+    fails here at once instead of under load in production.
+    """
+    monkeypatch.setattr(db, "POOL_TIMEOUT", 2.0)
+
+
 def settings_for(database_url: str, **overrides: Any) -> IssuerSettings:
     base = IssuerSettings(
         issuer_url="http://issuer.test",
         database_url=database_url,
+        database_pool_size=1,
         secret_key=SECRET_KEY,
         key_refresh_interval=3600,
     )
@@ -165,6 +178,7 @@ def settings(issuer_database_url: str) -> IssuerSettings:
     return IssuerSettings(
         issuer_url=ISSUER,
         database_url=issuer_database_url,
+        database_pool_size=1,
         secret_key="unit-test-secret-key-0123456789",
     )
 

@@ -1,0 +1,42 @@
+"""The engine: a bounded pool sized by ISSUER_DATABASE_POOL_SIZE, and clear errors for bad URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import text
+
+from issuer import db
+from issuer.settings import IssuerSettings
+from shared.errors import ConfigurationError
+
+
+def test_pool_size_setting() -> None:
+    assert IssuerSettings.from_env({}).database_pool_size == 10
+    assert IssuerSettings.from_env({"ISSUER_DATABASE_POOL_SIZE": "3"}).database_pool_size == 3
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigurationError, match="ISSUER_DATABASE_POOL_SIZE"):
+            IssuerSettings.from_env({"ISSUER_DATABASE_POOL_SIZE": bad})
+
+
+def test_pool_is_bounded_without_overflow(tmp_path: Path) -> None:
+    # tests/issuer/conftest.py shortens POOL_TIMEOUT for every test in this directory.
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'i.db'}", pool_size=2)
+    first, second = engine.connect(), engine.connect()
+    try:
+        with pytest.raises(sqlalchemy.exc.TimeoutError):
+            engine.connect()
+        second.close()
+        with engine.connect() as third:  # a returned connection is handed out again
+            assert third.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        first.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "mysql://x/y"])
+def test_unusable_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="ISSUER_DATABASE_URL"):
+        db.make_engine(url)
