@@ -7,6 +7,7 @@ these into a JSON body (RFC 6749 §5.2, RFC 6750 §3) plus headers; nothing else
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 
@@ -34,8 +35,10 @@ def _safe_description(text: str) -> str:
     Descriptions also go into ``WWW-Authenticate`` quoted strings, so quotes and backslashes
     must never appear; anything else is replaced, and the text is bounded.
     """
-    cleaned = "".join(c if (" " <= c <= "~" and c not in {'"', "\\"}) else "?" for c in text)
-    return cleaned[:200]
+    return _UNSAFE.sub("?", text[:200])
+
+
+_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 # --- RFC 6749 §5.2: token endpoint errors -------------------------------------------------

@@ -79,8 +79,39 @@ def strict_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def parse_compact(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> CompactJWS:
-    """Split and decode a compact JWS, refusing anything that is not strictly well formed."""
+@dataclass(frozen=True)
+class SplitJWS:
+    """A compact JWS whose header is checked and decoded; payload and signature not yet.
+
+    The header alone names the key. A verifier looks the ``kid`` up first and decodes the rest
+    (:meth:`complete`) only for a key it holds, so a flood of tokens with unknown kids costs one
+    small decode each.
+    """
+
+    header: dict[str, Any]
+    header_b64: str
+    payload_b64: str
+    signature_b64: str
+
+    def complete(self) -> CompactJWS:
+        try:
+            payload = strict_json_object(b64url_decode(self.payload_b64))
+        except ValueError as exc:
+            raise InvalidToken("token payload is malformed") from exc
+        try:
+            signature = b64url_decode(self.signature_b64)
+        except ValueError as exc:
+            raise InvalidToken("token signature is malformed") from exc
+        return CompactJWS(
+            header=self.header,
+            payload=payload,
+            signing_input=f"{self.header_b64}.{self.payload_b64}".encode("ascii"),
+            signature=signature,
+        )
+
+
+def parse_header(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> SplitJWS:
+    """Split a compact JWS and strictly decode and check its header only."""
     if len(token) > max_bytes:
         raise InvalidToken("token is too large")
     if not token.isascii():
@@ -93,14 +124,6 @@ def parse_compact(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> Co
         header = strict_json_object(b64url_decode(header_b64))
     except ValueError as exc:
         raise InvalidToken("token header is malformed") from exc
-    try:
-        payload = strict_json_object(b64url_decode(payload_b64))
-    except ValueError as exc:
-        raise InvalidToken("token payload is malformed") from exc
-    try:
-        signature = b64url_decode(signature_b64)
-    except ValueError as exc:
-        raise InvalidToken("token signature is malformed") from exc
     if "crit" in header:
         raise InvalidToken("token uses critical header parameters")
     if KEY_INJECTION_MEMBERS & header.keys():
@@ -108,9 +131,9 @@ def parse_compact(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> Co
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
         raise InvalidToken("token kid is malformed")
-    return CompactJWS(
-        header=header,
-        payload=payload,
-        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
-        signature=signature,
-    )
+    return SplitJWS(header, header_b64, payload_b64, signature_b64)
+
+
+def parse_compact(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> CompactJWS:
+    """Split and decode a compact JWS, refusing anything that is not strictly well formed."""
+    return parse_header(token, max_bytes=max_bytes).complete()

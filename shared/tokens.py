@@ -1,7 +1,7 @@
 """RFC 9068 access tokens: building and signing on the issuer, verifying on resource services.
 
 Signing goes through joserfc with the algorithm list pinned to RS256. Verification runs
-:func:`shared.jws.parse_compact` first (strict, cheap, before any crypto), pins the algorithm
+:func:`shared.jws.parse_header` first (strict, cheap, before any crypto), pins the algorithm
 from configuration (never from the token, RFC 8725 §3.1), then checks the RSA signature through
 ``cryptography`` directly on the bytes already parsed, and finally every claim's type and value.
 """
@@ -24,7 +24,7 @@ from joserfc.jwk import RSAKey
 from shared.clock import Clock, system_clock
 from shared.errors import InvalidToken
 from shared.jwks import VerificationKey
-from shared.jws import DEFAULT_MAX_TOKEN_BYTES, CompactJWS, parse_compact
+from shared.jws import DEFAULT_MAX_TOKEN_BYTES, CompactJWS, SplitJWS, parse_header
 from shared.keys import SigningKey
 from shared.scopes import format_scope
 
@@ -121,8 +121,9 @@ class TokenVerifier:
         self.max_token_bytes = max_token_bytes
         self.clock = clock
 
-    def parse(self, token: str) -> CompactJWS:
-        jwt = parse_compact(token, max_bytes=self.max_token_bytes)
+    def parse_header(self, token: str) -> SplitJWS:
+        """Every check the header allows, before the payload is even decoded."""
+        jwt = parse_header(token, max_bytes=self.max_token_bytes)
         header = jwt.header
         if header.get("alg") != self.algorithm:
             raise InvalidToken("token algorithm is not accepted")
@@ -132,6 +133,10 @@ class TokenVerifier:
         if not isinstance(header.get("kid"), str):
             raise InvalidToken("token has no kid")
         return jwt
+
+    def parse(self, token: str) -> CompactJWS:
+        """Every check that needs no key: the header's, then a strict decode of the rest."""
+        return self.parse_header(token).complete()
 
     def verify(self, jwt: CompactJWS, key: VerificationKey) -> AccessToken:
         try:
