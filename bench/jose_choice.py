@@ -1,5 +1,5 @@
-"""Measures the two choices the README explains: how Keyhouse verifies tokens and why the token
-endpoint does not run authlib's synchronous AuthorizationServer in a worker thread.
+"""Measures the choices the README explains: how Keyhouse signs and verifies tokens, and why the
+token endpoint does not run authlib's synchronous AuthorizationServer in a worker thread.
 
     .venv/bin/python bench/jose_choice.py
 
@@ -9,13 +9,14 @@ Prints operations per second and ratios, all measured in this run.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
 import anyio.to_thread
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import RSAKey
 
 from shared.jwks import parse_jwk
@@ -66,6 +67,26 @@ def main() -> None:
         vkey.public_key.verify(
             b64url_decode(sig), signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
         )
+
+    signer = TokenSigner(key)
+    private = RSAKey.import_key(key.private_key)
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}
+
+    def raw_sign() -> None:
+        key.private_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+
+    def joserfc_sign() -> None:
+        payload = json.dumps(claims, separators=(",", ":")).encode()
+        jws.serialize_compact(header, payload, private, algorithms=["RS256"])
+
+    raw_s = rate(raw_sign)
+    print(f"raw RSA sign              {raw_s:10.0f}/s")
+    for name, func in (
+        ("keyhouse TokenSigner", lambda: signer.sign(claims)),
+        ("joserfc serialize_compact", joserfc_sign),
+    ):
+        r = rate(func)
+        print(f"{name:<25} {r:10.0f}/s  ratio to raw sign {r / raw_s:.2f}")
 
     raw = rate(raw_verify)
     print(f"raw RSA verify            {raw:10.0f}/s")

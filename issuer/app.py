@@ -310,6 +310,7 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await anyio.to_thread.run_sync(issuer.tokens.close)
             issuer.keyring.repo.engine.dispose()
 
     routes = [

@@ -21,6 +21,7 @@ from issuer.accounts import AccountStore, Client, User
 from issuer.audit import AuditLog
 from issuer.client_auth import authenticate_client, client_credentials
 from issuer.keystore import KeyRing
+from issuer.passwords import CHECKS_AT_ONCE, PasswordPool
 from issuer.refresh import RefreshGrant, RefreshTokenStore
 from issuer.settings import IssuerSettings
 from issuer.throttle import Block, Throttle, ThrottleKey
@@ -48,10 +49,7 @@ async def in_thread(func: Callable[[], T], *, limiter: anyio.CapacityLimiter | N
     return await anyio.to_thread.run_sync(func, limiter=limiter)
 
 
-# Each argon2id verification takes 64 MiB and several threads of its own: an unbounded number at
-# once would starve the event loop (and a login flood could exhaust memory). Logins beyond this
-# many wait their turn; everything else keeps being served.
-PASSWORD_CHECKS_AT_ONCE = 2
+PASSWORD_CHECKS_AT_ONCE = CHECKS_AT_ONCE
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ class TokenService:
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
         self.clock = clock
-        self._limiter: anyio.CapacityLimiter | None = None
+        self.password_pool = PasswordPool(PASSWORD_CHECKS_AT_ONCE)
         self.throttle = throttle or Throttle(
             accounts.engine,
             max_failures=settings.login_max_failures,
@@ -115,11 +113,8 @@ class TokenService:
         self.audit = audit_log or AuditLog(accounts.engine, clock=clock)
         self._client_cache: dict[str, tuple[float, Client | None]] = {}
 
-    @property
-    def _password_limiter(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:  # created on first use: it belongs to the running loop
-            self._limiter = anyio.CapacityLimiter(PASSWORD_CHECKS_AT_ONCE)
-        return self._limiter
+    def close(self) -> None:
+        self.password_pool.close()
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -275,7 +270,7 @@ class TokenService:
                 )
             return user
 
-        user = await in_thread(login, limiter=self._password_limiter)
+        user = await self.password_pool.run(login)
         if user is None:
             raise InvalidGrant("the username or password is incorrect")
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)

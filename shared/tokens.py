@@ -1,13 +1,15 @@
 """RFC 9068 access tokens: building and signing on the issuer, verifying on resource services.
 
-Signing goes through joserfc with the algorithm list pinned to RS256. Verification runs
-:func:`shared.jws.parse_header` first (strict, cheap, before any crypto), pins the algorithm
-from configuration (never from the token, RFC 8725 §3.1), then checks the RSA signature through
-``cryptography`` directly on the bytes already parsed, and finally every claim's type and value.
+Signing encodes the fixed header once and signs through ``cryptography`` (RS256 only).
+Verification runs :func:`shared.jws.parse_header` first (strict, cheap, before any crypto),
+pins the algorithm from configuration (never from the token, RFC 8725 §3.1), then checks the
+RSA signature through ``cryptography`` directly on the bytes already parsed, and finally every
+claim's type and value.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import secrets
@@ -18,8 +20,6 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from joserfc import jws
-from joserfc.jwk import RSAKey
 
 from shared.clock import Clock, system_clock
 from shared.errors import InvalidToken
@@ -52,16 +52,35 @@ class AccessToken:
 
 
 class TokenSigner:
-    """Signs RFC 9068 access tokens with one loaded key. Build one per key and reuse it."""
+    """Signs RFC 9068 access tokens with one loaded key. Build one per key and reuse it.
+
+    The protected header is the same for every token of a key, so it is encoded once; each
+    token then costs one JSON encoding, one base64url pass and the RSA signature through
+    ``cryptography`` (RFC 7515 §5.1). This is the issuer's hot path: going through joserfc's
+    generic ``serialize_compact`` (header validation, key lookup and algorithm registry per call)
+    cost a measured share of the token endpoint (see docs/benchmarks.md); joserfc stays the
+    reference the tests verify these tokens with.
+    """
 
     def __init__(self, key: SigningKey) -> None:
         self.kid = key.kid
-        self._jwk = RSAKey.import_key(key.private_key)
-        self._header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
+        self._private_key = key.private_key
+        header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
+        self._header_b64 = _b64(json.dumps(header, separators=(",", ":")).encode())
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         payload = json.dumps(claims, separators=(",", ":")).encode()
-        return jws.serialize_compact(self._header, payload, self._jwk, algorithms=[ALGORITHM])
+        signing_input = self._header_b64 + b"." + _b64(payload)
+        signature = self._private_key.sign(signing_input, _PADDING, _SHA256)
+        return (signing_input + b"." + _b64(signature)).decode("ascii")
+
+
+_PADDING = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
 def access_token_claims(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -65,6 +66,29 @@ def test_header_is_rfc9068(key: SigningKey, clock: FakeClock) -> None:
     token = TokenSigner(key).sign(_claims(clock))
     verifier = TokenVerifier(issuer=ISS, audience="photos", clock=clock)
     assert verifier.parse(token).header == {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}
+
+
+def test_tokens_verify_with_independent_jose_libraries(key: SigningKey, clock: FakeClock) -> None:
+    """The signer is hand-assembled for speed: joserfc and PyJWT must agree it is a valid JWS."""
+    import jwt as pyjwt
+    from joserfc import jws
+    from joserfc.jwk import RSAKey
+
+    claims = {**_claims(clock), "sub": "user:zoë"}  # non-ASCII text survives the encoding
+    token = TokenSigner(key).sign(claims)
+    public = RSAKey.import_key(key.public_jwk())
+    obj = jws.deserialize_compact(token, public, algorithms=["RS256"])
+    assert obj.protected == {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}
+    assert json.loads(obj.payload) == claims
+    decoded = pyjwt.decode(
+        token,
+        key.public_key,
+        algorithms=["RS256"],
+        audience="photos",
+        issuer=ISS,
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+    assert decoded == claims
 
 
 def test_audience_array_accepted(key: SigningKey, clock: FakeClock) -> None:
