@@ -313,11 +313,12 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
             await anyio.to_thread.run_sync(issuer.tokens.close)
             issuer.keyring.repo.engine.dispose()
 
+    # Matched in order: the busiest endpoints first.
     routes = [
+        Route("/token", token, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
         Route("/.well-known/openid-configuration", metadata, methods=["GET"]),
-        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-        Route("/token", token, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/revoke", revoke, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/introspect", introspect, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/admin/keys", admin_keys, methods=["GET"]),
