@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,6 @@ MAX_KID_LENGTH = 128
 # RFC 7515 §4.1: members that point the verifier at a key chosen by the token. Never honoured,
 # and a token carrying one is refused outright (header key injection).
 KEY_INJECTION_MEMBERS = frozenset({"jku", "x5u", "jwk", "x5c"})
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -33,18 +31,27 @@ class CompactJWS:
     signature: bytes
 
 
+# For a final group of 2 (or 3) characters, the bits past the last whole byte must be zero:
+# only these characters can end a canonical encoding (RFC 4648 §3.5, one token one spelling).
+_CANONICAL_LAST = {
+    2: frozenset("AQgw"),
+    3: frozenset("AEIMQUYcgkosw048"),
+}
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64url_decode(segment: str) -> bytes:
     """Decode canonical, unpadded base64url (RFC 7515 §2); ValueError otherwise."""
-    if not _B64URL.match(segment) or len(segment) % 4 == 1:
+    rest = len(segment) % 4
+    if rest == 1 or "+" in segment or "/" in segment or "=" in segment:
         raise ValueError("not unpadded base64url")
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not base64url") from exc
-    # Reject non-canonical encodings (stray bits in the last character): one token, one spelling.
-    if b64url_encode(raw) != segment:
+    if rest and segment[-1] not in _CANONICAL_LAST[rest]:
         raise ValueError("non-canonical base64url")
-    return raw
+    try:
+        standard = segment.encode("ascii").translate(_TO_STANDARD) + b"=" * (-rest % 4)
+        return binascii.a2b_base64(standard, strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError("not base64url") from exc
 
 
 def b64url_encode(raw: bytes) -> str:
@@ -64,14 +71,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def strict_json_object(raw: bytes) -> dict[str, Any]:
     """Parse UTF-8 JSON that must be an object, refusing duplicate members and NaN/Infinity."""
     try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
+        value = _DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(str(exc)) from exc
     if not isinstance(value, dict):

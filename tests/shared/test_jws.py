@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import random
+import string
 
 import pytest
 
@@ -100,3 +103,27 @@ def test_kid_must_be_a_short_string(kid: object) -> None:
 def test_non_ascii_refused() -> None:
     with pytest.raises(InvalidToken):
         parse_compact(_jws() + "é")
+
+
+def _reference_b64url_decode(segment: str) -> bytes | None:
+    """The obvious definition: the urlsafe alphabet only, and re-encoding gives the input back."""
+    if any(c not in string.ascii_letters + string.digits + "-_" for c in segment):
+        return None
+    if len(segment) % 4 == 1:
+        return None
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return raw if b64url_encode(raw) == segment else None
+
+
+def test_b64url_decode_agrees_with_the_reference_definition() -> None:
+    rng = random.Random(7515)
+    alphabet = string.ascii_letters + string.digits + "-_+/= .é\n"
+    samples = [b64url_encode(rng.randbytes(n)) for n in range(40)]
+    samples += ["".join(rng.choices(alphabet, k=rng.randrange(12))) for _ in range(20_000)]
+    for segment in samples:
+        expected = _reference_b64url_decode(segment)
+        try:
+            got: bytes | None = b64url_decode(segment)
+        except ValueError:
+            got = None
+        assert got == expected, segment
