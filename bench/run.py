@@ -1698,6 +1698,10 @@ def render(
             f"| {r.scenario} | {r.name} | {r.measured} | {r.reference} | {fmt_ratio(r.ratio)} "
             f"| {r.target} | {fmt_pass(r.passed)} |"
         )
+    noted = [r for r in ctx.rows if r.note]
+    if noted:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {r.scenario} {r.name}: {r.note}" for r in noted]
     if todo:
         lines += ["", "## Not measured yet", ""]
         lines += [f"- {num} `{name}`: {why}" for num, name, why in todo]
@@ -1714,6 +1718,12 @@ def render(
         " RFC 8707 resource indicator, one process, same client auth and scope.",
         "- Raw signs/s: RSA-2048 PKCS#1 v1.5 SHA-256 through `cryptography` in one process on the"
         " server core (bench/ceilings.py).",
+        "- Drift: this kind of shared machine changes speed by tens of percent from one minute to"
+        " the next, so every ratio alternates its two sides, B A B ... A B, divides each A run by"
+        " the mean of the B runs just before and after it, and reports the median (the Notes"
+        " list every run's ratio). For /token, B is raw signing measured on the server core"
+        " right then; Keyhouse/peer divides the two normalised ratios, so a slow minute for one"
+        " side does not count against it.",
         "- Resource service: `GET /whoami` with one valid bearer token vs `GET /healthz`"
         " (bench/wrk/bearer.lua); the baseline is bench/baseline_pyjwt_app.py (PyJWT"
         " `PyJWKClient`).",
@@ -1782,6 +1792,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="each ratio alternates its two sides: B A B ... A B with N A runs (2; quick: 1)",
     )
+    ap.add_argument(
+        "--render-only",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="re-render the report of an earlier run from its JSON (bench/results/latest.json)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument(
         "--profile",
@@ -1840,8 +1857,28 @@ def run_directory() -> Iterator[Path]:
     yield d
 
 
+def render_saved(raw: dict[str, Any]) -> str:
+    """The report of an earlier run, from the JSON it saved."""
+    conf = dict(raw["config"])
+    conf["run_dir"] = Path(conf["run_dir"])
+    ctx = Context(Config(**conf), rows=[Row(**r) for r in raw["rows"]], raw=raw)
+    stamp = re.search(r"run-(\d{8}T\d{6}Z)", str(conf["run_dir"]))
+    started = (
+        dt.datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        if stamp
+        else dt.datetime.now(dt.UTC)
+    )
+    return render(ctx, started, raw.get("todo", []), raw.get("failed", []))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only is not None:
+        report = render_saved(json.loads(args.render_only.read_text()))
+        out = args.out or ROOT / "docs" / "benchmarks.md"
+        out.write_text(report)
+        print(f"bench: wrote {out}")
+        return 0
     if args.list:
         for name, (num, fn) in SCENARIOS.items():
             doc = (fn.__doc__ or "").strip().splitlines()[0]
