@@ -1282,17 +1282,20 @@ def _worker_split(before: dict[int, float], after: dict[int, float]) -> str:
     return "CPU split between workers: " + " / ".join(f"{100 * u / total:.0f}%" for u in used)
 
 
-def _scaling(ctx: Context, what: str, one: WrkResult, two: WrkResult, split: str = "") -> None:
-    factor = two.rps / one.rps
+def _scaling(
+    ctx: Context, what: str, alt: Alternation, two: list[WrkResult], split: str = ""
+) -> None:
+    i = alt.median_index
     ctx.add(
         Row(
             "5",
             f"{what}: 2 workers vs 1" + (f" ({split})" if split else ""),
-            two.short(),
-            one.short(),
-            round(factor, 3),
+            two[i].short(),
+            f"{alt.b_around(i):,.0f} req/s",
+            round(alt.ratio, 3),
             "(report; 2 cores, wrk shares one)",
             None,
+            note=alt.note(),
         )
     )
 
@@ -1306,38 +1309,56 @@ def scenario_5_workers(ctx: Context) -> None:
     client = stack.create_client("bench-s5")
     env = {"BENCH_AUTHORIZATION": client.authorization, "BENCH_BODY": stack.token_body()}
     url = f"{stack.issuer_url}/token"
-    one = ctx.memo.get("issuer_token_w1")
-    if one is None:
-        with stack.issuer(workers=1):
-            one = run_wrk(ctx, "keyhouse POST /token", url, "token.lua", env)
-    with stack.issuer(workers=2, cpus=both) as iss2:
-        assert iss2.proc is not None
-        cpu0 = _process_tree_cpu(iss2.proc.pid)
-        two = run_wrk(ctx, "keyhouse POST /token, 2 workers", url, "token.lua", env)
-        split = _worker_split(cpu0, _process_tree_cpu(iss2.proc.pid))
-    _scaling(ctx, "issuer POST /token", one, two, split)
+    splits: dict[str, str] = {}
+    issuer_two: list[WrkResult] = []
 
+    def issuer_run(workers: int) -> Callable[[int], float]:
+        def run(_i: int) -> float:
+            with stack.issuer(workers=workers, cpus=both if workers == 2 else None) as iss:
+                assert iss.proc is not None
+                cpu0 = _process_tree_cpu(iss.proc.pid)
+                res = run_wrk(
+                    ctx, f"keyhouse POST /token, {workers} worker(s)", url, "token.lua", env
+                )
+                if workers == 2:
+                    splits["issuer"] = _worker_split(cpu0, _process_tree_cpu(iss.proc.pid))
+                    issuer_two.append(res)
+            return res.rps
+
+        return run
+
+    alt = alternate(cfg.rounds, issuer_run(2), issuer_run(1))
+    _scaling(ctx, "issuer POST /token", alt, issuer_two, splits.get("issuer", ""))
+
+    resource_two: list[WrkResult] = []
     with stack.issuer(workers=1):
         token = stack.get_token(client)
-        r_one = ctx.memo.get("whoami_no cache")
-        if r_one is None:
-            with stack.resource(workers=1, env=TOKEN_CACHE_OFF_ENV) as rs:
-                rurl = f"http://127.0.0.1:{rs.port}/whoami"
-                expect_ok(rurl, token)
-                r_one = run_wrk(
-                    ctx, "resource /whoami (no cache)", rurl, "bearer.lua", {"BENCH_TOKEN": token}
-                )
-        with stack.resource(workers=2, env=TOKEN_CACHE_OFF_ENV, cpus=both) as rs:
-            rurl = f"http://127.0.0.1:{rs.port}/whoami"
-            for _ in range(4):  # each worker fetches the JWKS on its first request
-                expect_ok(rurl, token)
-            assert rs.proc is not None
-            cpu0 = _process_tree_cpu(rs.proc.pid)
-            r_two = run_wrk(
-                ctx, "resource /whoami, 2 workers", rurl, "bearer.lua", {"BENCH_TOKEN": token}
-            )
-            rsplit = _worker_split(cpu0, _process_tree_cpu(rs.proc.pid))
-    _scaling(ctx, "resource GET /whoami", r_one, r_two, rsplit)
+
+        def resource_run(workers: int) -> Callable[[int], float]:
+            def run(_i: int) -> float:
+                cpus = both if workers == 2 else None
+                with stack.resource(workers=workers, env=TOKEN_CACHE_OFF_ENV, cpus=cpus) as rs:
+                    rurl = f"http://127.0.0.1:{rs.port}/whoami"
+                    for _ in range(2 * workers):  # each worker fetches the JWKS first
+                        expect_ok(rurl, token)
+                    assert rs.proc is not None
+                    cpu0 = _process_tree_cpu(rs.proc.pid)
+                    res = run_wrk(
+                        ctx,
+                        f"resource /whoami, {workers} worker(s)",
+                        rurl,
+                        "bearer.lua",
+                        {"BENCH_TOKEN": token},
+                    )
+                    if workers == 2:
+                        splits["resource"] = _worker_split(cpu0, _process_tree_cpu(rs.proc.pid))
+                        resource_two.append(res)
+                return res.rps
+
+            return run
+
+        ralt = alternate(cfg.rounds, resource_run(2), resource_run(1))
+    _scaling(ctx, "resource GET /whoami", ralt, resource_two, splits.get("resource", ""))
 
 
 MEMORY_CACHE_SIZE = 10_000  # RESOURCE_TOKEN_CACHE_SIZE for scenario 6 (the app's default)

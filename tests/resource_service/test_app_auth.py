@@ -52,6 +52,7 @@ def test_one_carrier_only(up: tuple[TestClient, FakeClock, str]) -> None:
     cases = [
         client.get("/whoami", params={"access_token": tok}, headers=auth),
         client.get("/whoami", params={"access_token": tok}),
+        client.get(f"/whoami?x=1&access%5Ftoken={tok}", headers=auth),  # percent-encoded name
         client.post("/photos", data={"access_token": tok}, headers=auth),
         client.post(
             "/photos",
