@@ -58,7 +58,6 @@ class PasswordPool:
     """
 
     def __init__(self, workers: int = CHECKS_AT_ONCE, niceness: int = NICENESS) -> None:
-        self.workers = workers
         self._executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="keyhouse-password",

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio
 import anyio.to_thread
 from sqlalchemy.engine import Connection
 
@@ -21,7 +20,7 @@ from issuer.accounts import AccountStore, Client, User
 from issuer.audit import AuditLog
 from issuer.client_auth import authenticate_client, client_credentials
 from issuer.keystore import KeyRing
-from issuer.passwords import CHECKS_AT_ONCE, PasswordPool
+from issuer.passwords import PasswordPool
 from issuer.refresh import RefreshGrant, RefreshTokenStore
 from issuer.settings import IssuerSettings
 from issuer.throttle import Block, Throttle, ThrottleKey
@@ -45,11 +44,8 @@ CLIENT_CACHE_SECONDS = 2.0
 UNKNOWN_ADDRESS = "unknown"
 
 
-async def in_thread(func: Callable[[], T], *, limiter: anyio.CapacityLimiter | None = None) -> T:
-    return await anyio.to_thread.run_sync(func, limiter=limiter)
-
-
-PASSWORD_CHECKS_AT_ONCE = CHECKS_AT_ONCE
+async def in_thread(func: Callable[[], T]) -> T:
+    return await anyio.to_thread.run_sync(func)
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ class TokenService:
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
         self.clock = clock
-        self.password_pool = PasswordPool(PASSWORD_CHECKS_AT_ONCE)
+        self.password_pool = PasswordPool()
         self.throttle = throttle or Throttle(
             accounts.engine,
             max_failures=settings.login_max_failures,

@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import issuer.accounts
-from issuer.passwords import NICENESS, lower_thread_priority
-from issuer.token_service import PASSWORD_CHECKS_AT_ONCE
+from issuer.passwords import CHECKS_AT_ONCE, NICENESS, lower_thread_priority
 from tests.issuer.conftest import App
 
 
@@ -29,7 +28,7 @@ def test_at_most_n_password_checks_at_once(app: App, monkeypatch: pytest.MonkeyP
         with lock:
             running += 1
             peak = max(peak, running)
-            if running >= PASSWORD_CHECKS_AT_ONCE:
+            if running >= CHECKS_AT_ONCE:
                 overlap.set()
         try:
             overlap.wait(timeout=2)  # hold the slot until the checks really overlap
@@ -42,7 +41,7 @@ def test_at_most_n_password_checks_at_once(app: App, monkeypatch: pytest.MonkeyP
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda _: app.login(creds, "alice"), range(8)))
     assert all("access_token" in r for r in results)
-    assert peak == PASSWORD_CHECKS_AT_ONCE
+    assert peak == CHECKS_AT_ONCE
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
