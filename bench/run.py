@@ -712,17 +712,25 @@ def alternate(
     return Alternation(a, b)
 
 
+def _run_ceilings(cfg: Config, seconds: float, *extra: str, timeout: float = 300) -> dict[str, Any]:
+    """bench/ceilings.py on the server core; its JSON."""
+    cmd = [sys.executable, str(BENCH / "ceilings.py"), "--seconds", str(seconds), *extra]
+    if cfg.pinned:
+        cmd += ["--cpu", cfg.server_cpus.split(",")[0].split("-")[0]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"ceilings.py exited {proc.returncode}: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
 def sign_rate(ctx: Context) -> float:
     """Raw RSA-2048 signs/s through cryptography on the server core, measured now."""
     cfg = ctx.cfg
     seconds = max(1.0, cfg.ceiling_seconds / 2) if not cfg.quick else cfg.ceiling_seconds
-    cmd = [sys.executable, str(BENCH / "ceilings.py"), "--seconds", str(seconds), "--only", "sign"]
-    if cfg.pinned:
-        cmd += ["--cpu", cfg.server_cpus.split(",")[0].split("-")[0]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode != 0:
-        raise BenchError(f"ceilings.py exited {proc.returncode}: {proc.stderr[-2000:]}")
-    rate = float(json.loads(proc.stdout)["rsa2048_sign"]["per_s"])
+    rate = float(
+        _run_ceilings(cfg, seconds, "--only", "sign", timeout=120)["rsa2048_sign"]["per_s"]
+    )
     ctx.raw.setdefault("sign_ceilings", []).append(rate)
     print(f"    raw RSA-2048 sign now: {rate:,.0f}/s", flush=True)
     return rate
@@ -733,15 +741,9 @@ def ceilings(ctx: Context) -> dict[str, Any]:
     if "ceilings" in ctx.memo:
         return dict(ctx.memo["ceilings"])
     cfg = ctx.cfg
-    cmd = [sys.executable, str(BENCH / "ceilings.py"), "--seconds", str(cfg.ceiling_seconds)]
-    if cfg.pinned:
-        cmd += ["--cpu", cfg.server_cpus.split(",")[0].split("-")[0]]
     data: dict[str, Any] = {}
     for _ in range(max(1, cfg.repeat)):  # best of --repeat, per measurement
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-        if proc.returncode != 0:
-            raise BenchError(f"ceilings.py exited {proc.returncode}: {proc.stderr[-2000:]}")
-        one: dict[str, Any] = json.loads(proc.stdout)
+        one = _run_ceilings(cfg, cfg.ceiling_seconds)
         for k, v in one.items():
             better = isinstance(v, dict) and v.get("per_s", 0) > data.get(k, {}).get("per_s", -1)
             if k not in data or better:
