@@ -27,7 +27,7 @@ from issuer.settings import IssuerSettings
 from shared.clock import system_clock
 from shared.errors import KeyhouseError
 from shared.scopes import parse_scope
-from shared.serving import serve
+from shared.serving import FORWARDED_ALLOW_IPS_HELP, serve
 
 PROG = "issuer"
 LOG_FORMAT = "%(levelname)s %(name)s %(message)s"
@@ -105,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
 
 
@@ -353,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help=FORWARDED_ALLOW_IPS_HELP,
+    )
     serve.add_argument("--ssl-keyfile", help="serve https with this PEM private key")
     serve.add_argument("--ssl-certfile", help="serve https with this PEM certificate chain")
     serve.set_defaults(func=cmd_serve)

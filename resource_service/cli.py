@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from resource_service.settings import ResourceSettings
 from shared.errors import KeyhouseError
-from shared.serving import serve
+from shared.serving import FORWARDED_ALLOW_IPS_HELP, serve
 
 PROG = "resource-service"
 
@@ -32,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         access_log=args.access_log,
         log_level=settings.log_level,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
 
 
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8001)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--access-log", action="store_true")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help=FORWARDED_ALLOW_IPS_HELP,
+    )
     serve.set_defaults(func=cmd_serve)
     return parser
 

@@ -137,9 +137,10 @@ class Stack:
             raise AssertionError(f"issuer {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def issuer(self, **env: str) -> Server:
+    def issuer(self, *args: str, **env: str) -> Server:
+        """The issuer on ``issuer_port``; ``args`` are extra ``issuer serve`` flags."""
         server = Server(
-            [str(BIN / "issuer"), "serve", "--port", str(self.issuer_port)],
+            [str(BIN / "issuer"), "serve", "--port", str(self.issuer_port), *args],
             {**self.issuer_env, **env, "KEYHOUSE_TEST_CWD": str(self.root)},
             self.issuer_port,
             self.root / "issuer.log",
@@ -160,7 +161,7 @@ class Stack:
         self.servers.append(server)
         return server
 
-    def resource(self, name: str, **env: str) -> Server:
+    def resource(self, name: str, *args: str, **env: str) -> Server:
         port = free_port()
         full_env = base_env(
             RESOURCE_ISSUER=self.issuer_url,
@@ -169,7 +170,7 @@ class Stack:
         )
         full_env.update(env)
         server = Server(
-            [str(BIN / "resource-service"), "serve", "--name", name, "--port", str(port)],
+            [str(BIN / "resource-service"), "serve", "--name", name, "--port", str(port), *args],
             full_env,
             port,
             self.root / f"{name}.log",
