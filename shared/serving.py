@@ -1,9 +1,10 @@
 """Running a Keyhouse ASGI app under uvicorn with the production options the README explains.
 
-uvloop and httptools when installed (``uvicorn[standard]``), no access log unless asked (it costs
-throughput and would record URLs), no ``Server`` header, and ``X-Forwarded-For`` ignored unless
-the operator names the proxies allowed to set it: uvicorn's own default trusts it from 127.0.0.1,
-which lets anything on the host pick the address the login throttle counts against. The app is
+uvloop when installed, httptools with each response's head and body in one write
+(``shared.http_protocol``), no access log unless asked (it costs throughput and would record
+URLs), no ``Server`` header, and ``X-Forwarded-For`` ignored unless the operator names the
+proxies allowed to set it: uvicorn's own default trusts it from 127.0.0.1, which lets anything
+on the host pick the address the login throttle counts against. The app is
 given as an import string of a factory so ``workers > 1`` works. Not HTTP framework code:
 ``shared`` still never imports Starlette.
 """
@@ -38,6 +39,8 @@ def serve(
 ) -> None:
     import uvicorn
 
+    from shared.http_protocol import CoalescingHttpToolsProtocol
+
     uvicorn.run(
         factory,
         factory=True,
@@ -45,7 +48,7 @@ def serve(
         port=port,
         workers=workers,
         loop=_best("uvloop"),
-        http=_best("httptools"),
+        http=CoalescingHttpToolsProtocol,
         access_log=access_log,
         log_level=log_level,
         server_header=False,
