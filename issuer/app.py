@@ -27,6 +27,7 @@ from issuer.keystore import KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
+from issuer.token_endpoint import TokenEndpoint
 from issuer.token_service import GRANT_TYPES, TokenService
 from shared.bearer import extract_bearer
 from shared.clock import Clock, system_clock
@@ -140,22 +141,6 @@ async def jwks(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     issuer.metrics.jwks_requests.labels("200").inc()
     return Response(body, media_type="application/json", headers=headers)
-
-
-async def token(request: Request) -> Response:
-    issuer = _issuer(request)
-    if request.method != "POST":
-        raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
-    try:
-        form = await http.read_form(request, issuer.settings.max_body_bytes)
-        result = await issuer.tokens.token(
-            form, request.headers.get("authorization"), _address(request)
-        )
-    except KeyhouseError as exc:
-        issuer.metrics.token_errors.labels(exc.error).inc()
-        raise
-    issuer.metrics.tokens_issued.labels(result.grant_type).inc()
-    return JSONResponse(result.body, headers=http.NO_STORE)
 
 
 async def revoke(request: Request) -> Response:
@@ -315,7 +300,7 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
 
     # Matched in order: the busiest endpoints first.
     routes = [
-        Route("/token", token, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/token", TokenEndpoint(), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
         Route("/.well-known/openid-configuration", metadata, methods=["GET"]),

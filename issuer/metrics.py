@@ -37,3 +37,19 @@ class IssuerMetrics:
             "Keys currently published in the JWKS.",
             registry=self.registry,
         )
+        # Label children bound once: ``labels()`` validates and locks on every call, and the
+        # token endpoint counts every request.
+        self._issued: dict[str, Counter] = {}
+        self._errors: dict[str, Counter] = {}
+
+    def token_issued(self, grant_type: str) -> None:
+        child = self._issued.get(grant_type)
+        if child is None:
+            child = self._issued[grant_type] = self.tokens_issued.labels(grant_type)
+        child.inc()
+
+    def token_error(self, error: str) -> None:
+        child = self._errors.get(error)
+        if child is None:
+            child = self._errors[error] = self.token_errors.labels(error)
+        child.inc()

@@ -216,3 +216,21 @@ def test_healthz_and_metrics(client: TestClient, demo: dict[str, str]) -> None:
     text = client.get("/metrics").text
     assert 'keyhouse_issuer_jwks_requests_total{status="200"} 1.0' in text
     assert 'keyhouse_issuer_token_verifications_total{result="missing_token"} 1.0' in text
+
+
+def test_metrics_count_tokens_and_errors_per_label(
+    client: TestClient, demo: dict[str, str]
+) -> None:
+    for _ in range(3):
+        _token(client, demo, grant_type="client_credentials", audience="photos")
+    bad_secret = client.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(demo["client_id"], "wrong")
+    )
+    assert bad_secret.status_code == 401
+    no_grant = client.post("/token", data={}, auth=(demo["client_id"], demo["client_secret"]))
+    assert no_grant.status_code == 400
+    client.post("/token", data={}, auth=(demo["client_id"], demo["client_secret"]))
+    text = client.get("/metrics").text
+    assert 'keyhouse_issuer_tokens_issued_total{grant_type="client_credentials"} 3.0' in text
+    assert 'keyhouse_issuer_token_errors_total{error="invalid_client"} 1.0' in text
+    assert 'keyhouse_issuer_token_errors_total{error="invalid_request"} 2.0' in text
