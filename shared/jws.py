@@ -8,7 +8,6 @@ members, no ``crit``, and none of the header members that would let a token choo
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass
@@ -54,8 +53,16 @@ def b64url_decode(segment: str) -> bytes:
         raise ValueError("not base64url") from exc
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def b64url(raw: bytes) -> bytes:
+    """Unpadded base64url (RFC 7515 §2) as bytes, straight through ``binascii``."""
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+
+
 def b64url_encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url(raw).decode("ascii")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ claim's type and value.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import secrets
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from shared.clock import Clock, system_clock
 from shared.errors import InvalidToken
 from shared.jwks import VerificationKey
-from shared.jws import DEFAULT_MAX_TOKEN_BYTES, CompactJWS, SplitJWS, parse_header
+from shared.jws import DEFAULT_MAX_TOKEN_BYTES, CompactJWS, SplitJWS, b64url, parse_header
 from shared.keys import SigningKey
 from shared.scopes import format_scope
 
@@ -66,21 +65,17 @@ class TokenSigner:
         self.kid = key.kid
         self._private_key = key.private_key
         header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
-        self._header_b64 = _b64(json.dumps(header, separators=(",", ":")).encode())
+        self._header_b64 = b64url(_COMPACT_JSON.encode(header).encode())
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        payload = json.dumps(claims, separators=(",", ":")).encode()
-        signing_input = self._header_b64 + b"." + _b64(payload)
+        signing_input = self._header_b64 + b"." + b64url(_COMPACT_JSON.encode(claims).encode())
         signature = self._private_key.sign(signing_input, _PADDING, _SHA256)
-        return (signing_input + b"." + _b64(signature)).decode("ascii")
+        return (signing_input + b"." + b64url(signature)).decode("ascii")
 
 
 _PADDING = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
-
-
-def _b64(raw: bytes) -> bytes:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def access_token_claims(
