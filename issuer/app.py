@@ -14,6 +14,7 @@ import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,7 +28,7 @@ from issuer.keystore import KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
-from issuer.token_endpoint import TokenEndpoint
+from issuer.token_endpoint import TokenFastPath
 from issuer.token_service import GRANT_TYPES, TokenService
 from shared.bearer import extract_bearer
 from shared.clock import Clock, system_clock
@@ -298,9 +299,9 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
             await anyio.to_thread.run_sync(issuer.tokens.close)
             issuer.keyring.repo.engine.dispose()
 
-    # Matched in order: the busiest endpoints first.
+    # Matched in order: the busiest endpoints first. /token is served ahead of the router by
+    # TokenFastPath (issuer/token_endpoint.py), whatever the method.
     routes = [
-        Route("/token", TokenEndpoint(), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
         Route("/.well-known/openid-configuration", metadata, methods=["GET"]),
@@ -314,6 +315,7 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(TokenFastPath)],
         lifespan=lifespan,
         exception_handlers={
             KeyhouseError: http.handle_keyhouse_error,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from tests.issuer.conftest import PASSWORD, App, Creds
 
@@ -182,3 +183,28 @@ def test_unsupported_grant_type(app: App) -> None:
 def test_invalid_request(app: App) -> None:
     creds = app.new_client()
     _error(app.token(creds), 400, "invalid_request")  # no grant_type
+
+
+def test_an_unexpected_failure_is_a_json_500_without_details(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/token is served ahead of the router: its crashes still reach the one 500 handler."""
+    creds = app.new_client()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail " + creds.client_secret)
+
+    monkeypatch.setattr(app.issuer.keyring, "signer", broken)
+    # A second client on the same (started) app, answering 500s instead of raising them.
+    lenient = TestClient(app.http.app, base_url="http://issuer.test", raise_server_exceptions=False)
+    response = lenient.post("/token", data={"grant_type": "client_credentials"}, headers=creds.auth)
+    _error(response, 500, "server_error")
+    assert "secret detail" not in response.text
+    assert creds.client_secret not in caplog.text
+
+
+def test_token_with_a_trailing_slash_is_not_the_token_endpoint(app: App) -> None:
+    creds = app.new_client()
+    response = app.post("/token/", {"grant_type": "client_credentials"}, creds=creds)
+    assert response.status_code in (307, 404)
+    assert "access_token" not in response.text
