@@ -4,7 +4,7 @@ A client_credentials request is one RSA signature plus HTTP glue, and the glue i
 benchmark of the endpoint against raw signing measures: on this machine kind every bit of
 Python between two signatures runs with cold caches. Starlette's routing and request/response
 wrapper (a ``Request``, two exception wrappers, ``JSONResponse`` building its headers) were
-about a quarter of the instructions the app spent per request outside RSA. So
+over a quarter of the instructions the app spent per request outside RSA. So
 :class:`TokenFastPath` hands ``/token`` to :class:`TokenEndpoint` ahead of the router, and the
 endpoint reads the three headers it needs straight from the ASGI scope, the body from
 ``receive``, and answers with a prebuilt header list. Errors go through the app's one handler
