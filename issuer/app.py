@@ -29,7 +29,7 @@ from issuer.metrics import IssuerMetrics
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
 from issuer.token_endpoint import TokenFastPath
-from issuer.token_service import GRANT_TYPES, TokenService
+from issuer.token_service import GRANT_TYPES, UNKNOWN_ADDRESS, TokenService
 from shared.bearer import extract_bearer
 from shared.clock import Clock, system_clock
 from shared.errors import (
@@ -112,7 +112,7 @@ def metadata_document(settings: IssuerSettings, scopes: list[str]) -> dict[str, 
 
 def _address(request: Request) -> str:
     """The peer address (uvicorn applies X-Forwarded-For only from --forwarded-allow-ips)."""
-    return request.client.host if request.client else "unknown"
+    return request.client.host if request.client else UNKNOWN_ADDRESS
 
 
 def _issuer(request: Request) -> Issuer:

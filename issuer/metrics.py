@@ -43,13 +43,15 @@ class IssuerMetrics:
         self._errors: dict[str, Counter] = {}
 
     def token_issued(self, grant_type: str) -> None:
-        child = self._issued.get(grant_type)
-        if child is None:
-            child = self._issued[grant_type] = self.tokens_issued.labels(grant_type)
-        child.inc()
+        _inc(self._issued, self.tokens_issued, grant_type)
 
     def token_error(self, error: str) -> None:
-        child = self._errors.get(error)
-        if child is None:
-            child = self._errors[error] = self.token_errors.labels(error)
-        child.inc()
+        _inc(self._errors, self.token_errors, error)
+
+
+def _inc(children: dict[str, Counter], counter: Counter, label: str) -> None:
+    """``counter.labels(label).inc()``, through a child bound once per label."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = counter.labels(label)
+    child.inc()

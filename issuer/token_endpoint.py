@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer import http
 from issuer.forms import parse_form
+from issuer.token_service import UNKNOWN_ADDRESS
 from shared.errors import KeyhouseError, MethodNotAllowed
 
 if TYPE_CHECKING:
@@ -29,8 +30,7 @@ if TYPE_CHECKING:
 
 _HEADERS = [
     (b"content-type", b"application/json"),
-    (b"cache-control", b"no-store"),
-    (b"pragma", b"no-cache"),
+    *((name.lower().encode(), value.encode()) for name, value in http.NO_STORE.items()),
 ]
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
@@ -61,7 +61,7 @@ class TokenEndpoint:
             body = await http.read_body(receive, content_length, issuer.settings.max_body_bytes)
             form = parse_form(body, content_type, scope["query_string"].decode("latin-1"))
             result = await issuer.tokens.token(
-                form, authorization, client[0] if client else "unknown"
+                form, authorization, client[0] if client else UNKNOWN_ADDRESS
             )
         except KeyhouseError as exc:
             issuer.metrics.token_error(exc.error)

@@ -4,9 +4,9 @@ uvloop when installed, httptools with each response's head and body in one write
 (``shared.http_protocol``), no access log unless asked (it costs throughput and would record
 URLs), no ``Server`` header, and ``X-Forwarded-For`` ignored unless the operator names the
 proxies allowed to set it: uvicorn's own default trusts it from 127.0.0.1, which lets anything
-on the host pick the address the login throttle counts against. The app is
-given as an import string of a factory so ``workers > 1`` works. Not HTTP framework code:
-``shared`` still never imports Starlette.
+on the host pick the address the login throttle counts against. The app is given as an import
+string of a factory so ``workers > 1`` works. Not HTTP framework code: ``shared`` still never
+imports Starlette.
 """
 
 from __future__ import annotations
