@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn.config import Config
@@ -65,11 +66,21 @@ async def _turn() -> None:
 
 # -- the transport ------------------------------------------------------------------------------
 
+Body = Callable[[RecordingTransport, CoalescingTransport], Awaitable[None]]
 
-def test_two_writes_leave_as_one() -> None:
+
+def _run(body: Body) -> None:
+    """Run ``body(inner, outer)`` in a fresh event loop, ``outer`` wrapping ``inner``."""
+
     async def main() -> None:
         inner = RecordingTransport()
-        outer = CoalescingTransport(inner, asyncio.get_running_loop())
+        await body(inner, CoalescingTransport(inner, asyncio.get_running_loop()))
+
+    asyncio.run(main())
+
+
+def test_two_writes_leave_as_one() -> None:
+    async def body(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         outer.write(b"HTTP/1.1 200 OK\r\n\r\n")
         assert inner.writes == []
         outer.write(b"body")
@@ -77,26 +88,22 @@ def test_two_writes_leave_as_one() -> None:
         await _turn()
         assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
 
-    asyncio.run(main())
+    _run(body)
 
 
 def test_a_lone_write_leaves_at_the_end_of_the_loop_turn() -> None:
-    async def main() -> None:
-        inner = RecordingTransport()
-        outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    async def body(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         outer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
         assert outer.get_write_buffer_size() == len(b"HTTP/1.1 204 No Content\r\n\r\n")
         await _turn()
         assert inner.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"]
         assert outer.get_write_buffer_size() == 0
 
-    asyncio.run(main())
+    _run(body)
 
 
 def test_order_is_kept_across_many_writes() -> None:
-    async def main() -> None:
-        inner = RecordingTransport()
-        outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    async def body(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         for i in range(5):
             outer.write(b"%d," % i)
         outer.writelines([b"5,", b"6,"])
@@ -106,52 +113,45 @@ def test_order_is_kept_across_many_writes() -> None:
         assert b"".join(data for _, data in inner.events) == b"0,1,2,3,4,5,6,7,8"
         assert inner.writes[:3] == [b"0,1,", b"2,3,", b"4,"]
 
-    asyncio.run(main())
+    _run(body)
 
 
 def test_close_and_write_eof_send_what_is_held_first() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        inner = RecordingTransport()
-        outer = CoalescingTransport(inner, loop)
+    async def close(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         outer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         outer.close()
         assert inner.events == [("write", b"HTTP/1.1 400 Bad Request\r\n\r\n"), ("close", b"")]
         assert outer.is_closing()
 
-        inner = RecordingTransport()
-        outer = CoalescingTransport(inner, loop)
+    async def write_eof(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         outer.write(b"last")
         outer.write_eof()
         assert inner.events == [("write", b"last"), ("eof", b"")]
         await _turn()
         assert len(inner.events) == 2  # nothing written twice
 
-    asyncio.run(main())
+    _run(close)
+    _run(write_eof)
 
 
 def test_abort_drops_what_is_held() -> None:
-    async def main() -> None:
-        inner = RecordingTransport()
-        outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    async def body(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         outer.write(b"partial")
         outer.abort()
         await _turn()
         assert inner.events == [("abort", b"")]
 
-    asyncio.run(main())
+    _run(body)
 
 
 def test_empty_writes_are_not_held() -> None:
-    async def main() -> None:
-        inner = RecordingTransport()
-        outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    async def body(inner: RecordingTransport, outer: CoalescingTransport) -> None:
         outer.write(b"")
         assert outer.get_write_buffer_size() == 0
         await _turn()
         assert inner.events == []
 
-    asyncio.run(main())
+    _run(body)
 
 
 # -- uvicorn's protocol over it -----------------------------------------------------------------
