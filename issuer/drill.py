@@ -273,8 +273,12 @@ class Drill:
                 continue
             now = time.time()
             kids = set(jwks.get("keys") or [])
+            # The service's own record of when a fetch brought each kid; this poll's time when
+            # it has none (a service without it): a poll delayed by load would report late.
+            known_since = jwks.get("known_since") or {}
             for kid in kids:
-                service.kid_seen.setdefault(kid, now)
+                at = known_since.get(kid)
+                service.kid_seen.setdefault(kid, at if isinstance(at, int | float) else now)
             for kid in set(service.kid_seen) - kids:
                 service.kid_gone.setdefault(kid, now)
             await asyncio.sleep(0.25)

@@ -104,6 +104,7 @@ class JWKSClient:
         self._http = http
         self._clock = clock
         self._keys: dict[str, VerificationKey] = {}
+        self._known_since: dict[str, float] = {}  # kid -> when a fetch first brought it
         self._have_keys = False
         self._etag: str | None = None
         self._jwks_url: str | None = settings.jwks_url
@@ -147,6 +148,7 @@ class JWKSClient:
         last = self.last_fetch
         return {
             "keys": sorted(self._keys),
+            "known_since": {kid: round(at, 3) for kid, at in sorted(self._known_since.items())},
             "age_seconds": None if self.age() is None else round(self.age() or 0.0, 3),
             "usable": self._usable(),
             "jwks_url": self._jwks_url,
@@ -304,7 +306,7 @@ class JWKSClient:
         now = self._clock()
         status, parsed, ttl, etag = result
         if parsed is not None:
-            self._store(parsed)
+            self._store(parsed, now)
             self._etag = etag  # a 200 without an ETag must not keep validating an older body
         elif etag:
             self._etag = etag
@@ -331,7 +333,7 @@ class JWKSClient:
         self.fetch_counts["error"] += 1
         logger.warning("JWKS fetch failed: %s", detail)
 
-    def _store(self, parsed: ParsedJWKS) -> None:
+    def _store(self, parsed: ParsedJWKS, now: float) -> None:
         for reason in parsed.skipped:
             if reason not in self._logged_skips:
                 self._logged_skips.add(reason)
@@ -339,6 +341,7 @@ class JWKSClient:
         if parsed.keys != self._keys:  # kid set or key material changed
             self.generation += 1
         self._keys = dict(parsed.keys)
+        self._known_since = {kid: self._known_since.get(kid, now) for kid in parsed.keys}
         # A kid that just arrived must not stay in the negative cache.
         for kid in parsed.keys:
             self._negative.pop(kid, None)

@@ -157,6 +157,31 @@ def test_poll_drops_a_removed_key_within_the_poll_interval() -> None:
     asyncio.run(main())
 
 
+def test_state_records_when_each_kid_first_arrived() -> None:
+    """``known_since`` on ``/healthz``: the fetch that first brought a kid, kept while it stays."""
+
+    async def main() -> None:
+        issuer = FakeIssuer(max_age=3600)
+        issuer.publish(key(0))
+        client, clock = await _started(issuer, poll_interval=60)
+        first = clock()
+        assert client.state()["known_since"] == {key(0).kid: round(first, 3)}
+        issuer.publish(key(0), key(1))
+        clock.advance(60)
+        await client.refresh_if_due()
+        second = clock()
+        assert client.state()["known_since"] == {
+            key(0).kid: round(first, 3),
+            key(1).kid: round(second, 3),
+        }
+        issuer.publish(key(1))
+        clock.advance(60)
+        await client.refresh_if_due()
+        assert client.state()["known_since"] == {key(1).kid: round(second, 3)}
+
+    asyncio.run(main())
+
+
 # -- unknown kids ---------------------------------------------------------------------------------
 
 
