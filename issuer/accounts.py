@@ -22,6 +22,7 @@ from shared.errors import ConfigurationError
 from shared.scopes import format_scope, parse_scope
 
 GRANT_TYPES = ("client_credentials", "password", "refresh_token")
+MAX_USERNAME = 200
 _DUMMY_SECRET_HASH = hashlib.sha256(b"keyhouse-dummy-client-secret").hexdigest()
 
 
@@ -163,8 +164,8 @@ class AccountStore:
     def create_user(
         self, *, username: str, password: str, scopes: frozenset[str], now: float
     ) -> User:
-        if not username or len(username) > 200 or any(c.isspace() for c in username):
-            raise ConfigurationError("USERNAME must be 1-200 characters without spaces")
+        if not username or len(username) > MAX_USERNAME or any(c.isspace() for c in username):
+            raise ConfigurationError(f"USERNAME must be 1-{MAX_USERNAME} characters without spaces")
         _check_password(password)
         row = {
             "user_id": uuid.uuid4().hex,
@@ -199,12 +200,13 @@ class AccountStore:
         return User.from_row(row) if row else None
 
     def authenticate_user(self, username: str, password: str) -> User | None:
-        """One argon2 verification whatever happens: unknown, disabled and wrong look alike."""
-        user = self.get_user(username) if len(username) <= 200 else None
-        ok = verify_password(user.password_hash if user else None, password)
-        if not ok or user is None or user.disabled:
-            return None
-        return user
+        """The user, if ``password`` is theirs and they may log in; one argon2 check always."""
+        user = self.find_login(username)
+        return user if password_matches(user, password) else None
+
+    def find_login(self, username: str) -> User | None:
+        """The user a login names; None also for a name too long to be anyone's."""
+        return self.get_user(username) if len(username) <= MAX_USERNAME else None
 
     def set_user_disabled(self, username: str, disabled: bool) -> User:
         with self.engine.begin() as conn:
@@ -230,6 +232,15 @@ class AccountStore:
         user = self.get_user(username)
         assert user is not None
         return user
+
+
+def password_matches(user: User | None, password: str) -> bool:
+    """One argon2 verification whatever happens: unknown, disabled and wrong look alike.
+
+    No database access: the issuer runs this alone in its idle-priority password threads.
+    """
+    ok = verify_password(user.password_hash if user else None, password)
+    return ok and user is not None and not user.disabled
 
 
 def _check_password(password: str) -> None:

@@ -31,38 +31,52 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 T = TypeVar("T")
-# Each argon2id check takes 64 MiB and several threads of its own (the profile's parallelism):
-# an unbounded number at once would starve the event loop, and a login flood could exhaust
-# memory. Logins beyond this many wait their turn; everything else keeps being served.
+# Each argon2id check takes 64 MiB and a core's worth of work: an unbounded number at once
+# would crowd the event loop, and a login flood could exhaust memory. Logins beyond this many
+# wait their turn; everything else keeps being served.
 CHECKS_AT_ONCE = 2
-# How much lower than the event loop's the login threads' CPU priority is (Linux nice steps).
-# argon2's own threads inherit it, so a running request is never queued behind hashing for
-# long: the kernel hands the core back to the loop as soon as it has work.
+# Where idle scheduling is unavailable, how much lower than the event loop's the login
+# threads' CPU priority is (Linux nice steps).
 NICENESS = 10
 
 
-def lower_thread_priority(step: int) -> None:
-    """Raise the calling thread's nice value by ``step`` (Linux threads each have their own)."""
+def run_only_when_idle(fallback_niceness: int = NICENESS) -> None:
+    """Schedule the calling thread, and the threads argon2 starts from it, only on CPU time
+    nothing else wants (Linux ``SCHED_IDLE``): a request that arrives while a password is being
+    hashed gets the core at once. Where that policy is unavailable, lower the thread's priority
+    by ``fallback_niceness`` nice steps instead (Linux threads each have their own).
+
+    A raised nice value is not enough under Linux's EEVDF scheduler: ``perf sched`` showed the
+    event loop runnable yet waiting ~3.6 ms at a time for the hashing threads' slices.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+        return
+    except (AttributeError, OSError):
+        pass
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + step)
+        os.setpriority(
+            os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + fallback_niceness
+        )
     except (AttributeError, OSError):  # no per-thread priorities here: run at normal priority
         pass
 
 
 class PasswordPool:
-    """A few dedicated threads, at a lowered priority, for work that checks passwords.
+    """A few dedicated threads that run only when the CPU is otherwise idle, for password checks.
 
-    Not anyio's shared worker threads: those also run quick database calls for every other
-    request, and a thread's priority cannot be raised back without privileges.
+    Give them the argon2 call and nothing else: code holding the interpreter lock in one of
+    these threads makes the event loop wait for a thread the kernel runs last. Not anyio's
+    shared worker threads: those run the database calls for every request, and a thread's
+    priority cannot be raised back without privileges.
     """
 
-    def __init__(self, workers: int = CHECKS_AT_ONCE, niceness: int = NICENESS) -> None:
+    def __init__(self, workers: int = CHECKS_AT_ONCE) -> None:
         self._executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="keyhouse-password",
-            initializer=lower_thread_priority,
-            initargs=(niceness,),
+            initializer=run_only_when_idle,
         )
 
     async def run(self, func: Callable[[], T]) -> T:

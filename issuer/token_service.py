@@ -16,7 +16,7 @@ import anyio.to_thread
 from sqlalchemy.engine import Connection
 
 from issuer import audit
-from issuer.accounts import AccountStore, Client, User
+from issuer.accounts import MAX_USERNAME, AccountStore, Client, User, password_matches
 from issuer.audit import AuditLog
 from issuer.client_auth import authenticate_client, client_credentials
 from issuer.keystore import KeyRing
@@ -239,35 +239,39 @@ class TokenService:
         if not username or password is None:
             raise InvalidRequest("username and password are required")
         audience = resolve_audience(form, client.audiences, None)
-        keys = [self.throttle.user(username[:200]), self.throttle.address(address)]
+        keys = [self.throttle.user(username[:MAX_USERNAME]), self.throttle.address(address)]
+        now = self.clock()
 
-        def login() -> User | None:
-            now = self.clock()
+        def look_up() -> User | None:
             # Blocked: refused before the password is even checked, right or wrong.
             self._check_blocked(keys, now)
-            user = self.accounts.authenticate_user(username, password)
-            if user is None:
+            return self.accounts.find_login(username)
+
+        # The database calls run in the ordinary worker threads; the password threads get the
+        # argon2 check alone (see PasswordPool).
+        user = await in_thread(look_up)
+        matches = await self.password_pool.run(lambda: password_matches(user, password))
+        if not matches or user is None:
+
+            def failed() -> None:
                 # Only for the audit log, never for the response: all failures read the same.
-                known = self.accounts.get_user(username) if len(username) <= 200 else None
                 self._failed(
                     keys,
                     now,
                     audit.USER_AUTH_FAILED,
                     address=address,
                     client_id=client.client_id,
-                    subject=known.subject if known else None,
+                    subject=user.subject if user else None,
                     detail=(
                         "unknown username"
-                        if known is None
+                        if user is None
                         else "login by a disabled user"
-                        if known.disabled
+                        if user.disabled
                         else "wrong password"
                     ),
                 )
-            return user
 
-        user = await self.password_pool.run(login)
-        if user is None:
+            await in_thread(failed)
             raise InvalidGrant("the username or password is incorrect")
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
         refresh = None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import event
 
 import issuer.accounts
-from issuer.passwords import CHECKS_AT_ONCE, NICENESS, lower_thread_priority
+from issuer.passwords import CHECKS_AT_ONCE, NICENESS, run_only_when_idle
 from tests.issuer.conftest import App
 
 
@@ -44,32 +44,75 @@ def test_at_most_n_password_checks_at_once(app: App, monkeypatch: pytest.MonkeyP
     assert peak == CHECKS_AT_ONCE
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_password_checks_run_at_lower_cpu_priority(
-    app: App, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """argon2 runs (and spawns its lanes) in threads the kernel preempts for the event loop."""
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_password_checks_run_only_on_idle_cpu(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 runs (and spawns its lanes) in threads the kernel runs only when nothing else
+    wants the CPU, so the event loop never queues behind hashing."""
     creds = app.new_client()
     app.new_user("alice")
     real = issuer.accounts.verify_password
     seen: list[int] = []
 
     def spy(password_hash: str | None, password: str) -> bool:
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        seen.append(os.sched_getscheduler(0))
         return real(password_hash, password)
 
     monkeypatch.setattr(issuer.accounts, "verify_password", spy)
-    loop_priority = os.getpriority(os.PRIO_PROCESS, 0)
+    loop_policy = os.sched_getscheduler(0)
     assert "access_token" in app.login(creds, "alice")
-    assert seen == [min(19, loop_priority + NICENESS)]
+    assert seen == [os.SCHED_IDLE]
     # Other blocking work (database calls) stays at normal priority.
     app.token(creds, grant_type="client_credentials")
-    assert os.getpriority(os.PRIO_PROCESS, 0) == loop_priority
+    assert os.sched_getscheduler(0) == loop_policy != os.SCHED_IDLE
 
 
-def test_lower_thread_priority_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_logins_touch_the_database_outside_the_password_threads(app: App) -> None:
+    """A password thread holding the interpreter lock for database work would make the event
+    loop wait on a thread the kernel runs last: only the argon2 check may run there."""
+    creds = app.new_client()
+    app.new_user("alice")
+    threads: list[str] = []
+    engine = app.issuer.keyring.repo.engine
+
+    def record(*_: object) -> None:
+        threads.append(threading.current_thread().name)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert "access_token" in app.login(creds, "alice")
+        wrong = app.token(creds, grant_type="password", username="alice", password="wrong")
+        unknown = app.token(creds, grant_type="password", username="bob", password="wrong")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert wrong.status_code == unknown.status_code == 400
+    assert threads  # the logins did read and write (user, refresh token, audit, throttle)
+    assert not [name for name in threads if name.startswith("keyhouse-password")]
+
+
+def test_password_threads_fall_back_to_a_lower_nice_value(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object) -> None:
         raise PermissionError("no")
 
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    seen: list[tuple[int, int]] = []
+
+    def check() -> None:
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        run_only_when_idle(NICENESS)
+        seen.append((before, os.getpriority(os.PRIO_PROCESS, tid)))
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    thread.join()
+    [(before, after)] = seen
+    assert after == min(19, before + NICENESS)
+
+
+def test_run_only_when_idle_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise PermissionError("no")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
     monkeypatch.setattr(os, "setpriority", refuse)
-    lower_thread_priority(5)  # a platform without per-thread priority runs at normal priority
+    run_only_when_idle()  # a platform without per-thread priorities runs at normal priority
