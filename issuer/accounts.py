@@ -208,6 +208,18 @@ class AccountStore:
         """The user a login names; None also for a name too long to be anyone's."""
         return self.get_user(username) if len(username) <= MAX_USERNAME else None
 
+    def replace_password_hash(self, user: User, new_hash: str) -> bool:
+        """Store ``new_hash`` (the same password, hashed with today's parameters) unless the
+        password changed since ``user`` was read. True if stored."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(users)
+                .where(users.c.user_id == user.user_id)
+                .where(users.c.password_hash == user.password_hash)
+                .values(password_hash=new_hash)
+            )
+        return bool(result.rowcount)
+
     def set_user_disabled(self, username: str, disabled: bool) -> User:
         with self.engine.begin() as conn:
             result = conn.execute(

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 "low memory" profile
+# argon2id at RFC 9106's second recommended cost (3 passes over 64 MiB) in one lane instead of
+# the profile's four. Lanes only help when that many cores work on one check; the issuer gives a
+# check one thread at idle priority beside the event loop, and each extra lane started a thread
+# of its own 12 times per check, which measurably delayed the loop (docs/benchmarks.md, 7).
+PARAMETERS = dataclasses.replace(profiles.RFC_9106_LOW_MEMORY, parallelism=1)
+_hasher = PasswordHasher.from_parameters(PARAMETERS)
 # Verifying against this costs what verifying a real hash costs, so an unknown username
 # takes as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("keyhouse-dummy-password-for-timing")
@@ -27,6 +33,15 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True for a hash made with other parameters (an older release's four lanes): rehash it
+    at the next successful login so every account costs the same to check."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except (InvalidHashError, ValueError):
         return False
 
 

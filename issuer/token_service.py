@@ -20,7 +20,7 @@ from issuer.accounts import MAX_USERNAME, AccountStore, Client, User, password_m
 from issuer.audit import AuditLog
 from issuer.client_auth import authenticate_client, client_credentials
 from issuer.keystore import KeyRing
-from issuer.passwords import PasswordPool
+from issuer.passwords import PasswordPool, hash_password, needs_rehash
 from issuer.refresh import RefreshGrant, RefreshTokenStore
 from issuer.settings import IssuerSettings
 from issuer.throttle import Block, Throttle, ThrottleKey
@@ -273,6 +273,8 @@ class TokenService:
 
             await in_thread(failed)
             raise InvalidGrant("the username or password is incorrect")
+        if needs_rehash(user.password_hash):
+            await self._rehash(user, password)
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
         refresh = None
         if "refresh_token" in client.grant_types:
@@ -287,6 +289,12 @@ class TokenService:
                 )
             )
         return self._response(user.subject, client, audience, scopes, refresh_token=refresh)
+
+    async def _rehash(self, user: User, password: str) -> None:
+        """Move a hash made with older parameters to today's, at the login that proves the
+        password: until then such an account's check costs a different time than others'."""
+        new_hash = await self.password_pool.run(lambda: hash_password(password))
+        await in_thread(lambda: self.accounts.replace_password_hash(user, new_hash))
 
     async def _refresh(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
         presented = form.get("refresh_token")

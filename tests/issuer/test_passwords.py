@@ -1,0 +1,94 @@
+"""Password hashing parameters, and moving hashes made with older ones to today's at login."""
+
+from __future__ import annotations
+
+import pytest
+from argon2 import PasswordHasher, extract_parameters, profiles
+from sqlalchemy import select, update
+
+from issuer.db import users
+from issuer.passwords import PARAMETERS, hash_password, needs_rehash, verify_password
+from tests.issuer.conftest import PASSWORD, App
+
+# What releases before 0.1.3 stored: argon2-cffi's RFC 9106 low-memory profile, four lanes.
+OLD_HASHER = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
+
+
+def test_new_hashes_are_argon2id_64_mib_3_passes_one_lane() -> None:
+    params = extract_parameters(hash_password("s3cret"))
+    assert params == PARAMETERS
+    assert (params.type.name, params.memory_cost, params.time_cost, params.parallelism) == (
+        "ID",
+        64 * 1024,
+        3,
+        1,
+    )
+
+
+def test_hashes_from_older_releases_still_verify() -> None:
+    old = OLD_HASHER.hash("s3cret")
+    assert verify_password(old, "s3cret") is True
+    assert verify_password(old, "wrong") is False
+
+
+@pytest.mark.parametrize(
+    ("password_hash", "expected"),
+    [
+        (OLD_HASHER.hash("s3cret"), True),
+        (hash_password("s3cret"), False),
+        ("not a hash", False),
+        ("$argon2id$v=19$m=abc", False),
+    ],
+)
+def test_needs_rehash(password_hash: str, expected: bool) -> None:
+    assert needs_rehash(password_hash) is expected
+
+
+def _stored_hash(app: App, username: str) -> str:
+    with app.issuer.tokens.accounts.engine.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash).where(users.c.username == username))
+        return str(stored.scalar_one())
+
+
+def _store_old_hash(app: App, username: str, password: str) -> str:
+    old = OLD_HASHER.hash(password)
+    with app.issuer.tokens.accounts.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.username == username).values(password_hash=old))
+    return old
+
+
+def test_login_moves_an_old_hash_to_todays_parameters(app: App) -> None:
+    creds = app.new_client()
+    app.new_user("alice")
+    old = _store_old_hash(app, "alice", PASSWORD)
+
+    assert "access_token" in app.login(creds, "alice")
+    new = _stored_hash(app, "alice")
+    assert new != old
+    assert extract_parameters(new) == PARAMETERS
+    assert verify_password(new, PASSWORD)
+    assert "access_token" in app.login(creds, "alice")  # and the new hash logs in
+    assert _stored_hash(app, "alice") == new  # without being rehashed again
+
+
+def test_a_failed_login_leaves_an_old_hash_alone(app: App) -> None:
+    creds = app.new_client()
+    app.new_user("alice")
+    old = _store_old_hash(app, "alice", PASSWORD)
+
+    refused = app.token(creds, grant_type="password", username="alice", password="wrong")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+    assert _stored_hash(app, "alice") == old
+
+
+def test_the_rehash_never_overwrites_a_password_changed_meanwhile(app: App) -> None:
+    app.new_user("alice")
+    _store_old_hash(app, "alice", PASSWORD)
+    accounts = app.issuer.tokens.accounts
+    read_before_the_change = accounts.get_user("alice")
+    assert read_before_the_change is not None
+    changed = accounts.set_user_password("alice", "a brand new passphrase")
+
+    assert not accounts.replace_password_hash(read_before_the_change, hash_password(PASSWORD))
+    assert _stored_hash(app, "alice") == changed.password_hash
