@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from issuer import audit
 from issuer.accounts import MAX_USERNAME, AccountStore, Client, User, password_matches
 from issuer.audit import AuditLog
+from issuer.batch_signer import BatchSigner
 from issuer.client_auth import authenticate_client, client_credentials
 from issuer.keystore import KeyRing
 from issuer.passwords import PasswordPool, hash_password, needs_rehash
@@ -108,6 +109,7 @@ class TokenService:
         )
         self.audit = audit_log or AuditLog(accounts.engine, clock=clock)
         self._client_cache: dict[str, tuple[float, Client | None]] = {}
+        self.signatures = BatchSigner()
 
     def close(self) -> None:
         self.password_pool.close()
@@ -222,17 +224,17 @@ class TokenService:
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         if grant_type == "client_credentials":
-            body = self._client_credentials(form, client)
+            body = await self._client_credentials(form, client)
         elif grant_type == "password":
             body = await self._password(form, client, address)
         else:
             body = await self._refresh(form, client, address)
         return TokenResponse(body=body, grant_type=grant_type)
 
-    def _client_credentials(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+    async def _client_credentials(self, form: dict[str, str], client: Client) -> dict[str, Any]:
         audience = resolve_audience(form, client.audiences, None)
         scopes = resolve_scope(form.get("scope"), client.scopes)
-        return self._response(client.subject, client, audience, scopes, refresh_token=None)
+        return await self._response(client.subject, client, audience, scopes, refresh_token=None)
 
     async def _password(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
         username, password = form.get("username"), form.get("password")
@@ -288,7 +290,7 @@ class TokenService:
                     now=now,
                 )
             )
-        return self._response(user.subject, client, audience, scopes, refresh_token=refresh)
+        return await self._response(user.subject, client, audience, scopes, refresh_token=refresh)
 
     async def _rehash(self, user: User, password: str) -> None:
         """Move a hash made with older parameters to today's, at the login that proves the
@@ -341,7 +343,7 @@ class TokenService:
             )
         if redemption.status != "ok" or not users:
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
-        return self._response(
+        return await self._response(
             users[0].subject,
             client,
             redemption.audience,
@@ -349,7 +351,7 @@ class TokenService:
             refresh_token=redemption.token,
         )
 
-    def _response(
+    async def _response(
         self,
         subject: str,
         client: Client,
@@ -369,7 +371,8 @@ class TokenService:
             ttl=ttl,
         )
         body: dict[str, Any] = {
-            "access_token": self.keyring.signer().sign(claims),
+            # Signed with the other tokens of this event-loop turn (issuer/batch_signer.py).
+            "access_token": await self.signatures.sign(self.keyring.signer(), claims),
             "token_type": "Bearer",
             "expires_in": ttl,
             "scope": claims["scope"],
