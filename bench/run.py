@@ -53,6 +53,8 @@ RESULTS = BENCH / "results"  # gitignored
 # Values the scenarios share.
 AUDIENCE = "photos"
 SCOPE = "photos:read"
+# Scenario 7's paced /healthz probe: one connection, this long between requests (<= ~200/s).
+PROBE_DELAY_MS = 5
 PEER_CLIENT_ID = "bench-client"
 PEER_CLIENT_SECRET = "bench-secret-" + secrets.token_hex(16)
 PEER_RESOURCE = "urn:keyhouse:photos"
@@ -343,6 +345,7 @@ def start_wrk(
 def finish_wrk(
     proc: subprocess.Popen[str], seconds: int, what: str, *, allow_errors: bool = False
 ) -> WrkResult:
+    """wrk's result; refused when errors (or, unless ``allow_errors``, no answers) dominate."""
     try:
         out, _ = proc.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -352,7 +355,7 @@ def finish_wrk(
     if proc.returncode != 0:
         raise BenchError(f"wrk ({what}) exited {proc.returncode}:\n{out[-2000:]}")
     res = parse_wrk(out)
-    if res.requests == 0:
+    if res.requests == 0 and not allow_errors:
         raise BenchError(f"wrk ({what}) completed no request:\n{out[-2000:]}")
     bad = res.socket_errors if allow_errors else res.non_2xx + res.socket_errors
     if bad > max(5, res.requests // 100):
@@ -1501,6 +1504,11 @@ def scenario_7_password_latency(ctx: Context) -> None:
         url = f"{stack.issuer_url}/token"
         return start_wrk(cfg, url, "token.lua", env, seconds=login_secs, connections=8, threads=1)
 
+    def start_health(seconds: int, delay_ms: int = 0) -> subprocess.Popen[str]:
+        env = {"BENCH_DELAY_MS": str(delay_ms)} if delay_ms else None
+        url = f"{stack.issuer_url}/healthz"
+        return start_wrk(cfg, url, "bearer.lua", env, seconds=seconds, connections=1, threads=1)
+
     with stack.issuer(workers=1):
         status, _, resp = http(
             "POST",
@@ -1513,28 +1521,36 @@ def scenario_7_password_latency(ctx: Context) -> None:
         alone = finish_wrk(start_logins(), login_secs, "password grant x8 alone")
         # wrk stops waiting, the server does not: let the last queued checks finish.
         time.sleep(3.0)
+        # 1. A paced probe (one connection, PROBE_DELAY_MS between requests) leaves the logins
+        #    most of the core, so both latencies are measured at once.
         logins = start_logins()
         time.sleep(1.0)  # let the logins saturate first
         health_secs = login_secs - 2
-        health = start_wrk(
-            cfg,
-            f"{stack.issuer_url}/healthz",
-            "bearer.lua",
-            seconds=health_secs,
-            connections=1,
-            threads=1,
-        )
-        h = finish_wrk(health, health_secs, "issuer /healthz during logins")
-        p = finish_wrk(logins, login_secs, "password grant x8")
-    for what, res in (("password grant x8 alone", alone), ("password grant x8", p)):
+        probe = start_health(health_secs, PROBE_DELAY_MS)
+        h_probe = finish_wrk(probe, health_secs, "issuer /healthz probe during logins")
+        p = finish_wrk(logins, login_secs, "password grant x8 beside the probe")
+        time.sleep(3.0)
+        # 2. A closed-loop flood takes every cycle it can: the logins (idle priority) wait, and
+        #    /healthz must still not queue behind hashing. The logins run inside the flood.
+        flood = start_health(login_secs + 2)
+        time.sleep(1.0)
+        flooded_logins = start_logins()
+        fl = finish_wrk(flooded_logins, login_secs, "password grant x8 in the flood",
+                        allow_errors=True)  # fmt: skip
+        h_flood = finish_wrk(flood, login_secs + 2, "issuer /healthz flood during logins")
+    runs = {
+        "password grant x8 alone": alone,
+        "password grant x8": p,
+        "issuer /healthz during logins": h_probe,
+        "password grant x8 in the flood": fl,
+        "issuer /healthz flood during logins": h_flood,
+    }
+    for what, res in runs.items():
         ctx.raw.setdefault("wrk", {})[what] = asdict(res)
-    ctx.raw.setdefault("wrk", {})["issuer /healthz during logins"] = asdict(h)
-    print(f"    wrk password grant x8 alone: {alone.short()}", flush=True)
-    print(f"    wrk password grant x8 beside /healthz: {p.short()}", flush=True)
-    print(f"    wrk /healthz meanwhile: {h.short()}", flush=True)
+        print(f"    wrk {what}: {res.short()}", flush=True)
     for what, res in (
         ("password grant, 8 concurrent logins, nothing else", alone),
-        ("password grant, 8 concurrent logins, beside the /healthz load below", p),
+        ("password grant, 8 concurrent logins, beside the paced /healthz probe below", p),
     ):
         ctx.add(
             Row(
@@ -1544,13 +1560,30 @@ def scenario_7_password_latency(ctx: Context) -> None:
                 target="(report)",
             )
         )
+    for what, h in (
+        (f"issuer /healthz during those logins, paced probe ({h_probe.rps:,.0f} req/s)", h_probe),
+        (
+            f"issuer /healthz during 8 concurrent logins, closed-loop flood"
+            f" ({h_flood.rps:,.0f} req/s)",
+            h_flood,
+        ),
+    ):
+        ctx.add(
+            Row(
+                "7",
+                what,
+                f"p50 {h.p50_ms:.2f} ms, p99 {h.p99_ms:.2f} ms, max {h.max_ms:.1f} ms",
+                target="p99 < 10 ms",
+                passed=h.p99_ms < 10.0,
+            )
+        )
     ctx.add(
         Row(
             "7",
-            "issuer /healthz p99 during those logins",
-            f"p50 {h.p50_ms:.2f} ms, p99 {h.p99_ms:.2f} ms, max {h.max_ms:.1f} ms",
-            target="p99 < 10 ms",
-            passed=h.p99_ms < 10.0,
+            "logins answered during that flood (8 connections)",
+            f"{fl.requests} in {fl.seconds:.0f} s"
+            + (f" ({fl.socket_errors} timeouts or socket errors)" if fl.socket_errors else ""),
+            target="(report)",
         )
     )
 
@@ -1766,11 +1799,15 @@ def render(
         " 16 keep-alive connections (bench/mass_tokens.py), and samples the service's RSS"
         " (/proc, workers included) ten times along the way.",
         "- Password grant: wrk with 8 connections on `POST /token` (grant_type=password), first"
-        " alone, then while a second wrk with 1 connection measures `GET /healthz` latency. The"
-        " issuer hashes at idle CPU priority, so beside that closed-loop /healthz load the logins"
-        " get only the CPU it leaves: their latency there is the price of the /healthz row.",
+        " alone; then beside a paced `GET /healthz` probe (1 connection, a request every"
+        f" {PROBE_DELAY_MS} ms after the previous answer), both latencies measured at once; then"
+        " inside a closed-loop `/healthz` flood (1 connection, no pause) that takes every cycle"
+        " it can. The issuer hashes at idle CPU priority, so in the flood the logins get only the"
+        " CPU it leaves (the row after it counts what they got); `/healthz` must stay under"
+        " 10 ms at p99 both ways.",
         "- Every run checks the first response by hand and rejects a measurement with more than 1%"
-        " non-2xx answers or socket errors.",
+        " non-2xx answers or socket errors (the logins inside the flood excepted: their timeouts"
+        " are what that row reports).",
         "",
     ]
     return "\n".join(lines)

@@ -12,3 +12,12 @@ function bench_done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
 end
 
+
+-- BENCH_DELAY_MS: each connection waits this long before its next request (a paced probe
+-- instead of a closed loop).
+local bench_delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if bench_delay_ms ~= nil and bench_delay_ms > 0 then
+  function delay()
+    return bench_delay_ms
+  end
+end

@@ -42,11 +42,5 @@ function request()
   return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. t, ["Accept"] = "application/json" })
 end
 
-local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
-if delay_ms ~= nil and delay_ms > 0 then
-  function delay()
-    return delay_ms
-  end
-end
 
 done = bench_done
