@@ -1535,8 +1535,9 @@ def scenario_7_password_latency(ctx: Context) -> None:
         flood = start_health(login_secs + 2)
         time.sleep(1.0)
         flooded_logins = start_logins()
-        fl = finish_wrk(flooded_logins, login_secs, "password grant x8 in the flood",
-                        allow_errors=True)  # fmt: skip
+        fl = finish_wrk(
+            flooded_logins, login_secs, "password grant x8 in the flood", allow_errors=True
+        )
         h_flood = finish_wrk(flood, login_secs + 2, "issuer /healthz flood during logins")
     runs = {
         "password grant x8 alone": alone,

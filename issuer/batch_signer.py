@@ -52,14 +52,14 @@ class BatchSigner:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         for signer, claims, future in batch:
             if future.cancelled():
-                continue  # the request is gone: no signature for nobody
+                continue  # the request is gone: nobody waits for this signature
             try:
                 token = signer.sign(claims)
             except Exception as exc:  # the caller's own error, raised where it awaits
                 future.set_exception(exc)
             else:
                 future.set_result(token)
-        if self._pending and self._loop is not None:
+        if self._pending:
             # The rest go in a later turn, after this batch's callers have written their answers
             # (their wake-ups were queued by set_result, ahead of this).
-            self._loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)

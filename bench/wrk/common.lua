@@ -12,7 +12,6 @@ function bench_done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
 end
 
-
 -- BENCH_DELAY_MS: each connection waits this long before its next request (a paced probe
 -- instead of a closed loop).
 local bench_delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")

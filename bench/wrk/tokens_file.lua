@@ -42,5 +42,4 @@ function request()
   return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. t, ["Accept"] = "application/json" })
 end
 
-
 done = bench_done
