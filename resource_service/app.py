@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from resource_service.settings import ResourceSettings
 from shared.clock import Clock, system_clock
 from shared.errors import InvalidRequest, KeyhouseError, RequestTooLarge
 from shared.jwks_client import JWKSClient
+from shared.jws import strict_json
 from shared.token_cache import TokenCache
 from shared.tokens import TokenVerifier
 from shared.verification import BearerAuthenticator
@@ -133,21 +133,41 @@ async def create_item(request: Request) -> Response:
 
 
 async def _read_title(request: Request) -> str:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise InvalidRequest("the body must be application/json")
+    check_json_media(request.headers.get("content-type"))
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             raise RequestTooLarge("the request body is too large")
+    return parse_title(body)
+
+
+# Descriptions travel in a WWW-Authenticate quoted string too, where '"' is replaced by '?'
+# (shared.errors): this one names the member without double quotes.
+TITLE_REQUIRED = (
+    "the body must be a JSON object whose 'title' is a non-blank string of at most "
+    f"{MAX_TITLE} characters"
+)
+
+
+def check_json_media(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise InvalidRequest("the body must be application/json")
+
+
+def parse_title(body: bytes) -> str:
+    """The ``title`` of a ``POST /NAME`` body: strict UTF-8 JSON (no duplicate members, no lone
+    surrogates, bounded nesting: :func:`shared.jws.strict_json`) holding an object whose
+    ``title`` is a non-blank string of at most ``MAX_TITLE`` characters. InvalidRequest otherwise.
+    """
     try:
-        data = json.loads(body)
+        data = strict_json(body)
     except ValueError:
         raise InvalidRequest("the body is not valid JSON") from None
     title = data.get("title") if isinstance(data, dict) else None
     if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
-        raise InvalidRequest(f'the body must be {{"title": "..."}} with 1-{MAX_TITLE} characters')
+        raise InvalidRequest(TITLE_REQUIRED)
     return title
 
 

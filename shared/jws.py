@@ -4,18 +4,28 @@ RFC 8725 §3 asks verifiers to be strict about what they accept. Every check her
 runs before the signature check, so malformed or hostile input is refused without touching RSA:
 a size cap, exactly three segments, canonical unpadded base64url, JSON objects without duplicate
 members, no ``crit``, and none of the header members that would let a token choose its own key.
+
+The JSON itself must be something every later step can handle: valid Unicode (UTF-8 without
+surrogates, and no escaped lone surrogate such as ``"\\ud800"``, which Python's decoder would
+turn into a string no encoder accepts), finite numbers only, and at most ``MAX_JSON_DEPTH``
+levels of nesting. A value that passes can be re-serialised as JSON (``/whoami`` does).
 """
 
 from __future__ import annotations
 
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import InvalidToken
 
 DEFAULT_MAX_TOKEN_BYTES = 8192
+# Objects and arrays nested deeper than this are refused: an access token, a JWKS or a metadata
+# document needs a handful of levels, and a deep value would blow Python's recursion limit when
+# something later (a JSON response, a log) walks it.
+MAX_JSON_DEPTH = 32
 MAX_KID_LENGTH = 128
 # RFC 7515 §4.1: members that point the verifier at a key chosen by the token. Never honoured,
 # and a token carrying one is refused outright (header key injection).
@@ -78,15 +88,72 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+def _finite_float(literal: str) -> float:
+    # Called only for literals with a fraction or an exponent (never for an honest token's
+    # claims). "1e400" would otherwise become inf, which no JSON encoder will write back.
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite_float
+)
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("string is not valid Unicode (lone surrogate)") from exc
+
+
+def _check_tree(value: Any, *, strings: bool) -> None:
+    """Walk a decoded value without recursion: bound its depth and, when ``strings``, check that
+    every string (member names included) is valid Unicode."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError("JSON is nested too deeply")
+            if strings:
+                for name in item:
+                    _check_text(name)
+            stack.extend((member, depth + 1) for member in item.values())
+        elif isinstance(item, list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError("JSON is nested too deeply")
+            stack.extend((member, depth + 1) for member in item)
+        elif strings and isinstance(item, str):
+            _check_text(item)
+
+
+def strict_json(raw: bytes) -> Any:
+    """Parse strict UTF-8 JSON (RFC 8259): no duplicate members, no NaN/Infinity, no number that
+    overflows to infinity, no lone surrogate (raw or escaped), at most ``MAX_JSON_DEPTH`` levels.
+
+    Every refusal is a ValueError. The checks past the decoder cost two substring searches and
+    two counts over the text in the common case: the tree is walked only when the text holds a
+    ``\\uD...`` escape (the only way a surrogate survives the strict UTF-8 decode; a valid pair
+    decodes to one code point and passes) or more brackets than the depth bound.
+    """
+    try:
+        text = raw.decode("utf-8")
+        value = _DECODER.decode(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(str(exc)) from exc
+    strings = "\\ud" in text or "\\uD" in text
+    if strings or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _check_tree(value, strings=strings)
+    return value
 
 
 def strict_json_object(raw: bytes) -> dict[str, Any]:
-    """Parse UTF-8 JSON that must be an object, refusing duplicate members and NaN/Infinity."""
-    try:
-        value = _DECODER.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(str(exc)) from exc
+    """:func:`strict_json` that must be an object."""
+    value = strict_json(raw)
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value

@@ -10,8 +10,8 @@ claim's type and value.
 from __future__ import annotations
 
 import json
-import math
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,9 +104,18 @@ def access_token_claims(
     }
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
 def _is_number(value: Any) -> bool:
-    """NumericDate (RFC 7519 §2): a JSON number; booleans and non-finite values are not."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """NumericDate (RFC 7519 §2): a JSON number; booleans, non-finite values and integers beyond
+    a float's range (``float()`` of them raises OverflowError) are not. Comparing an int with a
+    float is exact in Python and never overflows; NaN fails both comparisons."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and -_FLOAT_MAX <= value <= _FLOAT_MAX
+    )
 
 
 class TokenVerifier:

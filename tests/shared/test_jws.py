@@ -10,7 +10,15 @@ import string
 import pytest
 
 from shared.errors import InvalidToken
-from shared.jws import b64url, b64url_decode, b64url_encode, parse_compact, strict_json_object
+from shared.jws import (
+    MAX_JSON_DEPTH,
+    b64url,
+    b64url_decode,
+    b64url_encode,
+    parse_compact,
+    strict_json,
+    strict_json_object,
+)
 
 
 def _seg(obj: object) -> str:
@@ -136,3 +144,67 @@ def test_b64url_encode_agrees_with_the_base64_module() -> None:
         expected = base64.urlsafe_b64encode(raw).rstrip(b"=")
         assert b64url(raw) == expected
         assert b64url_encode(raw) == expected.decode()
+
+
+# -- JSON every later step can handle: valid Unicode, finite numbers, bounded depth ---------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"sub":"\\ud800"}',  # an escaped lone high surrogate
+        b'{"sub":"\\uDFFF"}',  # low, upper-case hex
+        b'{"sub":"a\\udc00b"}',
+        b'{"sub":"\\ude00\\ud83d"}',  # a pair in the wrong order is two lone surrogates
+        b'{"\\ud800":1}',  # in a member name
+        b'{"aud":["photos","\\ud800"]}',  # inside an array
+        b'{"a":{"b":[{"c":"\\ud800"}]}}',  # nested
+        b'{"sub":"\xed\xa0\x80"}',  # a surrogate as (invalid) UTF-8 bytes
+        b'{"sub":"\xff"}',  # not UTF-8 at all
+        b'{"sub":"\xc3"}',  # truncated sequence
+    ],
+)
+def test_strings_that_are_not_valid_unicode_are_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        strict_json(raw)
+    with pytest.raises(InvalidToken, match="payload is malformed"):
+        parse_compact(f"{_seg(HEADER)}.{b64url_encode(raw)}.{SIG}")
+    with pytest.raises(InvalidToken, match="header is malformed"):
+        parse_compact(f"{b64url_encode(raw)}.{_seg(PAYLOAD)}.{SIG}")
+
+
+def test_escapes_of_valid_unicode_are_fine() -> None:
+    raw = b'{"sub":"\\ud83d\\ude00 \\u00e9 \\ud7ff \\ue000 \\\\ud800","\\u00e9":"\xc3\xa9"}'
+    value = strict_json_object(raw)
+    assert value == {"sub": "\U0001f600 \u00e9 \ud7ff \ue000 \\ud800", "\u00e9": "\u00e9"}
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # writable back as JSON
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "1.5e309", "-0.1e99999"])
+def test_numbers_that_overflow_to_infinity_are_refused(literal: str) -> None:
+    with pytest.raises(ValueError):
+        strict_json_object(b'{"x":' + literal.encode() + b"}")
+
+
+def test_large_but_finite_numbers_are_fine() -> None:
+    value = strict_json_object(b'{"a":1e308,"b":-1.5e-400,"c":' + b"9" * 400 + b"}")
+    assert value == {"a": 1e308, "b": -0.0, "c": int("9" * 400)}
+
+
+def _nested(depth: int) -> bytes:
+    inner = "[" * (depth - 1) + "]" * (depth - 1)
+    return ('{"x":' + inner + "}").encode()
+
+
+def test_nesting_is_bounded() -> None:
+    assert strict_json_object(_nested(MAX_JSON_DEPTH))
+    # Many brackets side by side are not deep: the walk tells them apart.
+    assert strict_json_object(('{"x":[' + ",".join(["[]"] * 500) + "]}").encode())
+    for depth in (MAX_JSON_DEPTH + 1, 100, 500):  # well below the decoder's own limit
+        with pytest.raises(ValueError, match="nested too deeply"):
+            strict_json_object(_nested(depth))
+        with pytest.raises(InvalidToken, match="payload is malformed"):
+            parse_compact(f"{_seg(HEADER)}.{b64url_encode(_nested(depth))}.{SIG}", max_bytes=4096)
+    deep = ('{"x":' + '{"y":' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH + "}").encode()
+    with pytest.raises(ValueError, match="nested too deeply"):
+        strict_json_object(deep)

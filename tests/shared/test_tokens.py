@@ -10,6 +10,7 @@ import pytest
 from shared.clock import FakeClock
 from shared.errors import InvalidToken
 from shared.jwks import parse_jwk
+from shared.jws import b64url
 from shared.keys import SigningKey, generate_signing_key
 from shared.tokens import TokenSigner, TokenVerifier, access_token_claims
 
@@ -211,3 +212,89 @@ def test_missing_kid(key: SigningKey, clock: FakeClock) -> None:
 def test_verifier_refuses_non_rs256_configuration() -> None:
     with pytest.raises(ValueError, match="RS256"):
         TokenVerifier(issuer=ISS, audience="photos", algorithm="HS256")
+
+
+# -- what the verifier accepts can be served back (/whoami writes the claims as JSON) -------------
+
+
+def _sign_raw(key: SigningKey, payload: bytes, header: bytes | None = None) -> str:
+    """A token signed by ``key`` over exactly these payload (and header) bytes."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    if header is None:
+        header = json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}).encode()
+    signing_input = b64url(header) + b"." + b64url(payload)
+    signature = key.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return (signing_input + b"." + b64url(signature)).decode("ascii")
+
+
+def _must_serialise(access: Any) -> None:
+    json.dumps(dict(access.claims), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("claim", ["sub", "jti", "client_id", "scope", "extra"])
+def test_escaped_lone_surrogate_in_a_signed_claim_is_invalid_token(
+    key: SigningKey, clock: FakeClock, claim: str
+) -> None:
+    # The signer's ASCII-only JSON writes a lone surrogate as the escape "\ud800".
+    token = TokenSigner(key).sign(_claims(clock, **{claim: "a\ud800"}))
+    assert "\\ud800" in json.dumps(_claims(clock, **{claim: "a\ud800"}))
+    with pytest.raises(InvalidToken, match="payload is malformed"):
+        _verify(key, clock, token)
+
+
+def test_lone_surrogate_in_a_signed_header_is_invalid_token(
+    key: SigningKey, clock: FakeClock
+) -> None:
+    for header in (
+        b'{"alg":"RS256","typ":"at+jwt","kid":"' + key.kid.encode() + b'","x":"\\udfff"}',
+        b'{"alg":"RS256","typ":"at+jwt","kid":"\\ud800' + key.kid.encode() + b'"}',
+        b'{"alg":"RS256","typ":"at+jwt","kid":"' + key.kid.encode() + b'","\xed\xa0\x80":1}',
+    ):
+        token = _sign_raw(key, json.dumps(_claims(clock)).encode(), header)
+        with pytest.raises(InvalidToken, match="header is malformed"):
+            _verify(key, clock, token)
+
+
+def test_valid_unicode_in_claims_is_accepted_and_serialisable(
+    key: SigningKey, clock: FakeClock
+) -> None:
+    token = TokenSigner(key).sign(_claims(clock, sub="user:\U0001f600 zo\u00eb", extra="\ud7ff"))
+    access = _verify(key, clock, token)
+    assert access.subject == "user:\U0001f600 zo\u00eb"
+    _must_serialise(access)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("exp", 10**400),
+        ("exp", -(10**400)),
+        ("iat", -(10**400)),
+        ("nbf", -(10**400)),
+        ("exp", 2**1024),
+    ],
+)
+def test_numeric_dates_beyond_a_float_are_invalid_token(
+    key: SigningKey, clock: FakeClock, name: str, value: int
+) -> None:
+    token = TokenSigner(key).sign(_claims(clock, **{name: value}))
+    with pytest.raises(InvalidToken, match=f"'{name}' claim must be a number"):
+        _verify(key, clock, token)
+
+
+def test_numeric_dates_at_a_float_s_edge_are_fine(key: SigningKey, clock: FakeClock) -> None:
+    access = _verify(key, clock, TokenSigner(key).sign(_claims(clock, exp=2**1023)))
+    assert access.expires_at == float(2**1023)
+
+
+@pytest.mark.parametrize(
+    "extra", [b'"x":1e400', b'"x":-1e999', b'"x":' + b"[" * 40 + b"1" + b"]" * 40]
+)
+def test_claims_that_cannot_be_served_back_are_invalid_token(
+    key: SigningKey, clock: FakeClock, extra: bytes
+) -> None:
+    payload = json.dumps(_claims(clock)).encode()[:-1] + b"," + extra + b"}"
+    with pytest.raises(InvalidToken, match="payload is malformed"):
+        _verify(key, clock, _sign_raw(key, payload))
