@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.errors import JWKSError
+from shared.keys import PUBLIC_EXPONENT
 
 logger = logging.getLogger("keyhouse.jwks")
 
@@ -56,6 +57,8 @@ class ParsedJWKS:
 
 
 def _b64url_uint(value: Any, member: str) -> int:
+    """An RFC 7518 §6.3.1.1 Base64urlUInt: unpadded canonical base64url of the minimal
+    big-endian octets (no leading zero octet; zero itself is the single octet 0)."""
     if not isinstance(value, str) or not value or "=" in value:
         raise ValueError(f"'{member}' must be an unpadded base64url string")
     try:
@@ -64,11 +67,18 @@ def _b64url_uint(value: Any, member: str) -> int:
         raise ValueError(f"'{member}' is not base64url") from exc
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != value:
         raise ValueError(f"'{member}' is not canonical base64url")
+    if len(raw) > 1 and raw[0] == 0:
+        raise ValueError(f"'{member}' is not the minimal encoding (leading zero octet)")
     return int.from_bytes(raw, "big")
 
 
 def parse_jwk(jwk: Any, *, max_kid_length: int = 128) -> VerificationKey:
-    """Validate one JWK for RS256 verification; raises ValueError with the reason."""
+    """Validate one JWK for RS256 verification; raises ValueError with the reason.
+
+    Refused: private members, a modulus outside [2048, 8192] bits, a public exponent other than
+    65537, and ``n``/``e`` that are not the minimal unpadded base64url encoding (RFC 7518
+    §6.3.1.1: no leading zero octet).
+    """
     if not isinstance(jwk, dict):
         raise ValueError("key is not a JSON object")
     kid = jwk.get("kid")
@@ -94,8 +104,8 @@ def parse_jwk(jwk: Any, *, max_kid_length: int = 128) -> VerificationKey:
     bits = n.bit_length()
     if bits < MIN_RSA_BITS or bits > MAX_RSA_BITS:
         raise ValueError(f"key {kid!r}: modulus of {bits} bits is outside [2048, 8192]")
-    if e < 3 or e % 2 == 0 or e.bit_length() > 32:
-        raise ValueError(f"key {kid!r}: unsafe public exponent")
+    if e != PUBLIC_EXPONENT:  # e = 3 and other exotic exponents: weak or never issued
+        raise ValueError(f"key {kid!r}: public exponent must be {PUBLIC_EXPONENT}")
     try:
         public = rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as exc:

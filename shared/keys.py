@@ -57,6 +57,9 @@ def load_signing_key(pem: bytes) -> SigningKey:
         raise ConfigurationError("signing keys must be RSA keys")
     if private.key_size < RSA_KEY_SIZE:
         raise ConfigurationError(f"RSA signing keys must have at least {RSA_KEY_SIZE} bits")
+    if private.public_key().public_numbers().e != PUBLIC_EXPONENT:
+        # Verifiers skip keys with any other exponent (shared.jwks.parse_jwk).
+        raise ConfigurationError(f"RSA signing keys must use the public exponent {PUBLIC_EXPONENT}")
     return SigningKey(kid=thumbprint(private.public_key()), private_key=private)
 
 

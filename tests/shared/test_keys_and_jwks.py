@@ -99,3 +99,65 @@ def test_parse_jwk_refuses_private_and_wrong_use() -> None:
         with pytest.raises(ValueError):
             parse_jwk(bad)
     assert parse_jwk({**jwk, "key_ops": ["verify"]}).kid == jwk["kid"]
+
+
+def _b64e(raw: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _uint(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def test_parse_jwk_refuses_exponents_other_than_65537() -> None:
+    """Issue 13.4: e = 3 (and any other odd exponent) is refused, not used to verify."""
+    jwk = generate_signing_key().public_jwk()
+    for e in (3, 5, 17, 257, 65539, 2**32 + 1):
+        with pytest.raises(ValueError, match="exponent must be 65537"):
+            parse_jwk({**jwk, "e": _b64e(_uint(e))})
+    assert parse_jwk({**jwk, "e": "AQAB"}).kid == jwk["kid"]
+
+
+def test_parse_jwk_refuses_a_leading_zero_octet_in_n_or_e() -> None:
+    """RFC 7518 §6.3.1.1: n and e are the minimal big-endian octets; a leading zero octet (what
+    a DER INTEGER would carry for a set top bit) is a malformed key, skipped."""
+    jwk = generate_signing_key().public_jwk()
+    n = _b64d(jwk["n"])
+    assert n[0] != 0
+    for member, value in (("n", b"\x00" + n), ("e", b"\x00\x01\x00\x01"), ("e", b"\x00" * 2)):
+        with pytest.raises(ValueError, match="minimal encoding"):
+            parse_jwk({**jwk, member: _b64e(value)})
+
+
+def test_parse_jwks_skips_weak_and_malformed_keys_and_keeps_the_good_one() -> None:
+    good = generate_signing_key().public_jwk()
+    other = generate_signing_key().public_jwk()
+    n = _b64d(other["n"])
+    parsed = parse_jwks(
+        {
+            "keys": [
+                {**other, "kid": "e3", "e": "Aw"},
+                {**other, "kid": "n0", "n": _b64e(b"\x00" + n)},
+                {**other, "kid": "e0", "e": "AAEAAQ"},
+                good,
+            ]
+        }
+    )
+    assert set(parsed.keys) == {good["kid"]}
+    assert len(parsed.skipped) == 3
+    assert all(kid in " ".join(parsed.skipped) for kid in ("'e3'", "'n0'", "'e0'"))
+
+
+def test_public_jwk_is_minimal_and_accepted() -> None:
+    jwk = generate_signing_key().public_jwk()
+    assert jwk["e"] == "AQAB"
+    assert _b64d(jwk["n"])[0] != 0
+    assert parse_jwk(jwk).kid == jwk["kid"]
+
+
+def test_load_refuses_a_signing_key_with_another_exponent() -> None:
+    odd = rsa.generate_private_key(public_exponent=3, key_size=2048)
+    with pytest.raises(ConfigurationError, match="65537"):
+        load_signing_key(_pem(odd))
