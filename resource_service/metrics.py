@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.jwks_client import JWKSClient
+from shared.jwks_client import FAILURE_REASONS, JWKSClient
 from shared.verification import BearerAuthenticator
 
 
@@ -24,6 +24,14 @@ class _Collector(Collector):
         for result in ("ok", "not_modified", "error"):
             fetches.add_metric([result], self.jwks.fetch_counts.get(result, 0))
         yield fetches
+        failures = CounterMetricFamily(
+            "keyhouse_jwks_fetch_failures",
+            "Failed JWKS or metadata fetches by reason (the last good keys were kept).",
+            labels=["reason"],
+        )
+        for reason in FAILURE_REASONS:
+            failures.add_metric([reason], self.jwks.failure_counts.get(reason, 0))
+        yield failures
         yield GaugeMetricFamily(
             "keyhouse_jwks_keys", "Verification keys held.", len(self.jwks.kids)
         )

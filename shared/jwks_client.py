@@ -13,9 +13,12 @@ Behaviour, in the order a request meets it:
   on a budget of ``max_fetches_per_minute``.
 * When a fetch fails the last good keys are kept, for at most ``max_stale`` after the last
   success; with no keys (cold start, or stale past the bound) verification fails closed with
-  :class:`~shared.errors.KeysUnavailable` (503 + ``Retry-After``), never 401.
-* Every fetch has a total deadline, a byte cap, a key-count cap, and follows redirects only to
-  the same origin.
+  :class:`~shared.errors.KeysUnavailable` (503 + ``Retry-After``), never 401. A key set with no
+  usable key (``{"keys": []}``, or every key skipped) is such a failure: an issuer always has a
+  signing key, so it is a broken answer, not "every key revoked".
+* Every fetch has a total deadline, a byte cap and a key-count cap, and follows no redirect: a
+  3xx from the metadata or JWKS endpoint is a failed fetch, logged with its ``Location``.
+* Failed fetches are counted by reason (:attr:`JWKSClient.failure_counts`, on ``/metrics``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import re
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 
@@ -34,14 +36,34 @@ from shared.clock import Clock, system_clock
 from shared.errors import ConfigurationError, InvalidToken, JWKSError, KeysUnavailable
 from shared.jwks import ParsedJWKS, VerificationKey, parse_jwks
 from shared.jws import strict_json_object
-from shared.urls import check_fetch_url, same_origin
+from shared.urls import check_fetch_url
 
 logger = logging.getLogger("keyhouse.jwks_client")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*(no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
 METADATA_PATH = "/.well-known/oauth-authorization-server"
-MAX_REDIRECTS = 3
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+
+# Why a fetch failed: the ``reason`` label of keyhouse_jwks_fetch_failures_total.
+FAILURE_REASONS = (
+    "no_usable_keys",  # a set with no usable key (empty, or every key skipped)
+    "redirect",  # a 3xx from the metadata or JWKS endpoint (never followed)
+    "status",  # any other answer than 200 (or 304)
+    "invalid_document",  # not a JSON object, no keys array, over the key cap, bad metadata
+    "too_large",  # over the byte cap
+    "timeout",  # the total fetch deadline passed
+    "unreachable",  # connection or protocol error
+    "other",
+)
+
+
+class FetchFailed(JWKSError):
+    """A fetch that failed for ``reason`` (one of :data:`FAILURE_REASONS`)."""
+
+    def __init__(self, description: str, *, reason: str) -> None:
+        super().__init__(description)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,7 @@ class JWKSClient:
         self._logged_skips: set[str] = set()
         self.last_fetch: FetchRecord | None = None
         self.fetch_counts: Counter[str] = Counter()
+        self.failure_counts: Counter[str] = Counter()  # failed fetches by reason
         self.generation = 0  # bumps whenever the key set changes
 
     # -- public API -------------------------------------------------------------------------
@@ -301,7 +324,7 @@ class JWKSClient:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure keeps the last good keys; never crash a request
-            self._record_failure(started, _describe(exc))
+            self._record_failure(started, _describe(exc), _reason(exc))
             return
         now = self._clock()
         status, parsed, ttl, etag = result
@@ -320,7 +343,7 @@ class JWKSClient:
         self.last_fetch = FetchRecord(at=now, result=status)
         self.fetch_counts[status] += 1
 
-    def _record_failure(self, at: float, detail: str) -> None:
+    def _record_failure(self, at: float, detail: str, reason: str) -> None:
         self._failures += 1
         backoff = min(
             self.settings.retry_backoff * (2 ** (self._failures - 1)),
@@ -331,13 +354,16 @@ class JWKSClient:
         self._refresh_at = now + backoff
         self.last_fetch = FetchRecord(at=at, result="error", detail=detail)
         self.fetch_counts["error"] += 1
-        logger.warning("JWKS fetch failed: %s", detail)
+        self.failure_counts[reason] += 1
+        logger.warning("JWKS fetch failed (%s): %s", reason, detail)
 
-    def _store(self, parsed: ParsedJWKS, now: float) -> None:
+    def _log_skipped(self, parsed: ParsedJWKS) -> None:
         for reason in parsed.skipped:
             if reason not in self._logged_skips:
                 self._logged_skips.add(reason)
                 logger.warning("JWKS key skipped: %s", reason)
+
+    def _store(self, parsed: ParsedJWKS, now: float) -> None:
         if parsed.keys != self._keys:  # kid set or key material changed
             self.generation += 1
         self._keys = dict(parsed.keys)
@@ -351,24 +377,36 @@ class JWKSClient:
         headers = {"Accept": "application/json"}
         if self._etag and self._have_keys:
             headers["If-None-Match"] = self._etag
-        response, body = await self._get(url, headers)
+        response, body = await self._get(url, headers, "JWKS endpoint")
         ttl = self._ttl(response.headers.get("cache-control"))
         if response.status_code == 304 and self._have_keys:
             return "not_modified", None, ttl, response.headers.get("etag")
         if response.status_code != 200:
-            raise JWKSError(f"JWKS endpoint answered {response.status_code}")
+            raise FetchFailed(f"JWKS endpoint answered {response.status_code}", reason="status")
         try:
             document = strict_json_object(body)
         except ValueError as exc:
             raise JWKSError("JWKS document is not a JSON object") from exc
         parsed = parse_jwks(document, max_keys=self.settings.max_keys)
+        self._log_skipped(parsed)
+        if not parsed.keys:
+            # An issuer always has a signing key: an empty set is a broken answer, not the
+            # revocation of every key. Keep the last good keys (within max_stale).
+            skipped = len(parsed.skipped)
+            raise FetchFailed(
+                "JWKS has no usable key"
+                + (f" ({skipped} skipped)" if skipped else " (empty key set)"),
+                reason="no_usable_keys",
+            )
         return "ok", parsed, ttl, response.headers.get("etag")
 
     async def _discover(self) -> str:
         base = (self.settings.issuer_url or self.settings.issuer).rstrip("/")
-        response, body = await self._get(base + METADATA_PATH, {"Accept": "application/json"})
+        response, body = await self._get(
+            base + METADATA_PATH, {"Accept": "application/json"}, "issuer metadata"
+        )
         if response.status_code != 200:
-            raise JWKSError(f"issuer metadata answered {response.status_code}")
+            raise FetchFailed(f"issuer metadata answered {response.status_code}", reason="status")
         try:
             metadata = strict_json_object(body)
         except ValueError as exc:
@@ -383,32 +421,38 @@ class JWKSClient:
         self._jwks_url = jwks_uri
         return jwks_uri
 
-    async def _get(self, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
-        """GET with same-origin redirects only and a byte cap, reading the body as a stream."""
-        for _ in range(MAX_REDIRECTS + 1):
-            request = self._http.build_request("GET", url, headers=headers)
-            response = await self._http.send(request, stream=True, follow_redirects=False)
+    async def _get(
+        self, url: str, headers: dict[str, str], what: str
+    ) -> tuple[httpx.Response, bytes]:
+        """GET with a byte cap, reading the body as a stream. A redirect is a failed fetch.
+
+        Redirects are never followed, not even to the same origin (panva's ``jose`` does the
+        same): the keys are trusted for where they were configured or discovered, and a
+        compromised path or proxy on the way must not be able to point elsewhere.
+        """
+        request = self._http.build_request("GET", url, headers=headers)
+        response = await self._http.send(request, stream=True, follow_redirects=False)
+        try:
+            # Not is_redirect: that is true for every 3xx, 304 Not Modified included.
+            if response.has_redirect_location:
+                location = _printable(response.headers.get("location", ""))
+                raise FetchFailed(
+                    f"{what} answered {response.status_code} redirecting to {location} "
+                    "(redirects are not followed)",
+                    reason="redirect",
+                )
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.settings.max_bytes:
+                raise FetchFailed("JWKS response is larger than the byte cap", reason="too_large")
             try:
-                # Not is_redirect: that is true for every 3xx, 304 Not Modified included.
-                if response.has_redirect_location:
-                    target = urljoin(url, response.headers.get("location", ""))
-                    if not same_origin(url, target):
-                        raise JWKSError("JWKS fetch redirected to another origin")
-                    url = target
-                    continue
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self.settings.max_bytes:
-                    raise JWKSError("JWKS response is larger than the byte cap")
-                try:
-                    body = response.content  # some transports hand over a body already read
-                except httpx.ResponseNotRead:
-                    body = await self._read_capped(response)
-                if len(body) > self.settings.max_bytes:
-                    raise JWKSError("JWKS response is larger than the byte cap")
-                return response, body
-            finally:
-                await response.aclose()
-        raise JWKSError("JWKS fetch redirected too many times")
+                body = response.content  # some transports hand over a body already read
+            except httpx.ResponseNotRead:
+                body = await self._read_capped(response)
+            if len(body) > self.settings.max_bytes:
+                raise FetchFailed("JWKS response is larger than the byte cap", reason="too_large")
+            return response, body
+        finally:
+            await response.aclose()
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         chunks: list[bytes] = []
@@ -416,7 +460,7 @@ class JWKSClient:
         async for chunk in response.aiter_raw():
             size += len(chunk)
             if size > self.settings.max_bytes:
-                raise JWKSError("JWKS response is larger than the byte cap")
+                raise FetchFailed("JWKS response is larger than the byte cap", reason="too_large")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -429,6 +473,26 @@ class JWKSClient:
             if match:
                 return float(min(max(int(match.group(1)), s.min_ttl), s.max_ttl))
         return min(max(s.default_ttl, s.min_ttl), s.max_ttl)
+
+
+def _printable(text: str, limit: int = 100) -> str:
+    """Attacker-chosen text (a Location header) made safe for one log line."""
+    text = _UNPRINTABLE.sub("?", text[:limit]) or "(empty)"
+    return text + ("..." if len(text) >= limit else "")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FetchFailed):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, JWKSError):
+        return "invalid_document"
+    if isinstance(exc, ConfigurationError):  # a discovered jwks_uri the URL policy refuses
+        return "invalid_document"
+    if isinstance(exc, httpx.HTTPError | OSError):
+        return "unreachable"
+    return "other"
 
 
 def _describe(exc: BaseException) -> str:

@@ -443,35 +443,189 @@ def test_key_count_cap_rejects_the_document_and_keeps_the_last_good_keys() -> No
     asyncio.run(main())
 
 
-def test_cross_origin_redirect_is_refused_same_origin_followed() -> None:
+@pytest.mark.parametrize(
+    ("status", "location"),
+    [
+        (302, "https://evil.example/jwks"),  # another origin
+        (301, "/keys"),  # the same origin, relative
+        (307, "https://issuer.example/other/jwks.json"),  # the same origin, absolute
+        (308, "/keys"),
+        (303, "/keys"),
+    ],
+)
+def test_no_redirect_is_followed_from_the_jwks_endpoint(
+    status: int, location: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13.3: a redirect is a failed fetch (logged with its Location), never followed."""
+
+    async def main() -> None:
+        contacted: list[str] = []
+        redirect = False
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            contacted.append(request.url.path)
+            if request.url.path == "/.well-known/jwks.json":
+                if redirect:
+                    return httpx.Response(status, headers={"Location": location})
+                return httpx.Response(200, content=_doc(key(0)))
+            return httpx.Response(200, content=_doc(key(3)))  # the redirect target's key
+
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        clock = FakeClock()
+        client = JWKSClient(JWKSClientSettings(issuer=ISSUER, jwks_url=JWKS_URL), http, clock=clock)
+        await client.refresh()
+        assert client.kids == {key(0).kid}
+        redirect = True
+        clock.advance(60)
+        await client.refresh_if_due()
+        assert client.last_fetch is not None
+        assert client.last_fetch.result == "error"
+        assert location in client.last_fetch.detail
+        assert client.failure_counts == {"redirect": 1}
+        # The last good keys stay; the key published only at the target is never trusted.
+        assert (await client.get_key(key(0).kid)).kid == key(0).kid
+        with pytest.raises(InvalidToken):
+            await client.get_key(key(3).kid)
+        assert set(contacted) == {"/.well-known/jwks.json"}
+
+    with caplog.at_level(logging.WARNING, logger="keyhouse.jwks_client"):
+        asyncio.run(main())
+    logged = [r.getMessage() for r in caplog.records if "fetch failed" in r.getMessage()]
+    assert logged
+    assert all(f"redirecting to {location}" in m for m in logged)
+
+
+def test_no_redirect_is_followed_from_the_metadata_endpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def main() -> None:
         contacted: list[str] = []
 
         async def handler(request: httpx.Request) -> httpx.Response:
-            contacted.append(str(request.url))
-            if request.url.host == "evil.example":
-                return httpx.Response(200, content=_doc(key(3)))
-            if request.url.path == "/.well-known/jwks.json":
-                return httpx.Response(302, headers={"Location": "https://evil.example/jwks"})
-            return httpx.Response(200, content=_doc(key(0)))
+            contacted.append(request.url.path)
+            if request.url.path == "/.well-known/oauth-authorization-server":
+                return httpx.Response(302, headers={"Location": "/elsewhere"})
+            if request.url.path == "/elsewhere":
+                return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": ISSUER + "/evil"})
+            return httpx.Response(200, content=_doc(key(3)))
+
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        client = JWKSClient(JWKSClientSettings(issuer=ISSUER), http, clock=FakeClock())
+        with pytest.raises(KeysUnavailable):
+            await client.get_key(key(3).kid)
+        assert contacted == ["/.well-known/oauth-authorization-server"]
+        assert client.failure_counts == {"redirect": 1}
+        assert client.last_fetch is not None
+        assert "issuer metadata answered 302 redirecting to /elsewhere" in client.last_fetch.detail
+
+    with caplog.at_level(logging.WARNING, logger="keyhouse.jwks_client"):
+        asyncio.run(main())
+    assert any("redirecting to /elsewhere" in r.getMessage() for r in caplog.records)
+
+
+def test_a_304_is_not_taken_for_a_redirect() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer()
+        issuer.publish(key(0))
+        client, clock = await _started(issuer)
+        clock.advance(60)
+        await client.refresh_if_due()
+        assert client.fetch_counts == {"ok": 1, "not_modified": 1}
+        assert not client.failure_counts
+
+    asyncio.run(main())
+
+
+def test_a_location_header_is_logged_on_one_line() -> None:
+    async def main() -> None:
+        async def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(302, headers={"Location": "/a b\"c" + "x" * 300})
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         client = JWKSClient(
             JWKSClientSettings(issuer=ISSUER, jwks_url=JWKS_URL), http, clock=FakeClock()
         )
+        await client.refresh()
+        assert client.last_fetch is not None
+        detail = client.last_fetch.detail
+        assert "/a?b?c" in detail  # the space and the quote replaced, the rest cut short
+        assert len(detail) <= 200
+        assert "redirects are not followed" in detail
+
+    asyncio.run(main())
+
+
+# -- a key set with no usable key (issue 13.2) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        [{"kty": "oct", "kid": "sym", "k": "c2VjcmV0"}],
+        [{**{"kty": "RSA", "kid": "e3", "n": "x"}, "e": "Aw"}],
+    ],
+    ids=["empty", "symmetric-only", "malformed-only"],
+)
+def test_a_set_with_no_usable_key_keeps_the_last_good_keys(
+    keys: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        issuer = FakeIssuer()
+        issuer.publish(key(0))
+        client, clock = await _started(issuer, max_stale=600)
+        generation = client.generation
+        issuer.keys = keys
+        clock.advance(60)
+        await client.refresh_if_due()
+        assert client.last_fetch is not None
+        assert client.last_fetch.result == "error"
+        assert "no usable key" in client.last_fetch.detail
+        assert client.fetch_counts["error"] == 1
+        assert client.failure_counts == {"no_usable_keys": 1}
+        assert client.kids == {key(0).kid}
+        assert client.generation == generation
+        assert (await client.get_key(key(0).kid)).kid == key(0).kid
+        assert client.state()["usable"]
+        # Kept only within max_stale of the last good fetch, like any other failure.
+        for _ in range(12):
+            clock.advance(50)
+            await client.refresh_if_due()
         with pytest.raises(KeysUnavailable):
-            await client.get_key(key(3).kid)
-        assert all("evil.example" not in url for url in contacted)
+            await client.get_key(key(0).kid)
+        # A good answer again: recovered.
+        issuer.publish(key(0))
+        clock.advance(60)
+        await client.refresh()
+        assert (await client.get_key(key(0).kid)).kid == key(0).kid
 
-        async def same_origin(request: httpx.Request) -> httpx.Response:
-            if request.url.path == "/.well-known/jwks.json":
-                return httpx.Response(301, headers={"Location": "/keys"})
-            return httpx.Response(200, content=_doc(key(0)))
+    with caplog.at_level(logging.WARNING, logger="keyhouse.jwks_client"):
+        asyncio.run(main())
+    assert any("no usable key" in r.getMessage() for r in caplog.records)
 
-        http = httpx.AsyncClient(transport=httpx.MockTransport(same_origin))
-        client = JWKSClient(
-            JWKSClientSettings(issuer=ISSUER, jwks_url=JWKS_URL), http, clock=FakeClock()
-        )
+
+def test_a_cold_start_on_an_empty_set_is_503_not_401() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer(keys=[])
+        client, _ = make_client(issuer, FakeClock())
+        await client.refresh()
+        with pytest.raises(KeysUnavailable):
+            await client.get_key("anything")
+        assert client.failure_counts == {"no_usable_keys": 1}
+        assert not client.state()["usable"]
+
+    asyncio.run(main())
+
+
+def test_an_empty_set_answering_an_unknown_kid_keeps_the_keys() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer()
+        issuer.publish(key(0))
+        client, _ = await _started(issuer)
+        issuer.keys = []
+        with pytest.raises(InvalidToken):
+            await client.get_key(key(1).kid)
+        assert client.kids == {key(0).kid}
         assert (await client.get_key(key(0).kid)).kid == key(0).kid
 
     asyncio.run(main())
@@ -533,6 +687,13 @@ def test_discovery_must_name_the_trusted_issuer() -> None:
     asyncio.run(main())
 
 
+def _b64_leading_zero(signing: Any) -> str:
+    """``n`` with a leading zero octet: not the minimal encoding RFC 7518 §6.3.1.1 requires."""
+    n = signing.public_key.public_numbers().n
+    raw = b"\x00" + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 def _hostile_keys() -> list[dict[str, Any]]:
     good = key(0).public_jwk()
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
@@ -542,6 +703,8 @@ def _hostile_keys() -> list[dict[str, Any]]:
         {"kty": "RSA", "kid": "small", "n": _b64(n), "e": "AQAB"},  # 1024 bits
         {**key(2).public_jwk(), "kid": "e-one", "e": "AQ"},  # exponent 1
         {**key(2).public_jwk(), "kid": "e-even", "e": "AQAA"},  # even exponent
+        {**key(2).public_jwk(), "kid": "e-three", "e": "Aw"},  # exponent 3 (issue 13.4)
+        {**key(2).public_jwk(), "kid": "n-zero", "n": _b64_leading_zero(key(2))},
         {**key(2).public_jwk(), "kid": "hs", "alg": "HS256"},
         {**key(2).public_jwk(), "kid": "enc", "use": "enc"},
         {**key(2).public_jwk(), "kid": "ops", "key_ops": ["sign"]},
@@ -564,15 +727,15 @@ def test_hostile_keys_are_skipped_and_logged_once(caplog: pytest.LogCaptureFixtu
         client, clock = await _started(issuer)
         assert client.kids == {key(0).kid}
         first = skipped()
-        # 13 bad keys; "not an object" aside, the two without a usable kid share one reason.
-        assert len(first) == 12
+        # 15 bad keys; "not an object" aside, the two without a usable kid share one reason.
+        assert len(first) == 14
         assert len(set(first)) == len(first)
         issuer.keys = [*issuer.keys, {"kty": "RSA", "kid": "late"}]  # new ETag: parsed again
         clock.advance(60)
         await client.refresh_if_due()
         assert client.fetch_counts["ok"] == 2
-        assert skipped()[:12] == first
-        assert len(skipped()) == 13  # only the new bad key is reported
+        assert skipped()[:14] == first
+        assert len(skipped()) == 15  # only the new bad key is reported
         assert "late" in skipped()[-1]
         assert (await client.get_key(key(0).kid)).kid == key(0).kid
 

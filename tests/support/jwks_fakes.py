@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -96,3 +98,73 @@ def verifier(clock: FakeClock, leeway: int = 30) -> TokenVerifier:
 
 def jwks_document(*entries: dict[str, Any]) -> bytes:
     return json.dumps({"keys": list(entries)}).encode()
+
+
+@dataclass
+class Answer:
+    """What :class:`JWKSServer` answers on one path."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_answer(document: Any, max_age: int = 1) -> Answer:
+    return Answer(
+        200,
+        json.dumps(document).encode(),
+        {"Content-Type": "application/json", "Cache-Control": f"public, max-age={max_age}"},
+    )
+
+
+def redirect_answer(location: str, status: int = 302) -> Answer:
+    return Answer(status, b"", {"Location": location})
+
+
+class JWKSServer:
+    """A real HTTP server on 127.0.0.1 (a thread) standing in for an issuer's metadata and JWKS
+    endpoints, for end-to-end tests of a resource-service process. ``answers`` maps a path to
+    what it answers (swap entries while it runs); ``requests`` lists every path asked for."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Answer] = {}
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                with server._lock:
+                    server.requests.append(path)
+                    answer = server.answers.get(path, Answer(404, b"{}"))
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> JWKSServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def set(self, path: str, answer: Answer) -> None:
+        with self._lock:
+            self.answers[path] = answer
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return self.requests.count(path)
