@@ -106,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        limits=settings.connections,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from shared.connection_limits import ConnectionLimits
 from shared.errors import ConfigurationError
 
 DEFAULTS: dict[str, str] = {
@@ -84,6 +85,8 @@ class IssuerSettings:
     secret_key_file: Path | None = None
     max_body_bytes: int = 16_384
     log_level: str = "info"
+    # ISSUER_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
+    connections: ConnectionLimits = ConnectionLimits(prefix="ISSUER_")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> IssuerSettings:
@@ -113,6 +116,7 @@ class IssuerSettings:
             secret_key_file=Path(secret_file) if secret_file else None,
             max_body_bytes=_int(env, "ISSUER_MAX_BODY_BYTES", minimum=256),
             log_level=env.get("ISSUER_LOG_LEVEL", DEFAULTS["ISSUER_LOG_LEVEL"]),
+            connections=ConnectionLimits.from_env("ISSUER_", env),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if settings.key_publish_ahead < settings.jwks_max_age:

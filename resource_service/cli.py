@@ -33,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         log_level=settings.log_level,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        limits=settings.connections,
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from shared.connection_limits import ConnectionLimits
 from shared.errors import ConfigurationError
 from shared.jwks_client import JWKSClientSettings
 
@@ -49,6 +50,8 @@ class ResourceSettings:
     database_path: str = ""
     ca_file: str | None = None
     log_level: str = "info"
+    # RESOURCE_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
+    connections: ConnectionLimits = ConnectionLimits(prefix="RESOURCE_")
 
     @property
     def issuer(self) -> str:
@@ -94,4 +97,5 @@ class ResourceSettings:
             database_path=env.get("RESOURCE_DATABASE_PATH") or f"var/{name}.db",
             ca_file=env.get("RESOURCE_JWKS_CA_FILE") or None,
             log_level=env.get("RESOURCE_LOG_LEVEL", "info"),
+            connections=ConnectionLimits.from_env("RESOURCE_", env),
         )

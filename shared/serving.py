@@ -5,11 +5,23 @@ uvloop when installed, httptools with each response's head and body in one write
 URLs), no ``Server`` header, and ``X-Forwarded-For`` ignored unless the operator names the
 proxies allowed to set it: uvicorn's own default trusts it from 127.0.0.1, which lets anything
 on the host pick the address the login throttle counts against. The app is given as an import
-string of a factory so ``workers > 1`` works. Not HTTP framework code: ``shared`` still never
-imports Starlette.
+string of a factory so ``workers > 1`` works. Every connection gets deadlines on reading its
+requests and counts against the caps of ``limits`` (``shared.connection_limits``); the process's
+open-file limit is raised to fit the connection cap (or the cap lowered to fit the limit, with a
+warning). WebSocket upgrades are off: no Keyhouse server speaks WebSocket. Not HTTP framework
+code: ``shared`` still never imports Starlette.
 """
 
 from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import cast
+
+from shared.connection_limits import ConnectionLimits
+
+logger = logging.getLogger("keyhouse.connections")
 
 FORWARDED_ALLOW_IPS_HELP = (
     "comma-separated addresses of the reverse proxies whose X-Forwarded-For/-Proto are honoured"
@@ -36,11 +48,14 @@ def serve(
     ssl_keyfile: str | None = None,
     ssl_certfile: str | None = None,
     forwarded_allow_ips: str | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     import uvicorn
 
-    from shared.http_protocol import CoalescingHttpToolsProtocol
+    from shared.http_protocol import GuardedHttpToolsProtocol
 
+    limits = fit_descriptors(limits or ConnectionLimits())
+    protocol = functools.partial(GuardedHttpToolsProtocol, limits=limits)
     uvicorn.run(
         factory,
         factory=True,
@@ -48,7 +63,9 @@ def serve(
         port=port,
         workers=workers,
         loop=_best("uvloop"),
-        http=CoalescingHttpToolsProtocol,
+        # A partial, not a class: uvicorn only calls it, and pickles it for worker processes.
+        http=cast(type[asyncio.Protocol], protocol),
+        ws="none",
         access_log=access_log,
         log_level=log_level,
         server_header=False,
@@ -57,3 +74,22 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         ssl_certfile=ssl_certfile,
     )
+
+
+def fit_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
+    """Raise this process's open-file limit to fit ``limits.max_connections`` (worker processes
+    inherit it), or lower the cap to fit the limit, with a warning."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return limits
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fitted, new_soft, message = limits.fit_descriptors(soft, hard)
+    if new_soft != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        except (ValueError, OSError):
+            fitted, _, message = limits.fit_descriptors(soft, soft)
+    if message:
+        logger.warning("%s", message)
+    return fitted

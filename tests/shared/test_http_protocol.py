@@ -1,15 +1,24 @@
-"""shared.http_protocol: a response's head and body leave in one write, and nothing is lost."""
+"""shared.http_protocol: a response's head and body leave in one write, and nothing is lost; the
+protocol ``serve()`` runs closes connections past their deadlines and over the caps."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from shared.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from shared.connection_limits import BODY, CLOSING, HEAD, IDLE, ConnectionLimits
+from shared.http_protocol import (
+    CoalescingTransport,
+    ConnectionGuard,
+    GuardedHttpToolsProtocol,
+    install_guard,
+)
 
 
 class RecordingTransport(asyncio.Transport):
@@ -174,9 +183,9 @@ def _serve(requests: bytes) -> list[bytes]:
     """Feed raw request bytes to the protocol uvicorn runs with ``serve()``; return the writes."""
 
     async def main() -> list[bytes]:
-        config = Config(small_json_app, http=CoalescingHttpToolsProtocol, lifespan="off")
+        config = Config(small_json_app, http=GuardedHttpToolsProtocol, lifespan="off")
         config.load()
-        protocol = CoalescingHttpToolsProtocol(config, ServerState(), app_state={})
+        protocol = GuardedHttpToolsProtocol(config, ServerState(), app_state={})
         transport = RecordingTransport()
         protocol.connection_made(transport)
         protocol.data_received(requests)
@@ -214,3 +223,184 @@ def test_uvicorn_bad_request_is_written_before_the_connection_closes() -> None:
     writes = _serve(b"NOT HTTP AT ALL\r\n\r\n")
     assert len(writes) == 1
     assert writes[0].startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+# -- deadlines and caps, with an injected clock --------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Server:
+    """Protocols on one uvicorn ServerState whose guard reads ``clock``; nothing is swept but by
+    hand (``sweep``)."""
+
+    def __init__(self, app: Any = small_json_app, **limits: Any) -> None:
+        self.clock = FakeClock()
+        self.limits = ConnectionLimits(
+            **{"header_timeout": 10.0, "body_timeout": 10.0, "prefix": "TEST_", **limits}
+        )
+        self.config = Config(app, http=GuardedHttpToolsProtocol, lifespan="off")
+        self.config.load()
+        self.state = ServerState()
+        self.guard = ConnectionGuard(
+            self.limits, asyncio.get_running_loop(), idle_timeout=5.0, clock=self.clock
+        )
+        install_guard(self.state, self.guard)
+
+    def connect(self) -> tuple[GuardedHttpToolsProtocol, RecordingTransport]:
+        protocol = GuardedHttpToolsProtocol(
+            self.config, self.state, app_state={}, limits=self.limits
+        )
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    def sweep(self, after: float) -> None:
+        self.clock.now += after
+        self.guard.sweep()
+
+
+async def _turns(n: int = 20) -> None:
+    for _ in range(n):
+        await _turn()
+
+
+def test_a_head_past_its_deadline_gets_408_and_a_close() -> None:
+    async def main() -> None:
+        server = Server()
+        protocol, transport = server.connect()
+        protocol.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        assert protocol.entry.phase == HEAD
+        server.sweep(9.9)
+        assert transport.events == []
+        server.sweep(0.1)
+        assert transport.writes[0].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"connection: close\r\n" in transport.writes[0]
+        assert transport.events[-1] == ("close", b"")
+        assert protocol.entry.phase == CLOSING
+        # Still there at the next deadline (a peer that does not read): aborted.
+        server.sweep(1.0)
+        assert transport.events[-1] == ("abort", b"")
+        protocol.connection_lost(None)
+        assert len(server.guard.table) == 0
+
+    asyncio.run(main())
+
+
+def test_a_body_past_its_deadline_gets_408_and_the_app_a_disconnect() -> None:
+    received: list[Any] = []
+
+    async def reading_app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        server = Server(reading_app)
+        protocol, transport = server.connect()
+        protocol.data_received(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        await _turns()
+        assert protocol.entry.phase == BODY
+        server.sweep(10.0)
+        await _turns()
+        assert received[-1] == "http.disconnect"
+        assert len(transport.writes) == 1  # the 408, and nothing the application sent after it
+        assert transport.writes[0].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert transport.closing
+
+    asyncio.run(main())
+
+
+def test_no_408_after_a_response_has_started() -> None:
+    async def main() -> None:
+        server = Server()  # answers without reading the whole body
+        protocol, transport = server.connect()
+        protocol.data_received(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        await _turns()
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        server.sweep(10.0)
+        assert len(transport.writes) == 1
+        assert transport.closing
+
+    asyncio.run(main())
+
+
+def test_an_idle_connection_is_closed_without_an_answer() -> None:
+    async def main() -> None:
+        server = Server()
+        protocol, transport = server.connect()
+        protocol.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _turns()
+        assert protocol.entry.phase == IDLE
+        # The wait for the next request is the guard's, not a keep-alive timer per response.
+        assert protocol.timeout_keep_alive_task is None
+        server.sweep(5.0)  # uvicorn's keep-alive timeout (shorter than the head deadline)
+        assert len(transport.writes) == 1  # the response only
+        assert transport.events[-1] == ("close", b"")
+
+    asyncio.run(main())
+
+
+def test_no_deadline_while_the_server_is_still_answering() -> None:
+    release = asyncio.Event()
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await small_json_app(scope, receive, send)
+
+    async def main() -> None:
+        server = Server(slow_app)
+        protocol, transport = server.connect()
+        # A whole request, then part of the next head, pipelined.
+        protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n")
+        await _turns()
+        server.sweep(60.0)  # long past every deadline, but the application is the slow one
+        assert transport.events == []
+        release.set()
+        await _turns()
+        assert len(transport.writes) == 1
+        # The second head's wait started when the answer went out.
+        server.sweep(9.0)
+        assert len(transport.writes) == 1
+        protocol.data_received(b"Host: x\r\n\r\n")
+        await _turns()
+        assert len(transport.writes) == 2
+        assert all(w.startswith(b"HTTP/1.1 200 OK\r\n") for w in transport.writes)
+
+    asyncio.run(main())
+
+
+def test_connections_over_a_cap_are_closed_at_once_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        server = Server(max_connections=3, max_connections_per_address=2)
+        first, first_transport = server.connect()
+        server.connect()
+        with caplog.at_level(logging.WARNING, logger="keyhouse.connections"):
+            for _ in range(10):
+                _, newest = server.connect()
+                assert newest.events == [("close", b"")]
+        assert len(server.guard.table) == 2
+        assert not first_transport.closing
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1  # rate-limited
+        assert "TEST_MAX_CONNECTIONS_PER_ADDRESS=2" in warnings[0]
+        assert "127.0.0.1" in warnings[0]
+        # One connection gone: one more gets in.
+        first.connection_lost(None)
+        _, again = server.connect()
+        assert again.events == []
+
+    asyncio.run(main())
