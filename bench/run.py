@@ -1589,6 +1589,15 @@ def scenario_7_password_latency(ctx: Context) -> None:
     )
 
 
+def scenario_8_slow_clients(ctx: Context) -> None:
+    """Slow and idle clients (trickled heads and bodies, then thousands of half-open connections
+    from a few addresses) beside the usual POST /token and /whoami load: throughput with / without
+    >= 0.9, and no slow connection open past its deadline + 1 s (bench/slow_clients.py)."""
+    import slow_clients  # bench/slow_clients.py
+
+    slow_clients.scenario(ctx, sys.modules[__name__])
+
+
 # name -> (scenario number, function). Order is the run order.
 SCENARIOS: dict[str, tuple[str, Callable[[Context], None]]] = {
     "ceilings": ("0", scenario_0_ceilings),
@@ -1599,6 +1608,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], None]]] = {
     "workers": ("5", scenario_5_workers),
     "memory": ("6", scenario_6_memory_1m_tokens),
     "password": ("7", scenario_7_password_latency),
+    "slowclients": ("8", scenario_8_slow_clients),
 }
 
 
