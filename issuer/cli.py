@@ -111,10 +111,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_clients_create(args: argparse.Namespace) -> None:
+    scopes = parse_scope(args.scope)  # RFC 6749 §3.3, refused before the store is opened
     accounts = _accounts(_settings())
     client, secret = accounts.create_client(
         name=args.name,
-        scopes=parse_scope(args.scope),
+        scopes=scopes,
         audiences=args.audience,
         grant_types=args.grant or ["client_credentials"],
         now=system_clock(),
@@ -147,6 +148,7 @@ def _read_password_stdin() -> str:
 
 
 def cmd_users_create(args: argparse.Namespace) -> None:
+    scopes = parse_scope(args.scope)  # RFC 6749 §3.3, refused before the store is opened
     if not args.password_stdin:
         raise CLIError("pass the password on standard input with --password-stdin")
     password = _read_password_stdin()
@@ -154,7 +156,7 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     user = accounts.create_user(
         username=args.username,
         password=password,
-        scopes=parse_scope(args.scope),
+        scopes=scopes,
         now=system_clock(),
     )
     sys.stdout.write(f"created user {user.username} (sub user:{user.user_id})\n")

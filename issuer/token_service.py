@@ -223,6 +223,10 @@ class TokenService:
             raise UnsupportedGrantType(f"grant type {grant_type[:40]!r} is not supported")
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        if grant_type != "client_credentials":
+            # A malformed scope (RFC 6749 §3.3) is refused before the password check or the
+            # refresh transaction; client_credentials parses it straight away anyway.
+            parse_scope(form.get("scope"))
         if grant_type == "client_credentials":
             body = await self._client_credentials(form, client)
         elif grant_type == "password":
