@@ -2,23 +2,72 @@
 
 Two methods: ``client_secret_basic`` and ``client_secret_post``; using both at once is refused.
 Every failure reads the same from outside (``invalid_client``), whatever went wrong.
+
+Malformed credentials are failed authentications like any other (401 ``invalid_client``,
+counted by the throttle and audited by the caller), never a crash: a ``Basic`` value that is
+not ASCII or not base64, a decoded pair that is not UTF-8 or has no colon, a half that is not
+valid ``application/x-www-form-urlencoded`` (RFC 6749 §2.3.1, Appendix B), and a client_id or
+secret that is empty or not made of VSCHARs (%x20-7E, RFC 6749 Appendix A.1, A.2).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 from issuer.accounts import Client, check_client_secret
 from shared.errors import InvalidClient, InvalidRequest
 
 METHODS = ("client_secret_basic", "client_secret_post")
+MAX_CLIENT_ID = 128
+
+_MALFORMED = "malformed client credentials"
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _vschar(value: str) -> bool:
+    """``*VSCHAR`` (RFC 6749 Appendix A): printable ASCII, %x20-7E."""
+    return value.isascii() and value.isprintable()
+
+
+def _form_decode(value: str) -> str:
+    """One half of a ``Basic`` pair, decoded as ``application/x-www-form-urlencoded``.
+
+    Strict where ``urllib.parse.unquote_plus`` guesses: a ``%`` not followed by two hex digits
+    and escapes that do not decode to UTF-8 are malformed, not kept or replaced.
+    """
+    if "%" not in value:
+        return value.replace("+", " ")
+    if _BAD_PERCENT.search(value):
+        raise InvalidClient(_MALFORMED)
+    try:
+        return unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidClient(_MALFORMED) from None
+
+
+def _basic_pair(value: str) -> tuple[str, str]:
+    """The (client_id, client_secret) in a ``Basic`` credential (``value`` after the scheme)."""
+    try:
+        # Header values reach us decoded as latin-1: anything beyond ASCII is not base64.
+        decoded = base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError):
+        raise InvalidClient(_MALFORMED) from None
+    raw_id, sep, raw_secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient(_MALFORMED)
+    return _form_decode(raw_id), _form_decode(raw_secret)
 
 
 def client_credentials(form: dict[str, str], authorization: str | None) -> tuple[str, str, str]:
-    """The (client_id, client_secret, method) a request presents."""
+    """The (client_id, client_secret, method) a request presents.
+
+    Raises :class:`InvalidClient` when there are none or they are malformed, and
+    :class:`InvalidRequest` when both methods are used or the two client_ids disagree.
+    """
     basic = None
     if authorization is not None:
         scheme, _, value = authorization.partition(" ")
@@ -28,27 +77,25 @@ def client_credentials(form: dict[str, str], authorization: str | None) -> tuple
     if basic is not None and in_body:
         raise InvalidRequest("use exactly one client authentication method")
     if basic is not None:
-        try:
-            decoded = base64.b64decode(basic, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise InvalidClient("client authentication failed") from None
-        raw_id, sep, raw_secret = decoded.partition(":")
-        if not sep:
-            raise InvalidClient("client authentication failed")
-        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        client_id, secret = _basic_pair(basic)
+        method = "client_secret_basic"
         if "client_id" in form and form["client_id"] != client_id:
             raise InvalidRequest("client_id in the body does not match the Authorization header")
-        return client_id, secret, "client_secret_basic"
-    if in_body and "client_id" in form:
-        return form["client_id"], form["client_secret"], "client_secret_post"
-    raise InvalidClient("client authentication is required")
+    elif in_body and "client_id" in form:
+        client_id, secret = form["client_id"], form["client_secret"]
+        method = "client_secret_post"
+    else:
+        raise InvalidClient("client authentication is required")
+    if not client_id or not _vschar(client_id) or not _vschar(secret):
+        raise InvalidClient(_MALFORMED)
+    return client_id, secret, method
 
 
 def authenticate_client(
     form: dict[str, str], authorization: str | None, lookup: Callable[[str], Client | None]
 ) -> Client:
     client_id, secret, _method = client_credentials(form, authorization)
-    client = lookup(client_id) if 0 < len(client_id) <= 128 else None
+    client = lookup(client_id) if len(client_id) <= MAX_CLIENT_ID else None
     if not check_client_secret(client, secret) or client is None:
         raise InvalidClient("client authentication failed")
     return client

@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 import issuer.accounts
+import issuer.client_auth
 import issuer.passwords
-from tests.issuer.conftest import PASSWORD, App, basic
+from tests.issuer.conftest import PASSWORD, App, Creds, MakeApp, basic
 
 COMPARED_HEADERS = ("content-type", "cache-control", "pragma", "www-authenticate", "retry-after")
 
@@ -130,3 +131,105 @@ def test_unknown_user_wrong_password_and_disabled_user_read_alike(
 def test_dummy_password_hash_is_argon2id() -> None:
     assert issuer.passwords._DUMMY_HASH.startswith("$argon2id$")
     assert issuer.passwords.verify_password(None, "keyhouse-dummy-password-for-timing") is False
+
+
+# -- malformed client credentials: 401 invalid_client, throttled, audited, counted ------------
+
+
+def _b64(raw: bytes) -> bytes:
+    return b"Basic " + base64.b64encode(raw)
+
+
+# Every shape of a broken ``Authorization: Basic`` value, as the bytes on the wire.
+MALFORMED_BASIC = {
+    "non-ascii header": b"Basic \xe9",
+    "non-ascii in base64": b"Basic YWJj\xff",
+    "bad base64": b"Basic !!!not-base64!!!",
+    "bad base64 padding": b"Basic YWJjZA",
+    "no colon": _b64(b"no-colon"),
+    "nothing": b"Basic",
+    "empty": b"Basic ",
+    "not utf-8 after base64": _b64(b"\xe9:secret"),
+    "bad percent-encoding in id": _b64(b"c-%zz:secret"),
+    "bad percent-encoding in secret": _b64(b"c-x:%4"),
+    "percent-encoding not utf-8": _b64(b"c-x:%e9%28"),
+    "empty id": _b64(b":secret"),
+    "empty id and secret": _b64(b":"),
+    "control character in id": _b64(b"c-\x00:secret"),
+    "encoded control character in secret": _b64(b"c-x:se%0Acret"),
+    "non-ascii id": _b64("c-é:secret".encode()),
+}
+
+
+@pytest.mark.parametrize("header", MALFORMED_BASIC.values(), ids=MALFORMED_BASIC.keys())
+def test_client_credentials_refuses_malformed_basic(header: bytes) -> None:
+    with pytest.raises(issuer.client_auth.InvalidClient):
+        # Header values reach the app decoded as latin-1, as Starlette and the /token path do.
+        issuer.client_auth.client_credentials({}, header.decode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"client_id": "", "client_secret": "x"},
+        {"client_id": "c-\x00", "client_secret": "x"},
+        {"client_id": "c-é", "client_secret": "x"},
+        {"client_id": "c-x", "client_secret": "s\ne"},
+    ],
+)
+def test_client_credentials_refuses_malformed_post(form: dict[str, str]) -> None:
+    with pytest.raises(issuer.client_auth.InvalidClient):
+        issuer.client_auth.client_credentials(form, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"c-abc:s3cret", ("c-abc", "s3cret")),
+        (b"c-abc:a:b", ("c-abc", "a:b")),  # the first colon splits
+        (b"c%3Aid:p%25ss+word", ("c:id", "p%ss word")),  # form-urlencoded halves (§2.3.1)
+        (b"c-abc:", ("c-abc", "")),
+    ],
+)
+def test_client_credentials_decodes_well_formed_basic(
+    raw: bytes, expected: tuple[str, str]
+) -> None:
+    got = issuer.client_auth.client_credentials({}, _b64(raw).decode())
+    assert got == (*expected, "client_secret_basic")
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+def test_malformed_basic_is_401_invalid_client_with_a_basic_challenge(app: App, path: str) -> None:
+    form = {"grant_type": "client_credentials"} if path == "/token" else {"token": "x"}
+    for name, header in MALFORMED_BASIC.items():
+        response = app.post(path, form, headers={"Authorization": header})
+        assert response.status_code == 401, (name, response.text)
+        assert response.json()["error"] == "invalid_client", name
+        assert response.headers["www-authenticate"] == 'Basic realm="keyhouse"', name
+        assert response.headers["cache-control"] == "no-store", name
+
+
+def test_malformed_basic_is_audited_throttled_per_address_and_counted(make_app: MakeApp) -> None:
+    app = make_app(login_max_failures=3, login_max_failures_per_address=4)
+    bad = {"Authorization": b"Basic \xe9"}
+    for path, form in [
+        ("/token", {"grant_type": "client_credentials"}),
+        ("/revoke", {"token": "x"}),
+        ("/introspect", {"token": "x"}),
+        ("/token", {"grant_type": "client_credentials"}),
+    ]:
+        assert app.post(path, form, headers=bad).status_code == 401
+    events = app.issuer.tokens.audit.recent(100)
+    failed = [e for e in events if e.event == "client_auth_failed"]
+    assert len(failed) == 4
+    assert {e.detail for e in failed} == {"missing or malformed client credentials"}
+    assert {e.client_id for e in failed} == {None}
+    assert [e.event for e in events].count("auth_throttled") == 1
+    # The address reached its limit (malformed attempts name no client, so they count against
+    # the address alone): its next failed attempt is 429, whatever client it names.
+    blocked = app.token(Creds("c-other", "x"), grant_type="client_credentials")
+    assert blocked.status_code == 429
+    assert blocked.json()["error"] == "slow_down"
+    metrics = app.http.get("/metrics").text
+    assert 'keyhouse_issuer_token_errors_total{error="invalid_client"} 2.0' in metrics
+    assert "server_error" not in metrics
