@@ -7,7 +7,7 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from issuer.forms import parse_form
 from shared.errors import InvalidClient, KeyhouseError, RequestTooLarge
@@ -21,6 +21,7 @@ async def read_body(receive: Receive, declared_length: str | None, limit: int) -
     """Read at most ``limit`` bytes; 413 as soon as the declared or actual size exceeds it.
 
     Straight from the ASGI ``receive`` channel: a token request's body is one small message.
+    A client that hangs up first raises ``ClientDisconnect`` (see :func:`client_disconnected`).
     """
     if declared_length is not None and (
         not declared_length.isdigit() or int(declared_length) > limit
@@ -37,6 +38,11 @@ async def read_body(receive: Receive, declared_length: str | None, limit: int) -
             raise RequestTooLarge(f"the request body is larger than {limit} bytes")
         if not message.get("more_body", False):
             return body
+
+
+def client_disconnected(scope: Scope) -> None:
+    """A client hung up before its request was read whole: not an error, nothing to send."""
+    logger.debug("client disconnected during %s %s", scope.get("method"), scope.get("path"))
 
 
 async def read_form(request: Request, limit: int) -> dict[str, str]:

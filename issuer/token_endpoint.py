@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer import http
@@ -78,7 +78,8 @@ class TokenFastPath:
 
     It sits inside Starlette's server-error middleware (unexpected errors still become the JSON
     500) and outside the router; refusals are serialised by the same handler as every other
-    endpoint's.
+    endpoint's. Being the outermost of the app's own layers, it is also where a client that
+    hangs up mid-request (``ClientDisconnect``, from any endpoint) ends quietly.
     """
 
     PATH = "/token"
@@ -88,11 +89,17 @@ class TokenFastPath:
         self.endpoint = TokenEndpoint()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.PATH:
-            await self.app(scope, receive, send)
-            return
         try:
-            await self.endpoint(scope, receive, send)
-        except KeyhouseError as exc:
-            response = await http.handle_keyhouse_error(Request(scope), exc)
-            await response(scope, receive, send)
+            if scope["type"] != "http" or scope["path"] != self.PATH:
+                await self.app(scope, receive, send)
+                return
+            try:
+                await self.endpoint(scope, receive, send)
+            except KeyhouseError as exc:
+                response = await http.handle_keyhouse_error(Request(scope), exc)
+                await response(scope, receive, send)
+        except ClientDisconnect:
+            # The client hung up before its request was whole (a body shorter than its
+            # Content-Length, then a closed socket), on any path: there is no one to answer
+            # and nothing went wrong here, so no 500, no traceback, one debug line.
+            http.client_disconnected(scope)

@@ -208,3 +208,83 @@ def test_token_with_a_trailing_slash_is_not_the_token_endpoint(app: App) -> None
     response = app.post("/token/", {"grant_type": "client_credentials"}, creds=creds)
     assert response.status_code in (307, 404)
     assert "access_token" not in response.text
+
+
+# -- RFC 6749 §3.3: scope = scope-token *( SP scope-token ), on every grant ---------------------
+
+STRAY_SPACES = ["photos:read  photos:write", " photos:read", "photos:read ", " ", "photos:read\n"]
+
+
+@pytest.mark.parametrize("scope", STRAY_SPACES)
+def test_a_scope_with_stray_spaces_is_invalid_scope_on_every_grant(app: App, scope: str) -> None:
+    creds = app.new_client()
+    app.new_user("alice")
+    refresh_token = app.login(creds, "alice")["refresh_token"]
+    for form in (
+        {"grant_type": "client_credentials"},
+        {"grant_type": "password", "username": "alice", "password": PASSWORD},
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+    ):
+        _error(app.token(creds, **form, scope=scope), 400, "invalid_scope")
+    # The refused refresh left the refresh token unused; one space between tokens is fine.
+    response = app.refresh(creds, refresh_token, scope="photos:read photos:write")
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "photos:read photos:write"
+
+
+def test_a_malformed_scope_is_refused_before_the_password_is_checked(app: App) -> None:
+    creds = app.new_client()
+    app.new_user("alice")
+    response = app.token(
+        creds, grant_type="password", username="alice", password="wrong", scope="a  b"
+    )
+    _error(response, 400, "invalid_scope")
+    assert "user_auth_failed" not in app.audit_events()  # no password check, no failure counted
+
+
+# -- a client that hangs up mid-request ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_client_hanging_up_is_not_an_error(
+    app: App, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ClientDisconnect (the body cut short, then the socket closed): a debug line, nothing
+    sent, no 500 and no traceback. The same over a real socket: tests/e2e/test_issuer_hostile.py."""
+    sent: list[object] = []
+    messages = [
+        {"type": "http.request", "body": b"grant_type=", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"issuer.test"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", b"100"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    caplog.set_level("DEBUG", logger="keyhouse.issuer")
+    # On the test client's event loop, where the app's lifespan runs.
+    app.http.portal.call(app.http.app, scope, receive, send)
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+    assert f"client disconnected during POST {path}" in caplog.text
