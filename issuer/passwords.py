@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -54,6 +57,13 @@ CHECKS_AT_ONCE = 2
 # Where idle scheduling is unavailable, how much lower than the event loop's the login
 # threads' CPU priority is (Linux nice steps).
 NICENESS = 10
+# The password threads' guaranteed share (see FairShare): how often the event loop looks, over
+# how long a span it counts, the longest it pauses at once and the shortest pause worth a sleep
+# (what the threads are owed below that is carried over to the next look).
+TICK_SECONDS = 0.004
+WINDOW_SECONDS = 0.1
+MAX_PAUSE_SECONDS = 0.02
+MIN_PAUSE_SECONDS = 0.0005
 
 
 def run_only_when_idle(fallback_niceness: int = NICENESS) -> None:
@@ -79,24 +89,189 @@ def run_only_when_idle(fallback_niceness: int = NICENESS) -> None:
         pass
 
 
+def fair_share(checks: int) -> float:
+    """The share of one core that ``checks`` password checks in progress are owed: what they
+    would get at normal priority beside a busy event loop, one equal part each (1/2 of a core
+    for one check, 2/3 for two)."""
+    running = min(checks, CHECKS_AT_ONCE)
+    return running / (running + 1) if running > 0 else 0.0
+
+
+class FairShare:
+    """How long the event loop should pause so that the password threads get their share.
+
+    The threads run at idle priority, so a loop with work always comes first; a loop that never
+    runs out of work (a flood of cheap requests, a steady token load) would starve them for as
+    long as it lasts. While checks are in progress the loop calls :meth:`pause_for` every few
+    milliseconds with the threads' CPU time so far. Between two calls the threads are owed
+    ``share`` of the time that passed; what they are short of adds up (a surplus, from an idle
+    core or another core, counts against it), and the answer is the pause that makes up for it
+    if they get the core meanwhile (at most ``max_pause``). When they got their share, the
+    answer is 0 and nothing changes. The loop never pauses for more than ``share`` of its time,
+    even when what it gives up goes to some other process rather than to the hashing. Neither
+    a debt nor a surplus is remembered beyond ``window`` seconds' worth of the share.
+
+    Pure arithmetic on the numbers it is given (the tests drive it with made-up clocks).
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = WINDOW_SECONDS,
+        max_pause: float = MAX_PAUSE_SECONDS,
+        min_pause: float = MIN_PAUSE_SECONDS,
+    ) -> None:
+        self.window = window
+        self.max_pause = max_pause
+        self.min_pause = min_pause
+        self._last: tuple[float, float, float] | None = None  # time, CPU, paused at the last call
+        self._paused = 0.0  # the loop's pauses, all told
+        self._short = 0.0  # CPU seconds the threads are owed (negative: a surplus)
+        self._overpaused = 0.0  # seconds the loop paused beyond its share (negative: may pause)
+
+    def reset(self) -> None:
+        """Checks are in progress again after none were: count afresh from the next call."""
+        self._last = None
+        self._short = self._overpaused = 0.0
+
+    def pause_for(self, now: float, cpu: float, share: float) -> float:
+        """Seconds the loop should pause now (0: none), given the threads' CPU seconds."""
+        last, self._last = self._last, (now, cpu, self._paused)
+        if last is None:
+            return 0.0
+        elapsed = now - last[0]
+        limit = share * self.window
+        self._short = _clamp(self._short + share * elapsed - (cpu - last[1]), limit)
+        self._overpaused = _clamp(
+            self._overpaused + (self._paused - last[2]) - share * elapsed, limit
+        )
+        # A pause p lengthens the time by p as well, of which the threads are owed share * p:
+        # they are even after p = short / (1 - share), if they get the whole pause.
+        stretch = 1.0 / (1.0 - share) if share < 1.0 else math.inf
+        pause = min(self._short * stretch, -self._overpaused * stretch, self.max_pause)
+        return pause if pause >= self.min_pause else 0.0
+
+    def paused(self, seconds: float) -> None:
+        """The loop paused this long (what it really slept, which may exceed what it asked)."""
+        self._paused += seconds
+
+
+def _clamp(value: float, limit: float) -> float:
+    return max(-limit, min(limit, value))
+
+
 class PasswordPool:
-    """A few dedicated threads that run only when the CPU is otherwise idle, for password checks.
+    """A few dedicated threads that run only when the CPU is otherwise idle, for password checks,
+    with a guaranteed share of a core while checks are waiting.
 
     Give them the argon2 call and nothing else: code holding the interpreter lock in one of
     these threads makes the event loop wait for a thread the kernel runs last. Not anyio's
     shared worker threads: those run the database calls for every request, and a thread's
     priority cannot be raised back without privileges.
+
+    Idle priority alone lets a loop that is never idle hold every login off (a closed-loop flood
+    of ``/healthz`` let none through in 15 s). So while checks are in progress, the loop looks
+    every ``tick`` seconds at the CPU time the password threads got (their per-thread CPU
+    clocks) and, when they got less than :func:`fair_share` of a core, pauses (sleeps) for what
+    they are short of: see :class:`FairShare`. Unprivileged and exact, where raising the
+    threads' priority for a while would need ``CAP_SYS_NICE`` to undo idle scheduling. ``cpu_time``,
+    ``clock`` and ``pause`` are for the tests.
     """
 
-    def __init__(self, workers: int = CHECKS_AT_ONCE) -> None:
+    def __init__(
+        self,
+        workers: int = CHECKS_AT_ONCE,
+        *,
+        cpu_time: Callable[[], float | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] = time.sleep,
+        tick: float = TICK_SECONDS,
+        share: FairShare | None = None,
+    ) -> None:
+        self._clocks: list[int] = []  # the threads' CPU-time clock ids
         self._executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="keyhouse-password",
-            initializer=run_only_when_idle,
+            initializer=self._thread_started,
         )
+        self._cpu_time = cpu_time or self.threads_cpu_time
+        self._clock = clock
+        self._pause = pause
+        self._tick_seconds = tick
+        self._share = share or FairShare()
+        # Checks submitted and not finished (waiting for a thread included), counted by the
+        # threads themselves: a caller that stops waiting does not stop its check.
+        self._in_progress = 0
+        self._count_lock = threading.Lock()
+        self._ticking: asyncio.TimerHandle | None = None
+        self._ticking_loop: asyncio.AbstractEventLoop | None = None
+
+    def _thread_started(self) -> None:
+        run_only_when_idle()
+        # Without per-thread CPU clocks (not Linux or BSD) there is no guaranteed share.
+        with contextlib.suppress(AttributeError, OSError):
+            self._clocks.append(time.pthread_getcpuclockid(threading.get_ident()))
+
+    def threads_cpu_time(self) -> float | None:
+        """CPU seconds the password threads have run, all together; None where unknown."""
+        if not self._clocks:
+            return None
+        total = 0.0
+        for clock_id in list(self._clocks):
+            with contextlib.suppress(OSError):
+                total += time.clock_gettime(clock_id)
+        return total
+
+    @property
+    def in_progress(self) -> int:
+        """Checks submitted and not finished yet."""
+        return self._in_progress
 
     async def run(self, func: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func)
+        loop = asyncio.get_running_loop()
+        with self._count_lock:
+            self._in_progress += 1
+            first = self._in_progress == 1
+        try:
+            future = self._executor.submit(func)
+        except BaseException:
+            self._finished()
+            raise
+        future.add_done_callback(self._finished)  # in the thread, or here if already done
+        if first or self._ticking_loop is not loop:
+            self._start_ticking(loop)
+        return await asyncio.wrap_future(future)
+
+    def _finished(self, _future: object = None) -> None:
+        with self._count_lock:
+            self._in_progress -= 1
+
+    def _start_ticking(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+        self._share.reset()
+        self._ticking_loop = loop
+        self._ticking = loop.call_later(self._tick_seconds, self._tick)
+
+    def _tick(self) -> None:
+        in_progress = self._in_progress
+        if in_progress <= 0:
+            self._ticking = self._ticking_loop = None
+            return
+        cpu = self._cpu_time()
+        pause = 0.0
+        if cpu is not None:  # unknown (no per-thread CPU clocks): no guaranteed share
+            pause = self._share.pause_for(self._clock(), cpu, fair_share(in_progress))
+        if pause > 0:
+            # Blocks the event loop on purpose: the password threads get the core meanwhile.
+            started = self._clock()
+            self._pause(pause)
+            self._share.paused(self._clock() - started)
+        assert self._ticking_loop is not None
+        self._ticking = self._ticking_loop.call_later(self._tick_seconds, self._tick)
 
     def close(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = self._ticking_loop = None
         self._executor.shutdown(wait=True, cancel_futures=True)
