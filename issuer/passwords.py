@@ -62,8 +62,12 @@ NICENESS = 10
 # (what the threads are owed below that is carried over to the next look).
 TICK_SECONDS = 0.004
 WINDOW_SECONDS = 0.1
-MAX_PAUSE_SECONDS = 0.02
+MAX_PAUSE_SECONDS = 0.05
 MIN_PAUSE_SECONDS = 0.0005
+# A pause in which the threads ran less than this fraction of it went to someone else (another
+# process: idle priority yields to everyone): the longest pause is halved, down to the shortest.
+# One in which they ran more than twice that doubles it back, up to MAX_PAUSE_SECONDS.
+USELESS_PAUSE = 0.25
 
 
 def run_only_when_idle(fallback_niceness: int = NICENESS) -> None:
@@ -108,8 +112,10 @@ class FairShare:
     core or another core, counts against it), and the answer is the pause that makes up for it
     if they get the core meanwhile (at most ``max_pause``). When they got their share, the
     answer is 0 and nothing changes. The loop never pauses for more than ``share`` of its time,
-    even when what it gives up goes to some other process rather than to the hashing. Neither
-    a debt nor a surplus is remembered beyond ``window`` seconds' worth of the share.
+    and pauses that go to some other process rather than to the hashing (a host busy with other
+    work, where an idle-priority thread gets nothing) shrink until they help again: halved each
+    time, down to ``min_pause``. Neither a debt nor a surplus is remembered beyond ``window``
+    seconds' worth of the share.
 
     Pure arithmetic on the numbers it is given (the tests drive it with made-up clocks).
     """
@@ -128,6 +134,7 @@ class FairShare:
         self._paused = 0.0  # the loop's pauses, all told
         self._short = 0.0  # CPU seconds the threads are owed (negative: a surplus)
         self._overpaused = 0.0  # seconds the loop paused beyond its share (negative: may pause)
+        self.limit = max_pause  # the longest pause now (shrinks while pauses do not help)
 
     def reset(self) -> None:
         """Checks are in progress again after none were: count afresh from the next call."""
@@ -148,12 +155,17 @@ class FairShare:
         # A pause p lengthens the time by p as well, of which the threads are owed share * p:
         # they are even after p = short / (1 - share), if they get the whole pause.
         stretch = 1.0 / (1.0 - share) if share < 1.0 else math.inf
-        pause = min(self._short * stretch, -self._overpaused * stretch, self.max_pause)
+        pause = min(self._short * stretch, -self._overpaused * stretch, self.limit)
         return pause if pause >= self.min_pause else 0.0
 
-    def paused(self, seconds: float) -> None:
-        """The loop paused this long (what it really slept, which may exceed what it asked)."""
+    def paused(self, seconds: float, gained: float) -> None:
+        """The loop paused ``seconds`` (what it really slept, which may exceed what it asked),
+        and the threads ran ``gained`` CPU seconds meanwhile."""
         self._paused += seconds
+        if gained < USELESS_PAUSE * seconds:
+            self.limit = max(self.min_pause, self.limit / 2)
+        elif gained > 2 * USELESS_PAUSE * seconds:
+            self.limit = min(self.max_pause, self.limit * 2)
 
 
 def _clamp(value: float, limit: float) -> float:
@@ -262,11 +274,12 @@ class PasswordPool:
         pause = 0.0
         if cpu is not None:  # unknown (no per-thread CPU clocks): no guaranteed share
             pause = self._share.pause_for(self._clock(), cpu, fair_share(in_progress))
-        if pause > 0:
+        if cpu is not None and pause > 0:
             # Blocks the event loop on purpose: the password threads get the core meanwhile.
             started = self._clock()
             self._pause(pause)
-            self._share.paused(self._clock() - started)
+            slept = self._clock() - started
+            self._share.paused(slept, (self._cpu_time() or cpu) - cpu)
         assert self._ticking_loop is not None
         self._ticking = self._ticking_loop.call_later(self._tick_seconds, self._tick)
 
