@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,9 @@ class IssuerSettings:
     max_body_bytes: int = 16_384
     log_level: str = "info"
     # ISSUER_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
-    connections: ConnectionLimits = ConnectionLimits(prefix="ISSUER_")
+    connections: ConnectionLimits = field(
+        default_factory=lambda: ConnectionLimits(prefix="ISSUER_")
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> IssuerSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -51,7 +52,9 @@ class ResourceSettings:
     ca_file: str | None = None
     log_level: str = "info"
     # RESOURCE_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
-    connections: ConnectionLimits = ConnectionLimits(prefix="RESOURCE_")
+    connections: ConnectionLimits = dataclasses.field(
+        default_factory=lambda: ConnectionLimits(prefix="RESOURCE_")
+    )
 
     @property
     def issuer(self) -> str:
