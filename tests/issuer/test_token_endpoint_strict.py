@@ -288,3 +288,36 @@ def test_a_client_hanging_up_is_not_an_error(
     assert sent == []
     assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
     assert f"client disconnected during POST {path}" in caplog.text
+
+
+# -- control characters: refused before they reach the database ---------------------------------
+
+
+def test_control_characters_are_invalid_request_never_a_500(app: App) -> None:
+    """A NUL reaching PostgreSQL in a text parameter raised (a 500 on the postgres backend)."""
+    creds = app.new_client()
+    for path, form in [
+        ("/token", {"grant_type": "password", "username": "al\x00ice", "password": "x"}),
+        ("/token", {"grant_type": "password", "username": "alice", "password": "a\nb"}),
+        ("/token", {"grant_type": "refresh_token", "refresh_token": "ab\x00c"}),
+        ("/token", {"grant_type": "client_credentials", "audience": "ph\x00tos"}),
+        ("/token", {"grant_type": "client_credentials", "x\x00": "1"}),
+        ("/revoke", {"token": "ab\x00c"}),
+        ("/introspect", {"token": "ab\x7fc"}),
+    ]:
+        _error(app.post(path, form, creds=creds), 400, "invalid_request")
+    # Tab is allowed where RFC 6749 Appendix A allows it (in a password: the wrong one here).
+    tab = app.token(creds, grant_type="password", username="nobody", password="a\tb")
+    _error(tab, 400, "invalid_grant")
+
+
+def test_control_characters_in_credentials_and_scope_keep_their_own_errors(app: App) -> None:
+    creds = app.new_client()
+    post_auth = {"grant_type": "client_credentials", "client_id": "c-\x00", "client_secret": "x"}
+    _error(app.post("/token", post_auth), 401, "invalid_client")
+    assert "client_auth_failed" in app.audit_events()  # a failed authentication like any other
+    _error(
+        app.token(creds, grant_type="client_credentials", scope="photos:read\x00"),
+        400,
+        "invalid_scope",
+    )
