@@ -121,9 +121,9 @@ class ConnectionLimits:
         needs it) and a warning when the cap had to be lowered: past the descriptor limit the
         process could not accept at all, and the cap would never be what refuses.
         """
-        unlimited = hard < 0  # RLIM_INFINITY
+        unlimited = hard < 0  # RLIM_INFINITY (-1 here)
         want = self.max_connections + FD_RESERVE
-        if soft >= 0 and soft >= want:
+        if soft < 0 or soft >= want:
             return self, soft, None
         new_soft = want if unlimited or hard >= want else hard
         if new_soft >= want:

@@ -93,6 +93,7 @@ def test_the_connection_cap_is_fitted_to_the_descriptor_limit() -> None:
     assert limits.fit_descriptors(20000, 20000) == (limits, 20000, None)
     assert limits.fit_descriptors(256, 4096) == (limits, want, None)
     assert limits.fit_descriptors(256, -1) == (limits, want, None)  # unlimited hard limit
+    assert limits.fit_descriptors(-1, -1) == (limits, -1, None)  # unlimited: never lowered
     # No room: the cap comes down, and says so.
     fitted, soft, message = limits.fit_descriptors(256, 512)
     assert soft == 512
