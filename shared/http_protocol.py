@@ -336,6 +336,12 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         else:
             self.entry.response_done()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # serve() turns WebSocket off, so uvicorn would log two warnings for every request that
+        # asks to upgrade (anyone could flood the log with them). The request is answered as
+        # plain HTTP; one debug line is enough.
+        logger.debug("upgrade request answered as plain HTTP (no WebSocket here)")
+
     def deadline_passed(self) -> int:
         """Called by the sweep when this connection's deadline has passed: close it (with a 408
         when no response has started for the request awaited) unless the wait is the server's

@@ -183,7 +183,13 @@ def _serve(requests: bytes) -> list[bytes]:
     """Feed raw request bytes to the protocol uvicorn runs with ``serve()``; return the writes."""
 
     async def main() -> list[bytes]:
-        config = Config(small_json_app, http=GuardedHttpToolsProtocol, lifespan="off")
+        config = Config(
+            small_json_app,
+            http=GuardedHttpToolsProtocol,
+            ws="none",
+            lifespan="off",
+            log_config=None,
+        )
         config.load()
         protocol = GuardedHttpToolsProtocol(config, ServerState(), app_state={})
         transport = RecordingTransport()
@@ -245,7 +251,7 @@ class Server:
         self.limits = ConnectionLimits(
             **{"header_timeout": 10.0, "body_timeout": 10.0, "prefix": "TEST_", **limits}
         )
-        self.config = Config(app, http=GuardedHttpToolsProtocol, lifespan="off")
+        self.config = Config(app, http=GuardedHttpToolsProtocol, ws="none", lifespan="off")
         self.config.load()
         self.state = ServerState()
         self.guard = ConnectionGuard(
@@ -404,3 +410,29 @@ def test_connections_over_a_cap_are_closed_at_once_and_logged(
         assert again.events == []
 
     asyncio.run(main())
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_upgrade_request_is_answered_as_http_without_a_warning() -> None:
+    # serve() runs with WebSocket off: an Upgrade header must not let anyone flood the log
+    # (uvicorn's own logger, which does not propagate to the root logger).
+    handler = ListHandler()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    try:
+        writes = _serve(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    finally:
+        uvicorn_log.removeHandler(handler)
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert [r.getMessage() for r in handler.records] == []
