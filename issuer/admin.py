@@ -62,11 +62,21 @@ class KeyAdmin:
         )
 
     def revoke(self, kid: str) -> dict[str, Any]:
+        """Revoke ``kid``. Revoking a key that is already revoked changes nothing and records
+        no second audit event: the answer is the key as it is, with ``already_revoked`` true
+        (``revoked_at`` is when it was revoked). The CLI and ``POST /admin/keys/{kid}/revoke``
+        both answer through here."""
         at = self.clock()
-        record = self.repo.revoke(kid, at)
-        audit.key_revoked(self.repo.engine, kid, now=at)
+        result = self.repo.revoke(kid, at)
+        if result.revoked:
+            audit.key_revoked(self.repo.engine, kid, now=at)
         signing = signing_record(self.repo.records(), at)
-        return self._describe(record, at, signing_kid=None if signing is None else signing.kid)
+        return self._describe(
+            result.record,
+            at,
+            already_revoked=not result.revoked,
+            signing_kid=None if signing is None else signing.kid,
+        )
 
     def tick(self) -> dict[str, Any] | None:
         """One step of the rotation scheduler (every issuer process runs it): when the signing

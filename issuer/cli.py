@@ -1,6 +1,9 @@
 """The ``issuer`` command: serve, and manage clients, users and keys.
 
 Expected errors print one line on stderr and exit 2; nothing prints a traceback for them.
+Only ``issuer serve`` and ``issuer init`` create a store (the SQLite file or the schema, the
+generated key-encryption secret, the first signing key); every other command refuses, with one
+line naming the database it looked for, when the store is missing or not migrated.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from issuer import audit
 from issuer.accounts import GRANT_TYPES, AccountStore
 from issuer.admin import KeyAdmin
-from issuer.db import init_schema, make_engine
-from issuer.keystore import open_key_repository
+from issuer.db import create_store, describe_database, head_revision, open_store
+from issuer.keystore import open_key_repository, prepare_keys
 from issuer.refresh import RefreshTokenStore
+from issuer.sealing import KeySealer, find_secret
 from issuer.seed import seed_demo, walkthrough
 from issuer.settings import IssuerSettings
 from shared.clock import system_clock
@@ -48,15 +52,15 @@ def _settings() -> IssuerSettings:
 
 
 def _accounts(settings: IssuerSettings) -> AccountStore:
-    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
-    init_schema(engine)
-    return AccountStore(engine)
+    """The accounts of an existing, migrated store (refused otherwise: see ``open_store``)."""
+    return AccountStore(open_store(settings.database_url, pool_size=settings.database_pool_size))
 
 
 def _key_admin(settings: IssuerSettings) -> KeyAdmin:
-    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
-    init_schema(engine)
-    repo = open_key_repository(settings, engine, system_clock())
+    """Key administration on an existing store: no secret is generated and no key created
+    (``keys rotate`` and the revocation of the signing key make theirs on purpose)."""
+    engine = open_store(settings.database_url, pool_size=settings.database_pool_size)
+    repo = open_key_repository(settings, engine, system_clock(), create=False)
     return KeyAdmin(repo)
 
 
@@ -108,6 +112,59 @@ def cmd_serve(args: argparse.Namespace) -> None:
         forwarded_allow_ips=args.forwarded_allow_ips,
         limits=settings.connections,
     )
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    """Create the store (SQLite file or schema, migrated to head), the key-encryption secret
+    file when none is configured, and the first signing key; say what was made. Idempotent."""
+    settings = _settings()
+    # A bad secret is refused before anything is created.
+    given = find_secret(
+        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
+    )
+    if given is not None:
+        KeySealer(given)
+    where = describe_database(settings.database_url)
+    engine, before, created_file = create_store(settings.database_url, pool_size=1)
+    try:
+        opened = prepare_keys(settings, engine, system_clock(), create=True, announce=False)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    kid = opened.signing.kid if opened.signing is not None else None
+    if args.json:
+        _print_json(
+            {
+                "database": where,
+                "created_database": created_file,
+                "schema_revision_before": before,
+                "schema_revision": head,
+                "secret": opened.secret_source,
+                "generated_secret": opened.generated_secret,
+                "signing_kid": kid,
+                "created_signing_key": opened.created_signing_key,
+            }
+        )
+        return
+    made: list[str] = []
+    if created_file:
+        made.append(f"created the database {where} (schema revision {head})")
+    elif before is None:
+        made.append(f"set up the issuer schema (revision {head}) in {where}")
+    elif before != head:
+        made.append(f"upgraded the schema of {where} from revision {before} to {head}")
+    if opened.generated_secret:
+        made.append(
+            f"generated the key-encryption secret {opened.secret_source} (mode 0600): "
+            "back it up, or set ISSUER_SECRET_KEY"
+        )
+    if opened.created_signing_key:
+        made.append(f"created signing key {kid}")
+    if not made:
+        made.append(
+            f"nothing to do: {where} is at schema revision {head} and signing key {kid} signs"
+        )
+    sys.stdout.write("".join(f"{line}\n" for line in made))
 
 
 def cmd_clients_create(args: argparse.Namespace) -> None:
@@ -204,15 +261,30 @@ def cmd_audit(args: argparse.Namespace) -> None:
     if args.json:
         _print_json([e.to_dict() for e in events])
         return
-    sys.stdout.write(
-        f"{'TIME (UTC)':<20} {'EVENT':<27} {'CLIENT':<20} {'SUBJECT':<20} ADDRESS  DETAIL\n"
-    )
-    for e in events:
-        at = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        sys.stdout.write(
-            f"{at:<20} {e.event:<27} {e.client_id or '-':<20} {e.subject or '-':<20} "
-            f"{e.address or '-'}  {e.detail}\n"
+    rows = [
+        (
+            datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            e.event,
+            e.client_id or "-",
+            e.subject or "-",
+            e.address or "-",
+            e.detail,
         )
+        for e in events
+    ]
+    headers = ("TIME (UTC)", "EVENT", "CLIENT", "SUBJECT", "ADDRESS", "DETAIL")
+    sys.stdout.write(_table(headers, rows))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns as wide as their widest cell (``user:<32 hex>`` subjects, IPv6 addresses, long
+    client ids), two spaces apart; the last column is not padded."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers[:-1])]
+    lines = []
+    for cells in [headers, *rows]:
+        padded = [c.ljust(w) for c, w in zip(cells, widths, strict=False)]
+        lines.append("  ".join([*padded, cells[-1]]).rstrip() + "\n")
+    return "".join(lines)
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
@@ -252,11 +324,19 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    """Revoking a key that is already revoked changes nothing, writes no audit event, says
+    "already revoked" and exits 0 (the key is in the state asked for; scripts may retry)."""
     record = _key_admin(_settings()).revoke(args.kid)
     if args.json:
         _print_json(record)
         return
-    sys.stdout.write(f"revoked: {record['kid']} is no longer published\n")
+    if record["already_revoked"]:
+        sys.stdout.write(
+            f"already revoked: {record['kid']} was revoked "
+            f"{_when(record['revoked_at'], record['now'])}; nothing changed\n"
+        )
+    else:
+        sys.stdout.write(f"revoked: {record['kid']} is no longer published\n")
     if record["signing_kid"]:
         sys.stdout.write(f"signing key: {record['signing_kid']}\n")
 
@@ -365,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-keyfile", help="serve https with this PEM private key")
     serve.add_argument("--ssl-certfile", help="serve https with this PEM certificate chain")
     serve.set_defaults(func=cmd_serve)
+
+    init = sub.add_parser(
+        "init",
+        help="create the store: database (or schema), key-encryption secret, first signing key",
+        description="Create what the issuer needs and say what was made: the SQLite file (or "
+        "the schema in an existing PostgreSQL database), migrated to the newest revision; the "
+        "key-encryption secret file when neither ISSUER_SECRET_KEY nor ISSUER_SECRET_KEY_FILE "
+        "is set; a first signing key. Safe to run again (it upgrades the schema). `issuer "
+        "serve` does the same on start; every other command needs an existing store.",
+    )
+    init.add_argument("--json", action="store_true")
+    init.set_defaults(func=cmd_init)
 
     clients = sub.add_parser("clients", help="manage OAuth clients")
     csub = clients.add_subparsers(dest="clients_command", required=True, parser_class=_Parser)
@@ -486,15 +578,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_REVOKE_OPTIONS = frozenset({"-h", "--help", "--json"})
+
+
 def protect_kid(argv: Sequence[str]) -> list[str]:
     """A ``kid`` is an RFC 7638 thumbprint in base64url and may start with ``-``: argparse would
-    take ``keys revoke -Abc...`` for an option, so an explicit ``--`` is put before it."""
+    take ``keys revoke -Abc...`` for an option, so such a ``kid`` is moved behind an explicit
+    ``--`` at the end (where the options before or after it, ``--json``, still count)."""
     args = list(argv)
     for i in range(len(args) - 2):
         if args[i : i + 2] == ["keys", "revoke"]:
-            kid = args[i + 2]
-            if kid.startswith("-") and kid not in {"-h", "--help", "--"}:
-                args.insert(i + 2, "--")
+            rest = args[i + 2 :]
+            if "--" in rest:
+                break
+            kids = [a for a in rest if a.startswith("-") and a not in _REVOKE_OPTIONS]
+            if len(kids) == 1:
+                rest.remove(kids[0])
+                args[i + 2 :] = [*rest, "--", kids[0]]
             break
     return args
 

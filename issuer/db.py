@@ -12,6 +12,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import (
     Boolean,
     Column,
@@ -28,7 +30,8 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DatabaseError
 
 from shared.errors import ConfigurationError
 
@@ -233,3 +236,98 @@ def schema_revision(engine: Engine) -> str | None:
     """The revision the database is at (None: never migrated)."""
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest migration this code knows (what ``init_schema`` brings a database to)."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the migrations directory ships with the package
+        raise ConfigurationError("the issuer's migrations are missing")
+    return head
+
+
+def _known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def describe_database(database_url: str) -> str:
+    """How an operator recognises the database in a message: a SQLite file's absolute path, a
+    PostgreSQL URL without its password."""
+    url = engine_url(database_url)
+    if url.startswith("sqlite:///"):
+        return str(Path(url[len("sqlite:///") :]).absolute())
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
+
+
+class StoreNotFound(ConfigurationError):
+    """The configured database does not exist (SQLite) or holds no current Keyhouse schema."""
+
+
+_CREATE_HINT = "create it with `issuer init` (or `issuer serve`)"
+
+
+def open_store(database_url: str, *, pool_size: int = 10) -> Engine:
+    """An engine on an existing database whose schema is at the newest revision, for every
+    command but ``issuer init`` and ``issuer serve``: those alone create or migrate a store.
+
+    A missing SQLite file is never created (nor its folder); a PostgreSQL database (which must
+    exist anyway) without the Keyhouse schema, or at an older revision, is refused unmigrated.
+    Raises :class:`StoreNotFound` with one line naming the database.
+    """
+    where = describe_database(database_url)
+    url = engine_url(database_url)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise StoreNotFound(
+            f"no issuer database at {where} (ISSUER_DATABASE_URL={database_url}): {_CREATE_HINT}"
+        )
+    engine = make_engine(database_url, pool_size=pool_size)
+    try:
+        try:
+            conn = engine.connect()
+        except DatabaseError as exc:  # unreachable server, bad password, not a SQLite file
+            reason = str(exc.orig or exc).strip().splitlines()[0].replace('"', "'")
+            raise StoreNotFound(f"cannot open the database {where}: {reason}") from None
+        with conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+            legacy = revision is None and all(
+                inspect(conn).has_table(t) for t in _PRE_MIGRATION_TABLES
+            )
+        head = head_revision()
+        if revision == head:
+            return engine
+        if revision is None and not legacy:
+            problem = f"the database {where} holds no issuer schema: {_CREATE_HINT}"
+        elif revision is None or _known_revision(revision):
+            problem = (
+                f"the database {where} is at schema revision {revision or 'none (pre-migration)'}"
+                f", this issuer needs {head}: upgrade it with `issuer init` (or `issuer serve`)"
+            )
+        else:
+            problem = (
+                f"the database {where} is at schema revision {revision}, unknown to this issuer "
+                "(migrated by a newer Keyhouse?)"
+            )
+    except BaseException:
+        engine.dispose()
+        raise
+    engine.dispose()
+    raise StoreNotFound(problem)
+
+
+def create_store(database_url: str, *, pool_size: int = 10) -> tuple[Engine, str | None, bool]:
+    """For ``issuer init`` and ``issuer serve``: create the SQLite file (and its folder) if it is
+    missing and bring the schema to head. Returns the engine, the revision the database was at
+    before (None: no schema) and whether the SQLite file was created here."""
+    url = engine_url(database_url)
+    created = url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists()
+    engine = make_engine(database_url, pool_size=pool_size)
+    try:
+        before = schema_revision(engine)
+        init_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, before, created

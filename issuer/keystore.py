@@ -13,12 +13,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import key_rotations, signing_keys
-from issuer.sealing import KeySealer, load_secret
+from issuer.sealing import KeySealer, find_secret, generate_secret_file
 from issuer.settings import PUBLISH_MARGIN, IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import ConfigurationError, NotFound
@@ -178,6 +178,12 @@ def rotation_due(records: list[KeyRecord], now: float, schedule: KeySchedule) ->
         return False
     publish_at, _activate_at = schedule.successor_times(current, now)
     return now >= publish_at - schedule.create_lead
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    record: KeyRecord
+    revoked: bool  # False: the key was already revoked (earlier, or by another process just now)
 
 
 @dataclass(frozen=True)
@@ -389,30 +395,37 @@ class KeyRepository:
         created = made_here or (changed == 1 and successor.publish_at > now)
         return RotationResult(self.get(successor.kid), created=created)
 
-    def revoke(self, kid: str, now: float) -> KeyRecord:
-        """Unpublish ``kid`` at once; if it was signing, a fresh key signs from ``now``."""
+    def revoke(self, kid: str, now: float) -> RevocationResult:
+        """Unpublish ``kid`` at once; if it was signing, a fresh key signs from ``now``.
+
+        ``revoked`` is False when the key was already revoked, including by another process
+        deciding the same revocation at the same moment: exactly one caller gets True.
+        """
         records = self.records()
         target = next((r for r in records if r.kid == kid), None)
         if target is None:
             raise NotFound(f"no signing key {kid}")
         if target.revoked_at is not None:
-            return target
+            return RevocationResult(target, revoked=False)
         signing = signing_record(records, now)
         if signing is not None and signing.kid == kid:
-            self._revoke_signing(target, now)
+            revoked = self._revoke_signing(target, now)
         elif target.activate_at > now:
-            self._revoke_pending(target, now)
+            revoked = self._revoke_pending(target, now)
         else:
             with self.engine.begin() as conn:
-                conn.execute(
-                    update(signing_keys)
-                    .where(signing_keys.c.kid == kid)
-                    .where(signing_keys.c.revoked_at.is_(None))
-                    .values(revoked_at=now)
+                revoked = (
+                    conn.execute(
+                        update(signing_keys)
+                        .where(signing_keys.c.kid == kid)
+                        .where(signing_keys.c.revoked_at.is_(None))
+                        .values(revoked_at=now)
+                    ).rowcount
+                    == 1
                 )
-        return self.get(kid)
+        return RevocationResult(self.get(kid), revoked=revoked)
 
-    def _revoke_signing(self, target: KeyRecord, now: float) -> None:
+    def _revoke_signing(self, target: KeyRecord, now: float) -> bool:
         # The replacement takes the revoked key's place in the schedule: it signs from now and
         # retires when the revoked key would have (a pending successor keeps its time).
         key = generate_signing_key()
@@ -435,19 +448,22 @@ class KeyRepository:
         except IntegrityError:
             if self._slot_kid(f"revoke:{target.kid}") is None:
                 raise
-            return  # another process revoked it at the same moment and made the replacement
+            return False  # another process revoked it at the same moment and made the replacement
         logger.warning("revoked signing key %s; %s signs from now", target.kid, key.kid)
+        return True
 
-    def _revoke_pending(self, target: KeyRecord, now: float) -> None:
+    def _revoke_pending(self, target: KeyRecord, now: float) -> bool:
         # A successor that never signed: the keys it would have retired keep signing, and the
         # scheduler may schedule a new successor (its slot is freed).
         with self.engine.begin() as conn:
-            conn.execute(
+            changed = conn.execute(
                 update(signing_keys)
                 .where(signing_keys.c.kid == target.kid)
                 .where(signing_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now)
-            )
+            ).rowcount
+            if changed != 1:
+                return False  # another process revoked it first (and did the rest)
             conn.execute(
                 update(signing_keys)
                 .where(signing_keys.c.kid != target.kid)
@@ -459,6 +475,7 @@ class KeyRepository:
                 .where(key_rotations.c.kid == target.kid)
                 .where(key_rotations.c.slot.like("rotate:%"))
             )
+        return True
 
 
 class KeyRing:
@@ -548,12 +565,62 @@ class KeyRing:
         return cached[1], cached[2], max_age
 
 
-def open_key_repository(settings: IssuerSettings, engine: Engine, now: float) -> KeyRepository:
-    """The key repository for a process (server or CLI): the secret loaded and proven able to
-    open the stored keys, and some key signing at ``now``."""
-    secret = load_secret(
-        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
+@dataclass(frozen=True)
+class OpenedKeys:
+    """What :func:`prepare_keys` found or made (``issuer init`` reports it)."""
+
+    repo: KeyRepository
+    secret_source: str  # "ISSUER_SECRET_KEY", or the file the secret was read from or written to
+    generated_secret: bool
+    signing: KeyRecord | None  # None only when opened with create=False and no key signs
+    created_signing_key: bool
+
+
+def _stored_key_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(signing_keys)).scalar_one())
+
+
+def prepare_keys(
+    settings: IssuerSettings, engine: Engine, now: float, *, create: bool, announce: bool = True
+) -> OpenedKeys:
+    """Open the key repository of a process: the secret loaded and proven able to open the
+    stored keys.
+
+    ``create`` (``issuer serve`` and ``issuer init`` only): with no secret configured and no
+    default secret file, generate that file (0600), unless the database already holds sealed
+    keys (a new secret could not open them: refused); and make sure some key signs at ``now``.
+    Without ``create`` (every other command) nothing is generated: a missing secret is an error
+    and no key is created. ``announce``: log a warning when a secret file was generated.
+    """
+    default_file = settings.default_secret_key_file.absolute()
+    secret = find_secret(settings.secret_key, settings.secret_key_file, default_file)
+    source = (
+        "ISSUER_SECRET_KEY"
+        if settings.secret_key
+        else str((settings.secret_key_file or default_file).absolute())
     )
+    generated = False
+    if secret is None:
+        if not create:
+            raise ConfigurationError(
+                f"no key-encryption secret: ISSUER_SECRET_KEY and ISSUER_SECRET_KEY_FILE are "
+                f"unset and {default_file} does not exist (`issuer init` or `issuer serve` "
+                "generates it for a new store)"
+            )
+        if _stored_key_count(engine):
+            raise ConfigurationError(
+                f"the database holds signing keys but no secret opens them: ISSUER_SECRET_KEY "
+                f"and ISSUER_SECRET_KEY_FILE are unset and {default_file} does not exist "
+                "(restore it or set the secret the keys were sealed with)"
+            )
+        secret, generated = generate_secret_file(default_file)
+        if generated and announce:
+            logger.warning(
+                "no ISSUER_SECRET_KEY set: generated %s (0600); back it up, or set "
+                "ISSUER_SECRET_KEY",
+                default_file,
+            )
     repo = KeyRepository(
         engine,
         KeySealer(secret),
@@ -561,5 +628,17 @@ def open_key_repository(settings: IssuerSettings, engine: Engine, now: float) ->
         schedule=KeySchedule.from_settings(settings),
     )
     repo.check_secret()
-    repo.ensure_signing_key(now)
-    return repo
+    signing = signing_record(repo.records(), now)
+    created = False
+    if create and signing is None:
+        signing = repo.ensure_signing_key(now)
+        created = True
+    return OpenedKeys(repo, source, generated, signing, created)
+
+
+def open_key_repository(
+    settings: IssuerSettings, engine: Engine, now: float, *, create: bool = True
+) -> KeyRepository:
+    """The key repository for a process (see :func:`prepare_keys`); ``create`` is for
+    ``issuer serve`` and ``issuer init`` only."""
+    return prepare_keys(settings, engine, now, create=create).repo

@@ -5,7 +5,6 @@ The ``kid`` is bound as associated data, so a sealed key cannot be swapped onto 
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from pathlib import Path
@@ -16,8 +15,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.errors import ConfigurationError
-
-logger = logging.getLogger("keyhouse.issuer")
 
 _VERSION = b"kh1"
 _NONCE_BYTES = 12
@@ -49,31 +46,40 @@ class KeySealer:
             ) from None
 
 
-def load_secret(secret_key: str | None, secret_key_file: Path | None, default_file: Path) -> str:
-    """The key-encryption secret: from the environment, a file, or a generated 0600 file."""
+def find_secret(
+    secret_key: str | None, secret_key_file: Path | None, default_file: Path
+) -> str | None:
+    """The key-encryption secret from the environment, ``ISSUER_SECRET_KEY_FILE`` or the default
+    file; None when none is configured and the default file does not exist. Never creates one."""
     if secret_key:
         return secret_key
     path = secret_key_file or default_file
-    if path.exists():
-        try:
-            value = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read the secret key file {path}: {exc}") from exc
-        if not value:
-            raise ConfigurationError(f"the secret key file {path} is empty")
-        return value
-    if secret_key_file is not None:
-        raise ConfigurationError(f"ISSUER_SECRET_KEY_FILE {path} does not exist")
+    if not path.exists():
+        if secret_key_file is not None:
+            raise ConfigurationError(f"ISSUER_SECRET_KEY_FILE {path} does not exist")
+        return None
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the secret key file {path}: {exc}") from exc
+    if not value:
+        raise ConfigurationError(f"the secret key file {path} is empty")
+    return value
+
+
+def generate_secret_file(path: Path) -> tuple[str, bool]:
+    """Write a new random secret to ``path`` (mode 0600, folder created) unless it exists.
+    Returns the secret and whether this call wrote it (False: another process won the race).
+    Only ``issuer init`` and ``issuer serve`` call this."""
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process won the race: use its secret
-        return load_secret(None, path, default_file)
+        existing = find_secret(None, path, path)
+        if existing is None:  # pragma: no cover - it existed a moment ago
+            raise ConfigurationError(f"the secret key file {path} vanished") from None
+        return existing, False
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
-    logger.warning(
-        "no ISSUER_SECRET_KEY set: generated %s (0600); back it up, or set ISSUER_SECRET_KEY",
-        path,
-    )
-    return value
+    return value, True

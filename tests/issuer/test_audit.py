@@ -119,3 +119,71 @@ def test_audit_limit_and_bad_input(cli_app: App, capsys: pytest.CaptureFixture[s
 def test_unknown_event_names_are_refused(app: App) -> None:
     with pytest.raises(ValueError, match="unknown audit event"):
         app.issuer.tokens.audit.record("made_up")
+
+
+def _columns(header: str) -> list[tuple[str, int]]:
+    names = ["TIME (UTC)", "EVENT", "CLIENT", "SUBJECT", "ADDRESS", "DETAIL"]
+    return [(name, header.index(name)) for name in names]
+
+
+def test_audit_table_columns_line_up_for_every_subject(
+    cli_app: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = cli_app
+    creds = app.new_client()
+    user_id = app.new_user("alice")
+    app.token(creds, grant_type="password", username="alice", password="WRONG-password-1")
+    app.post("/token", {"grant_type": "client_credentials"}, headers=basic(creds.client_id, "x"))
+    kid = app.issuer.keyring.signer().kid
+    assert cli.main(["keys", "revoke", kid]) == 0
+    events = _audit_json(capsys)
+    assert {e["subject"] for e in events} >= {f"user:{user_id}", None}  # 37 characters, and none
+
+    capsys.readouterr()
+    assert cli.main(["audit"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    columns = _columns(header)
+    assert len(rows) == len(events)
+    for row, event in zip(rows, events, strict=True):
+        expected = [
+            None,  # the time: checked by its width below
+            event["event"],
+            event["client_id"] or "-",
+            event["subject"] or "-",
+            event["address"] or "-",
+            event["detail"],
+        ]
+        for (name, start), (_next_name, end), value in zip(
+            columns, [*columns[1:], ("", len(row))], expected, strict=True
+        ):
+            cell = row[start:end]
+            assert start == 0 or row[start - 1] == " ", (name, row)
+            if value is not None:
+                assert cell.rstrip() == value, (name, header, row)
+            else:
+                assert len(cell.rstrip()) == len("2026-01-01 00:00:00"), row
+
+
+def test_admin_api_revoking_a_revoked_key_answers_200_already_revoked_and_audits_once(
+    make_app: MakeApp,
+) -> None:
+    app = make_app()
+    admin = app.new_client(
+        scope="issuer:admin", audiences=("issuer",), grants=("client_credentials",)
+    )
+    kid = app.issuer.keyring.signer().kid
+    rotated = app.issuer.admin.rotate(now=True)["kid"]  # the old key now only verifies
+    app.issuer.keyring.reload()
+    token = app.token(admin, grant_type="client_credentials", audience="issuer").json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    first = app.http.post(f"/admin/keys/{kid}/revoke", headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["already_revoked"] is False
+    again = app.http.post(f"/admin/keys/{kid}/revoke", headers=headers)
+    assert again.status_code == 200, again.text
+    body = again.json()
+    assert body["already_revoked"] is True
+    assert body["state"] == "revoked"
+    assert body["revoked_at"] == first.json()["revoked_at"]
+    assert body["signing_kid"] == rotated
+    assert app.audit_events().count("key_revoked") == 1

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import stat
 import subprocess
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from alembic import command
+from sqlalchemy import inspect
 
+from issuer import cli
+from issuer.db import alembic_config, create_store, head_revision, make_engine
+from tests.support.postgres import PostgresServer
 from tests.support.processes import BIN, base_env, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(
@@ -44,7 +56,20 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def _init(tmp_path: Path) -> None:
+    """``issuer init`` for ``_run``'s store, in this process (no interpreter start)."""
+    with pytest.MonkeyPatch.context() as m:
+        for name in [n for n in os.environ if n.startswith("ISSUER_")]:
+            m.delenv(name)
+        m.setenv("ISSUER_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite")
+        m.setenv("ISSUER_SECRET_KEY", "cli-test-secret-0123456789")
+        m.chdir(tmp_path)
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli.main(["init"]) == 0
+
+
 def test_clients_create_json(tmp_path: Path) -> None:
+    _init(tmp_path)
     result = _run(
         tmp_path,
         "clients",
@@ -68,6 +93,7 @@ def test_clients_create_json(tmp_path: Path) -> None:
 
 
 def test_users_create_and_duplicate(tmp_path: Path) -> None:
+    _init(tmp_path)
     ok = _run(
         tmp_path,
         "users",
@@ -84,6 +110,7 @@ def test_users_create_and_duplicate(tmp_path: Path) -> None:
 
 
 def test_keys_list_rotate_revoke(tmp_path: Path) -> None:
+    _init(tmp_path)
     keys = json.loads(_run(tmp_path, "keys", "list", "--json").stdout)
     assert [k["state"] for k in keys] == ["active"]
     assert _run(tmp_path, "keys", "rotate").returncode == 0
@@ -91,11 +118,23 @@ def test_keys_list_rotate_revoke(tmp_path: Path) -> None:
     assert len(keys) == 2
     assert sum(k["signing"] for k in keys) == 1
     old = next(k["kid"] for k in keys if not k["signing"])
-    assert _run(tmp_path, "keys", "revoke", old).returncode == 0
+    first = _run(tmp_path, "keys", "revoke", old)
+    assert first.returncode == 0
+    assert first.stdout.startswith(f"revoked: {old} is no longer published\n")
     states = {
         k["kid"]: k["state"] for k in json.loads(_run(tmp_path, "keys", "list", "--json").stdout)
     }
     assert states[old] == "revoked"
+    # Again: nothing changes, it says so, exits 0 (the key is as asked), no second audit event.
+    again = _run(tmp_path, "keys", "revoke", old)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"already revoked: {old} was revoked ")
+    assert "nothing changed" in again.stdout
+    as_json = json.loads(_run(tmp_path, "keys", "revoke", old, "--json").stdout)
+    assert as_json["already_revoked"] is True
+    assert as_json["state"] == "revoked"
+    events = json.loads(_run(tmp_path, "audit", "--json").stdout)
+    assert [e["detail"] for e in events if e["event"] == "key_revoked"] == [f"kid={old}"]
 
 
 @pytest.mark.parametrize(
@@ -127,11 +166,12 @@ def test_keys_list_rotate_revoke(tmp_path: Path) -> None:
 def test_bad_input_is_one_line(
     tmp_path: Path, args: list[str], stdin: str | None, env: dict[str, str], fragment: str
 ) -> None:
+    _init(tmp_path)
     assert fragment in _one_line_error(_run(tmp_path, *args, input=stdin, env=env))
 
 
 def test_wrong_secret_key_is_one_line(tmp_path: Path) -> None:
-    assert _run(tmp_path, "keys", "list").returncode == 0
+    _init(tmp_path)
     wrong = {"ISSUER_SECRET_KEY": "another-secret-abcdef"}
     assert "wrong ISSUER_SECRET_KEY" in _one_line_error(_run(tmp_path, "keys", "rotate", env=wrong))
     port = str(free_port())
@@ -142,22 +182,217 @@ def test_wrong_secret_key_is_one_line(tmp_path: Path) -> None:
     assert len(keys) == 1  # nothing was sealed with the wrong secret
 
 
-def test_generated_secret_key_file_is_0600(tmp_path: Path) -> None:
-    env = base_env(ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/var/issuer.db")
-    result = subprocess.run(
-        [str(BIN / "issuer"), "keys", "list"],
-        env=env,
-        cwd=tmp_path,
+def _bare(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``issuer ARGS`` with no ISSUER_* variable but ``env``: the defaults (./var/issuer.db)."""
+    return subprocess.run(
+        [str(BIN / "issuer"), *args],
+        env=base_env(**env),
+        cwd=cwd,
+        input="a long password\n",
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
+
+
+def test_init_creates_the_store_says_what_it_made_and_is_idempotent(tmp_path: Path) -> None:
+    made = _bare(tmp_path, "init")
+    assert made.returncode == 0, made.stderr
+    db_file = tmp_path / "var" / "issuer.db"
     secret_file = tmp_path / "var" / "issuer-secret.key"
+    lines = made.stdout.splitlines()
+    assert lines[0].startswith(f"created the database {db_file} (schema revision ")
+    assert lines[1].startswith(f"generated the key-encryption secret {secret_file} (mode 0600)")
+    assert lines[2].startswith("created signing key ")
+    kid = lines[2].split()[-1]
+    assert len(lines) == 3
     assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
-    assert "ISSUER_SECRET_KEY" in result.stderr  # the warning
-    db = (tmp_path / "var" / "issuer.db").read_bytes()
-    assert b"PRIVATE KEY" not in db  # sealed at rest
+    assert b"PRIVATE KEY" not in db_file.read_bytes()  # sealed at rest
+    again = _bare(tmp_path, "init")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == (
+        f"nothing to do: {db_file} is at schema revision {lines[0].split()[-1][:-1]} "
+        f"and signing key {kid} signs\n"
+    )
+    keys = json.loads(_bare(tmp_path, "keys", "list", "--json").stdout)
+    assert [(k["kid"], k["signing"]) for k in keys] == [(kid, True)]
+    as_json = json.loads(_bare(tmp_path, "init", "--json").stdout)
+    assert as_json["created_database"] is False
+    assert as_json["signing_kid"] == kid
+
+
+# Every command but `init` and `serve`, as run by someone in the wrong directory.
+NOT_CREATING = [
+    ["keys", "list"],
+    ["keys", "list", "--json"],
+    ["keys", "rotate"],
+    ["keys", "rotate", "--now"],
+    ["keys", "revoke", "some-kid"],
+    ["clients", "create", "--name", "x", "--audience", "photos", "--scope", "photos:read"],
+    ["users", "create", "bob", "--password-stdin"],
+    ["users", "disable", "bob"],
+    ["users", "enable", "bob"],
+    ["users", "set-password", "bob", "--password-stdin"],
+    ["audit"],
+    ["audit", "--json"],
+    ["seed"],
+]
+
+
+@dataclass
+class InProcess:
+    """``issuer ARGS`` run in this process (the console script's own code, minus an
+    interpreter start) in ``cwd`` with no ISSUER_* variable but those given."""
+
+    cwd: Path
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        with self.monkeypatch.context() as m:
+            for name in [n for n in os.environ if n.startswith("ISSUER_")]:
+                m.delenv(name)
+            for name, value in env.items():
+                m.setenv(name, value)
+            m.chdir(self.cwd)
+            m.setattr("sys.stdin", io.StringIO("a long password\n"))
+            self.capsys.readouterr()
+            code = cli.main(list(args))
+            out = self.capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
+@pytest.fixture
+def issuer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> InProcess:
+    return InProcess(tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("args", NOT_CREATING, ids=" ".join)
+def test_commands_other_than_init_and_serve_never_create_a_store(
+    tmp_path: Path, args: list[str], issuer: InProcess
+) -> None:
+    result = issuer(*args)
+    assert result.returncode == 2
+    db_file = tmp_path / "var" / "issuer.db"
+    assert result.stderr == (
+        f"issuer: error: no issuer database at {db_file} "
+        "(ISSUER_DATABASE_URL=sqlite:///var/issuer.db): create it with `issuer init` "
+        "(or `issuer serve`)\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no database, no secret file, not even var/
+
+
+def test_key_commands_never_generate_a_secret_nor_a_signing_key(
+    tmp_path: Path, issuer: InProcess
+) -> None:
+    secret = {"ISSUER_SECRET_KEY": "given-in-the-environment-0123"}
+    made = issuer("init", **secret)
+    assert made.returncode == 0, made.stderr
+    assert "secret" not in made.stdout  # nothing generated: the environment has it
+    secret_file = tmp_path / "var" / "issuer-secret.key"
+    # Without the secret, key commands refuse; they do not make a new one.
+    for args in (["keys", "list"], ["keys", "rotate"]):
+        error = _one_line_error(issuer(*args))
+        assert "no key-encryption secret" in error
+        assert str(secret_file) in error
+    assert not secret_file.exists()
+    # Commands that do not touch keys need no secret.
+    created = issuer("clients", "create", "--name", "x", "--audience", "photos")
+    assert created.returncode == 0, created.stderr
+    # A store with no signing key (schema only): listing creates none; rotate does, on purpose.
+    url = {"ISSUER_DATABASE_URL": f"sqlite:///{tmp_path / 'bare.db'}", **secret}
+    engine, _before, _created = create_store(url["ISSUER_DATABASE_URL"])
+    engine.dispose()
+    assert json.loads(issuer("keys", "list", "--json", **url).stdout) == []
+    assert json.loads(issuer("keys", "list", "--json", **url).stdout) == []
+    assert issuer("keys", "rotate", "--now", **url).returncode == 0
+    keys = json.loads(issuer("keys", "list", "--json", **url).stdout)
+    assert sum(k["signing"] for k in keys) == 1
+
+
+def test_serve_and_init_never_replace_a_lost_secret_of_stored_keys(
+    tmp_path: Path, issuer: InProcess
+) -> None:
+    assert issuer("init").returncode == 0
+    secret_file = tmp_path / "var" / "issuer-secret.key"
+    secret_file.unlink()
+    error = _one_line_error(issuer("init"))
+    assert "the database holds signing keys but no secret opens them" in error
+    assert not secret_file.exists()
+
+
+def test_init_refuses_a_short_secret_before_creating_anything(
+    tmp_path: Path, issuer: InProcess
+) -> None:
+    assert "at least 16" in _one_line_error(issuer("init", ISSUER_SECRET_KEY="short"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_older_schema_is_refused_until_init_upgrades_it(
+    tmp_path: Path, issuer: InProcess
+) -> None:
+    db_file = tmp_path / "old.db"
+    env = {"ISSUER_DATABASE_URL": f"sqlite:///{db_file}", "ISSUER_SECRET_KEY": "s" * 20}
+    engine = make_engine(env["ISSUER_DATABASE_URL"])
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    engine.dispose()
+    head = head_revision()
+    assert _one_line_error(issuer("audit", **env)) == (
+        f"issuer: error: the database {db_file} is at schema revision 0002, this issuer needs "
+        f"{head}: upgrade it with `issuer init` (or `issuer serve`)"
+    )
+    upgraded = issuer("init", **env)
+    assert upgraded.stdout.splitlines()[0] == (
+        f"upgraded the schema of {db_file} from revision 0002 to {head}"
+    )
+    assert issuer("audit", **env).returncode == 0
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_without_the_schema_is_refused_until_init(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    name = f"t_{uuid.uuid4().hex[:20]}"
+    url = postgres_server.create_database(name)
+    try:
+        env = {"ISSUER_DATABASE_URL": url, "ISSUER_SECRET_KEY": "pg-cli-secret-0123456789"}
+        shown = url.replace(postgres_server.password, "***")
+        for args in (["keys", "list"], ["clients", "create", "--name", "x", "--audience", "a"]):
+            result = _bare(tmp_path, *args, **env)
+            assert _one_line_error(result) == (
+                f"issuer: error: the database {shown} holds no issuer schema: create it with "
+                "`issuer init` (or `issuer serve`)"
+            )
+            assert postgres_server.password not in result.stderr
+        engine = make_engine(url)
+        assert inspect(engine).get_table_names() == []  # nothing was migrated
+        engine.dispose()
+        # What the compose `init` service runs before the first `issuer serve`.
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+        line = compose["services"]["init"]["command"]
+        credentials = tmp_path / "demo.json"
+        line = [
+            part.replace("/var/lib/keyhouse/credentials/demo.json", str(credentials))
+            for part in line
+        ]
+        seeded = subprocess.run(
+            line,
+            env={**base_env(**env), "PATH": f"{BIN}:{os.environ['PATH']}"},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        assert seeded.stdout.startswith(f"set up the issuer schema (revision {head_revision()})")
+        assert json.loads(credentials.read_text())["client_id"] == "demo-client"
+        assert _bare(tmp_path, "keys", "list", **env).returncode == 0
+        assert not (tmp_path / "var").exists()
+    finally:
+        postgres_server.drop_database(name)
 
 
 def test_resource_service_bad_name(tmp_path: Path) -> None:
@@ -175,7 +410,24 @@ def test_resource_service_bad_name(tmp_path: Path) -> None:
 
 
 def test_revoke_a_kid_that_starts_with_a_dash(tmp_path: Path) -> None:
+    _init(tmp_path)
     # base64url thumbprints start with "-" one time in 64; argparse must not read an option.
     result = _run(tmp_path, "keys", "revoke", "-Xno-such-kid")
     assert "no signing key" in _one_line_error(result)
     assert "unrecognized" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "revoke", "-Xno-such-kid", "--json"],
+        ["keys", "revoke", "--json", "-Xno-such-kid"],
+        ["keys", "revoke", "--json", "--", "-Xno-such-kid"],
+    ],
+)
+def test_a_dash_kid_with_options_around_it(
+    tmp_path: Path, issuer: InProcess, args: list[str]
+) -> None:
+    env = {"ISSUER_SECRET_KEY": "a-test-secret-0123456789"}
+    assert issuer("init", **env).returncode == 0
+    assert "no signing key -Xno-such-kid" in _one_line_error(issuer(*args, **env))

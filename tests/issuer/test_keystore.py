@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 import issuer.keystore as keystore
 from issuer.admin import KeyAdmin
-from issuer.db import init_schema, key_rotations, make_engine
+from issuer.db import audit_events, init_schema, key_rotations, make_engine
 from issuer.keystore import (
     KeyRepository,
     KeyRing,
@@ -299,10 +299,56 @@ def test_revoke_signing_key_unpublishes_and_a_fresh_key_signs(
     assert replacement.retire_at == scheduled.activate_at
     assert _signing_kid(repo, scheduled.activate_at) == scheduled.kid
     assert admin.tick() is None
-    # Revoking twice is harmless.
-    assert admin.revoke(first.kid)["revoked_at"] == out["revoked_at"]
+    assert out["already_revoked"] is False
+    # Revoking twice changes nothing, says so, and records no second audit event.
+    clock.advance(5)
+    again = admin.revoke(first.kid)
+    assert again["already_revoked"] is True
+    assert again["revoked_at"] == out["revoked_at"]
+    assert again["signing_kid"] == fresh
+    assert _key_revoked_events(repo) == [f"kid={first.kid}"]
     with pytest.raises(NotFound):
         admin.revoke("no-such-kid")
+
+
+def _key_revoked_events(repo: KeyRepository) -> list[str]:
+    with repo.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(audit_events.c.detail).where(audit_events.c.event == "key_revoked")
+            ).scalars()
+        )
+
+
+@pytest.mark.parametrize("which", ["signing", "retired", "pending"])
+def test_two_processes_revoking_one_key_at_once_record_one_revocation(
+    tmp_path: Path, clock: FakeClock, which: str
+) -> None:
+    a = _repo(tmp_path)
+    b = _repo(tmp_path)  # another process: its own engine on the same database
+    first = a.ensure_signing_key(clock())
+    clock.advance(1)
+    if which == "retired":
+        KeyAdmin(a, clock=clock).rotate(now=True)
+        kid = first.kid
+    elif which == "pending":
+        kid = KeyAdmin(a, clock=clock).rotate()["kid"]
+    else:
+        kid = first.kid
+    # Both read the key as unrevoked, then both revoke it.
+    records = a.records()
+    real_records = KeyRepository.records
+    calls = {"n": 0}
+
+    def stale_records(self: KeyRepository) -> list[keystore.KeyRecord]:
+        calls["n"] += 1
+        return records if calls["n"] == 1 else real_records(self)
+
+    assert KeyAdmin(a, clock=clock).revoke(kid)["already_revoked"] is False
+    b.records = stale_records.__get__(b)  # type: ignore[method-assign]
+    result = b.revoke(kid, clock())
+    assert result.revoked is False
+    assert result.record.revoked_at is not None
 
 
 def test_revoke_non_signing_keys(repo: KeyRepository, clock: FakeClock) -> None:

@@ -116,6 +116,7 @@ class Stack:
             ISSUER_KEY_REFRESH_INTERVAL="0.2",
         )
         self.servers: list[Server] = []
+        self._initialised = False
 
     def cli(
         self,
@@ -124,6 +125,10 @@ class Stack:
         env: Mapping[str, str] | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        # Only `issuer init` and `issuer serve` create the store: an operator runs init first.
+        if not self._initialised and args[:1] not in (("init",), ("serve",), ("drill",)):
+            self._initialised = True
+            self.cli("init")
         result = subprocess.run(
             [str(BIN / "issuer"), *args],
             env={**self.issuer_env, **(env or {})},
