@@ -1,5 +1,6 @@
 """``./scripts/up`` as a user runs it: the stack comes up, the printed walkthrough works as
-printed, a second start reuses the data, and Ctrl-C stops all three processes."""
+printed, a second start reuses the data, a service that dies is restarted while the others keep
+serving, and Ctrl-C stops all three processes."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.processes import base_env, free_port
@@ -100,3 +103,70 @@ def test_scripts_up_walkthrough_and_ctrl_c(tmp_path: Path) -> None:
     finally:
         _stop(proc2)
     assert not any(_listening(p) for p in ports.values())
+
+
+def _children(parent: int) -> dict[int, str]:
+    """The live child processes of ``parent`` (Linux /proc): pid -> command line."""
+    found: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
+def _service_pid(script: int, needle: str) -> int:
+    pids = [pid for pid, cmd in _children(script).items() if needle in cmd]
+    assert len(pids) == 1, _children(script)
+    return pids[0]
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the services in /proc")
+def test_a_killed_issuer_is_restarted_and_the_others_keep_serving(tmp_path: Path) -> None:
+    ports = {"issuer": free_port(), "photos": free_port(), "contacts": free_port()}
+    proc, lines = _start(tmp_path, ports)
+    assert proc.stdout is not None
+    out = proc.stdout
+    restarted = 0
+    reader = threading.Thread(target=lambda: lines.extend(x.rstrip("\n") for x in out), daemon=True)
+    reader.start()
+    try:
+        issuer = _service_pid(proc.pid, "issuer serve")
+        photos = _service_pid(proc.pid, "--name photos")
+        contacts = _service_pid(proc.pid, "--name contacts")
+        os.kill(issuer, signal.SIGKILL)
+        # The resource services verify offline: they are not stopped with the issuer.
+        for _ in range(10):
+            assert _healthy(ports["photos"])
+            assert _healthy(ports["contacts"])
+            time.sleep(0.1)
+        deadline = time.monotonic() + 60
+        while not _healthy(ports["issuer"]):
+            assert time.monotonic() < deadline, "\n".join(lines)
+            assert proc.poll() is None, "\n".join(lines)
+            time.sleep(0.1)
+        restarted = _service_pid(proc.pid, "issuer serve")
+        assert restarted != issuer
+        assert _service_pid(proc.pid, "--name photos") == photos
+        assert _service_pid(proc.pid, "--name contacts") == contacts
+        assert _healthy(ports["photos"])
+        said = "\n".join(lines)
+        assert f"issuer (pid {issuer}) was killed by signal 9; restarting it in 1 s" in said
+        assert f"restarted issuer (pid {restarted})" in said
+    finally:
+        _stop(proc)  # Ctrl-C still stops everything, the restarted issuer included
+    assert proc.returncode == 0
+    assert not any(_listening(p) for p in ports.values())
+    assert restarted
+    assert not Path(f"/proc/{restarted}").exists()
