@@ -6,8 +6,12 @@ Behaviour, in the order a request meets it:
   metadata when only the issuer URL is known (the metadata's ``issuer`` must match exactly).
 * The cache lifetime follows ``Cache-Control: max-age`` clamped to ``[min_ttl, max_ttl]``; the set
   is refreshed in the background ahead of expiry and at least every ``poll_interval`` with
-  ``If-None-Match``, so a key the issuer removed is dropped within one poll, and requests never
-  wait on a planned refresh.
+  ``If-None-Match``, so a key the issuer removed is dropped within one poll (plus a fetch), and
+  requests never wait on a planned refresh. Both are counted from the *start* of the fetch that
+  brought the set, so a slow fetch does not push the next poll; a retry after a failure waits
+  ``retry_backoff`` doubling up to ``max_retry_backoff``, never longer than ``poll_interval``.
+* A kid that leaves the set is remembered as gone (``negative_ttl``): its tokens are refused at
+  once, with no fetch.
 * An unknown ``kid`` causes at most one fetch per ``unknown_kid_cooldown``, shared by every
   request waiting on it; unknown kids are remembered for ``negative_ttl``; and all fetches draw
   on a budget of ``max_fetches_per_minute``.
@@ -337,17 +341,23 @@ class JWKSClient:
         self._last_success = now
         self._failures = 0
         self._next_attempt = now
-        self._expires_at = now + ttl
+        # The answer describes the set as it was when the fetch started: plan from then, so a
+        # slow fetch (say the one an unknown kid triggered) never pushes the next poll further
+        # than poll_interval from the set it saw (issue 13.9). Due at once if it took longer.
+        self._expires_at = started + ttl
         ahead = ttl * (1.0 - self.settings.refresh_ahead)
-        self._refresh_at = now + min(ahead, self.settings.poll_interval)
+        self._refresh_at = started + min(ahead, self.settings.poll_interval)
         self.last_fetch = FetchRecord(at=now, result=status)
         self.fetch_counts[status] += 1
 
     def _record_failure(self, at: float, detail: str, reason: str) -> None:
         self._failures += 1
+        # Never wait longer than a poll: the promise "a removed key is dropped within one poll
+        # interval" holds again one interval after the issuer recovers (issue 13.9).
         backoff = min(
-            self.settings.retry_backoff * (2 ** (self._failures - 1)),
+            self.settings.retry_backoff * (2 ** min(self._failures - 1, 30)),
             self.settings.max_retry_backoff,
+            self.settings.poll_interval,
         )
         now = self._clock()
         self._next_attempt = now + backoff
@@ -366,6 +376,10 @@ class JWKSClient:
     def _store(self, parsed: ParsedJWKS, now: float) -> None:
         if parsed.keys != self._keys:  # kid set or key material changed
             self.generation += 1
+        # A kid that left the set is gone, not unknown: its tokens are refused at once, with
+        # no fetch started or waited on (a revoked key's token would otherwise wait on one).
+        for kid in self._keys.keys() - parsed.keys.keys():
+            self._remember_unknown(kid, now)
         self._keys = dict(parsed.keys)
         self._known_since = {kid: self._known_since.get(kid, now) for kid in parsed.keys}
         # A kid that just arrived must not stay in the negative cache.

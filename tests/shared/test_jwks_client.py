@@ -539,7 +539,7 @@ def test_a_304_is_not_taken_for_a_redirect() -> None:
 def test_a_location_header_is_logged_on_one_line() -> None:
     async def main() -> None:
         async def handler(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(302, headers={"Location": "/a b\"c" + "x" * 300})
+            return httpx.Response(302, headers={"Location": '/a b"c' + "x" * 300})
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         client = JWKSClient(
@@ -754,5 +754,100 @@ def test_duplicate_kids_are_dropped_whatever_the_order() -> None:
         issuer = FakeIssuer(keys=[a, b, key(2).public_jwk()])
         client, _ = await _started(issuer)
         assert client.kids == {key(2).kid}
+
+    asyncio.run(main())
+
+
+# -- the poll schedule around slow and failed fetches (issue 13.9) ------------------------------
+#
+# The drill once saw a service accept a revoked key for 7.39 s with a 1 s poll interval. With
+# fast answers the cache drops a removed key within one poll (a virtual-time simulation of the
+# drill's traffic never exceeded 1.3 s); what stretched it were slow or failed fetches: the next
+# poll was planned from the *end* of the last fetch (a slow fetch, typically the one an unknown
+# kid triggers, pushed the next poll past the interval measured from the set it saw), and after
+# failures the retry waited 1, 2, 4, 8 s whatever the poll interval.
+
+
+def test_a_slow_unknown_kid_fetch_does_not_push_the_next_poll_past_the_interval() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer(max_age=3600)
+        issuer.publish(key(0), key(1))
+        client, clock = await _started(issuer, poll_interval=1, unknown_kid_cooldown=0)
+        clock.advance(0.5)
+        issuer.gate = asyncio.Event()  # the issuer answers slowly from now on
+        lookup = asyncio.create_task(client.get_key("unknown-kid"))
+        await _settle()
+        assert issuer.fetches == 2  # the unknown kid's fetch saw the set as it was now
+        issuer.publish(key(0))  # key 1 revoked while that answer is on its way
+        clock.advance(3)
+        issuer.gate.set()
+        issuer.gate = None
+        with pytest.raises(InvalidToken):
+            await lookup
+        assert key(1).kid in client.kids  # the slow answer predates the revocation
+        # That answer described the set 3 s ago: a poll is due now, not one interval later.
+        assert client.seconds_until_due() == 0
+        await client.refresh_if_due()
+        assert client.kids == {key(0).kid}
+
+    asyncio.run(main())
+
+
+def test_the_next_poll_is_planned_from_the_start_of_the_fetch() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer(max_age=3600)
+        issuer.publish(key(0))
+        client, clock = await _started(issuer, poll_interval=10)
+        issuer.gate = asyncio.Event()
+        clock.advance(10)
+        poll = asyncio.create_task(client.refresh_if_due())
+        await _settle()
+        clock.advance(4)  # four seconds on the way
+        issuer.gate.set()
+        await poll
+        assert client.seconds_until_due() == pytest.approx(6)
+
+    asyncio.run(main())
+
+
+def test_retries_after_failures_never_wait_longer_than_the_poll_interval() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer(max_age=3600)
+        issuer.publish(key(0), key(1))
+        client, clock = await _started(
+            issuer, poll_interval=1, retry_backoff=1, max_retry_backoff=10
+        )
+        issuer.fail = True
+        for _ in range(4):  # backoff would have grown to 1, 2, 4, 8 s
+            clock.advance(client.seconds_until_due())
+            await client.refresh_if_due()
+            assert client.seconds_until_due() <= 1
+        assert client.fetch_counts["error"] == 4
+        issuer.fail = False
+        issuer.publish(key(0))  # the issuer is back, without key 1
+        clock.advance(1)
+        await client.refresh_if_due()
+        assert client.kids == {key(0).kid}
+
+    asyncio.run(main())
+
+
+def test_a_kid_that_left_the_set_is_refused_at_once_without_a_fetch() -> None:
+    """A revoked kid is known to be gone: its tokens get 401 straight away instead of waiting
+    on (or starting) a fetch, as an unknown kid would."""
+
+    async def main() -> None:
+        issuer = FakeIssuer(max_age=3600)
+        issuer.publish(key(0), key(1))
+        client, clock = await _started(issuer, poll_interval=1, unknown_kid_cooldown=0)
+        issuer.publish(key(0))
+        clock.advance(1)
+        await client.refresh_if_due()
+        fetches = issuer.fetches
+        issuer.gate = asyncio.Event()  # a fetch now would stall: none must be waited on
+        with pytest.raises(InvalidToken):
+            await asyncio.wait_for(client.get_key(key(1).kid), timeout=2)
+        assert issuer.fetches == fetches
+        issuer.gate.set()
 
     asyncio.run(main())
