@@ -69,6 +69,7 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     assert elapsed < 60
     assert "RESULT: PASS" in result.stdout
+    assert "PROBE SAW" in result.stdout
     assert "[drill" in result.stderr  # live progress, one line a second
     report = json.loads(report_file.read_text())
 
@@ -100,6 +101,13 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
         assert service["within_bound"] is True
         assert service["refused_after_s"] <= 5
         assert service["replacement_accepted_after_s"] is not None
+        # Every probe with the revoked key's token is in the report, ending with the refusal.
+        log = service["probe_log"]
+        assert len(log) == service["probes"] >= 1
+        assert log[-1]["status"] == "401"
+        assert log[-1]["answered_after_s"] == service["refused_after_s"]
+        assert all(e["sent_after_s"] <= e["answered_after_s"] for e in log)
+        assert sum(service["probe_statuses"].values()) == len(log)
 
     for name in ("photos", "contacts"):
         fetches = report["services"][name]["jwks_fetches"]["delta"]
@@ -150,6 +158,8 @@ def test_drill_fails_when_revocation_exceeds_the_bound(stack: Stack) -> None:
     assert service["within_bound"] is False
     assert service["refused_after_s"] is None or service["refused_after_s"] > 1
     assert any("did not refuse the revoked key within 1s" in r for r in report["reasons"])
+    assert any("(probe saw " in r for r in report["reasons"])
+    assert all(e["status"] != "401" for e in service["probe_log"][:-1])
     assert "RESULT: FAIL" in result.stderr
 
 

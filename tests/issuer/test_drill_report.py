@@ -1,0 +1,81 @@
+"""The drill's report records what its revocation probe saw, every time (issue 13.9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from issuer.drill import (
+    Drill,
+    DrillConfig,
+    Revocation,
+    ServiceState,
+    format_report,
+    probe_summary,
+)
+
+
+def _entry(sent: float, answered: float, status: str) -> dict[str, Any]:
+    return {"sent_after_s": sent, "answered_after_s": answered, "status": status}
+
+
+def test_probe_summary_groups_runs_of_one_status() -> None:
+    log = [
+        _entry(0.0, 0.05, "200"),
+        _entry(0.1, 0.15, "200"),
+        _entry(0.2, 3.2, "error: ReadTimeout"),
+        _entry(3.3, 3.4, "503"),
+        _entry(3.5, 7.39, "401"),
+    ]
+    assert probe_summary(log) == (
+        "200 x2 0.05-0.15s, error: ReadTimeout 3.20s, 503 3.40s, 401 7.39s"
+    )
+    assert probe_summary([]) == "no answer"
+
+
+def test_report_lists_every_probe_in_json_and_table() -> None:
+    config = DrillConfig(
+        issuer="http://127.0.0.1:1",
+        resources={"photos": "http://127.0.0.1:2", "contacts": "http://127.0.0.1:3"},
+        client_id="c",
+        client_secret="s",
+        rotations=0,
+        revoke=True,
+        poll_interval=1,
+        revocation_margin=4,
+    )
+    drill = Drill(config)
+    drill.started = 1000.0
+    drill.revocation = Revocation("old", 1000.0, 1000.1, "new")
+    photos: ServiceState = drill.services["photos"]
+    photos.revoked_probe_log = [(1000.1, 1000.2, "200"), (1000.25, 1000.28, "401")]
+    photos.revoked_probes = 2
+    photos.revoked_refused_at = 1000.28
+    contacts = drill.services["contacts"]
+    contacts.revoked_probe_log = [
+        (1000.1, 1000.2, "200"),
+        (1000.3, 1006.0, "200"),  # a probe that waited 5.7 s for its answer
+        (1006.1, 1006.2, "503"),
+        (1006.3, 1007.39, "401"),
+    ]
+    contacts.revoked_probes = 4
+    contacts.revoked_refused_at = 1007.39
+    report = drill.report()
+
+    per = report["revocation"]["services"]
+    assert per["photos"]["within_bound"] is True
+    assert per["photos"]["probe_statuses"] == {"200": 1, "401": 1}
+    assert per["contacts"]["within_bound"] is False
+    assert per["contacts"]["last_accepted_after_s"] == 6.0
+    assert per["contacts"]["probe_statuses"] == {"200": 2, "503": 1, "401": 1}
+    assert per["contacts"]["probe_log"][1] == _entry(0.3, 6.0, "200")
+    assert [e["status"] for e in per["contacts"]["probe_log"]] == ["200", "200", "503", "401"]
+    assert any(
+        "contacts did not refuse the revoked key within 5s (probe saw 200 x2 0.20-6.00s, "
+        "503 6.20s, 401 7.39s)" in reason
+        for reason in report["reasons"]
+    )
+    table = format_report(report)
+    assert "PROBE SAW" in table
+    assert "LAST ACCEPTED" in table
+    assert "200 x2 0.20-6.00s, 503 6.20s, 401 7.39s" in table
+    assert "200 0.20s, 401 0.28s" in table
