@@ -535,6 +535,8 @@ class Drill:
                 "kid": rv.kid,
                 "replacement_kid": rv.replacement_kid,
                 "requested_at": rv.requested_at,
+                # How long the admin API took to revoke (the probes start after it answered).
+                "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
                 "bound_s": cfg.revocation_bound,
                 "poll_interval_s": cfg.poll_interval,
                 "margin_s": cfg.revocation_margin,
@@ -694,7 +696,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"revocation of {rv['kid']} (now signing: {rv['replacement_kid']}); bound "
             f"{rv['bound_s']:g}s = poll interval {rv['poll_interval_s']:g}s + margin "
-            f"{rv['margin_s']:g}s"
+            f"{rv['margin_s']:g}s; the admin API answered after "
+            f"{rv['admin_answered_after_s']:.2f}s"
         )
         lines.append(
             f"  {'SERVICE':<16} {'REFUSED AFTER':>14} {'WITHIN BOUND':>13} "

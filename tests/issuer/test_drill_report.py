@@ -74,7 +74,9 @@ def test_report_lists_every_probe_in_json_and_table() -> None:
         "503 6.20s, 401 7.39s)" in reason
         for reason in report["reasons"]
     )
+    assert report["revocation"]["admin_answered_after_s"] == 0.1
     table = format_report(report)
+    assert "the admin API answered after 0.10s" in table
     assert "PROBE SAW" in table
     assert "LAST ACCEPTED" in table
     assert "200 x2 0.20-6.00s, 503 6.20s, 401 7.39s" in table
