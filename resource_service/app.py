@@ -16,9 +16,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from resource_service.auth import (
     BearerAuthBackend,
@@ -80,6 +81,22 @@ def error_response(exc: KeyhouseError, realm: str) -> Response:
 
 def _realm(conn: HTTPConnection) -> str:
     return _resource(conn).settings.name
+
+
+class QuietDisconnect:
+    """The outermost of the app's own layers: a client that hangs up before its request is whole
+    (a body shorter than its ``Content-Length``, then a closed socket) ends here with one debug
+    line. There is no one to answer and nothing went wrong, so no 500 handler and no traceback
+    from uvicorn (anyone could otherwise fill the log, one slow body at a time)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            logger.debug("client disconnected during %s %s", scope.get("method"), scope.get("path"))
 
 
 async def handle_keyhouse_error(request: Request, exc: Exception) -> Response:
@@ -261,6 +278,7 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(QuietDisconnect),
             Middleware(FormCarrierMiddleware),
             Middleware(
                 AuthenticationMiddleware, backend=BearerAuthBackend(), on_error=on_auth_error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.name:
         os.environ["RESOURCE_NAME"] = args.name  # the worker processes build settings from env
     settings = ResourceSettings.from_env()  # validate now: one line on bad configuration
+    # The service's own loggers at RESOURCE_LOG_LEVEL, as the issuer's (uvicorn's log_level
+    # covers only uvicorn's: before, keyhouse.resource reached stderr only at WARNING and above).
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
     serve(
         "resource_service.asgi:app",
         host=args.host,
