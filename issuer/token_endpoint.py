@@ -14,7 +14,6 @@ Starlette's server-error middleware, outside this one.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -24,6 +23,7 @@ from issuer import http
 from issuer.forms import parse_form
 from issuer.token_service import UNKNOWN_ADDRESS
 from shared.errors import KeyhouseError, MethodNotAllowed
+from shared.tokens import compact_json
 
 if TYPE_CHECKING:
     from issuer.app import Issuer
@@ -32,7 +32,6 @@ _HEADERS = [
     (b"content-type", b"application/json"),
     *((name.lower().encode(), value.encode()) for name, value in http.NO_STORE.items()),
 ]
-_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def _request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
@@ -67,7 +66,7 @@ class TokenEndpoint:
             issuer.metrics.token_error(exc.error)
             raise
         issuer.metrics.token_issued(result.grant_type)
-        payload = _JSON.encode(result.body).encode()
+        payload = compact_json(result.body).encode()
         headers: list[Any] = [*_HEADERS, (b"content-length", b"%d" % len(payload))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -7,6 +7,9 @@ thread so the event loop keeps serving.
 
 from __future__ import annotations
 
+import base64
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +46,37 @@ T = TypeVar("T")
 GRANT_TYPES = ("client_credentials", "password", "refresh_token")
 CLIENT_CACHE_SECONDS = 2.0
 UNKNOWN_ADDRESS = "unknown"
+# Bounds of the per-process memos on the client_credentials path (each is emptied when full).
+MEMO_ENTRIES = 10_000
+# The longest Authorization header whose verification is remembered (a padded one is checked
+# each time, so no one fills memory with valid variants of one credential).
+MAX_REMEMBERED_HEADER = 512
 
 
 async def in_thread(func: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(func)
+
+
+class TokenIds:
+    """``jti`` values: 128 random bits each, base64url (22 characters, as
+    ``secrets.token_urlsafe(16)``), cut from one ``os.urandom`` read per 256 tokens instead of
+    a system call and a ``SystemRandom`` round trip per token."""
+
+    BYTES = 16
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            if self._at >= len(self._pool):
+                self._pool, self._at = os.urandom(self.BYTES * self.BATCH), 0
+            raw = self._pool[self._at : self._at + self.BYTES]
+            self._at += self.BYTES
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -109,7 +139,14 @@ class TokenService:
         )
         self.audit = audit_log or AuditLog(accounts.engine, clock=clock)
         self._client_cache: dict[str, tuple[float, Client | None]] = {}
-        self.signatures = BatchSigner()
+        # Authorization header -> (when its client was read, the client it authenticated).
+        self._verified: dict[str, tuple[float, Client]] = {}
+        # (requested scope, the client's scopes) -> the granted scopes (client_credentials).
+        self._granted: dict[tuple[str | None, frozenset[str]], frozenset[str]] = {}
+        self._token_ids = TokenIds()
+        self.monotonic: Callable[[], float] = time.monotonic  # the client caches' clock
+        # The key ring's current signer, looked up when each batch is signed.
+        self.signatures = BatchSigner(lambda: self.keyring.signer())
 
     def close(self) -> None:
         self.password_pool.close()
@@ -118,7 +155,7 @@ class TokenService:
 
     def lookup_client_cached(self, client_id: str) -> Client | None:
         """Each client is read at most every couple of seconds (the client_credentials hot path)."""
-        now = time.monotonic()
+        now = self.monotonic()
         hit = self._client_cache.get(client_id)
         if hit is not None and now - hit[0] < CLIENT_CACHE_SECONDS:
             return hit[1]
@@ -129,9 +166,29 @@ class TokenService:
         return client
 
     def authenticate(self, form: dict[str, str], authorization: str | None) -> Client:
-        # Inline on the event loop: a cache hit costs a dict lookup and one SHA-256; a miss is
-        # one indexed read, at most every CLIENT_CACHE_SECONDS per client.
-        return authenticate_client(form, authorization, self.lookup_client_cached)
+        """Inline on the event loop: a cache hit costs a dict lookup and one SHA-256; a miss is
+        one indexed read, at most every CLIENT_CACHE_SECONDS per client.
+
+        A machine client sends the same ``Authorization`` header with every request: once it
+        authenticated a client, the same header names that client without being decoded and
+        hashed again for as long as the client's record is cached (so a changed secret or a
+        disabled client takes effect within CLIENT_CACHE_SECONDS, as before). Only when the
+        body carries no client credentials of its own (a ``client_id`` there must match the
+        header's, a ``client_secret`` there is refused), and only successes are remembered.
+        """
+        if authorization is None or "client_id" in form or "client_secret" in form:
+            return authenticate_client(form, authorization, self.lookup_client_cached)
+        now = self.monotonic()
+        hit = self._verified.get(authorization)
+        if hit is not None and now - hit[0] < CLIENT_CACHE_SECONDS:
+            return hit[1]
+        client = authenticate_client(form, authorization, self.lookup_client_cached)
+        read = self._client_cache.get(client.client_id)
+        if read is not None and len(authorization) <= MAX_REMEMBERED_HEADER:
+            if len(self._verified) >= MEMO_ENTRIES:
+                self._verified.clear()
+            self._verified[authorization] = (read[0], client)
+        return client
 
     async def authenticate_request(
         self, form: dict[str, str], authorization: str | None, address: str = UNKNOWN_ADDRESS
@@ -237,7 +294,14 @@ class TokenService:
 
     async def _client_credentials(self, form: dict[str, str], client: Client) -> dict[str, Any]:
         audience = resolve_audience(form, client.audiences, None)
-        scopes = resolve_scope(form.get("scope"), client.scopes)
+        requested = form.get("scope")
+        key = (requested, client.scopes)
+        scopes = self._granted.get(key)
+        if scopes is None:  # parsed and checked once per scope string and client scope set
+            scopes = resolve_scope(requested, client.scopes)
+            if len(self._granted) >= MEMO_ENTRIES:
+                self._granted.clear()
+            self._granted[key] = scopes
         return await self._response(client.subject, client, audience, scopes, refresh_token=None)
 
     async def _password(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
@@ -373,10 +437,11 @@ class TokenService:
             scopes=scopes,
             now=self.clock(),
             ttl=ttl,
+            jti=self._token_ids.next(),
         )
         body: dict[str, Any] = {
             # Signed with the other tokens of this event-loop turn (issuer/batch_signer.py).
-            "access_token": await self.signatures.sign(self.keyring.signer(), claims),
+            "access_token": await self.signatures.sign_current(claims),
             "token_type": "Bearer",
             "expires_in": ttl,
             "scope": claims["scope"],
