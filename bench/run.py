@@ -20,6 +20,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -270,7 +271,13 @@ class Server:
 
 
 def _wrk_cmd(
-    cfg: Config, url: str, script: str, seconds: int, connections: int, threads: int
+    cfg: Config,
+    url: str,
+    script: str,
+    seconds: int,
+    connections: int,
+    threads: int,
+    timeout_s: int = 10,
 ) -> list[str]:
     threads = max(1, min(threads, connections))
     return pin(
@@ -284,7 +291,7 @@ def _wrk_cmd(
             "-d",
             f"{seconds}s",
             "--timeout",
-            "10s",
+            f"{timeout_s}s",
             "-s",
             str(WRK_DIR / script),
             url,
@@ -324,6 +331,7 @@ def start_wrk(
     seconds: int | None = None,
     connections: int | None = None,
     threads: int | None = None,
+    timeout_s: int = 10,
 ) -> subprocess.Popen[str]:
     cmd = _wrk_cmd(
         cfg,
@@ -332,6 +340,7 @@ def start_wrk(
         seconds or cfg.duration,
         connections or cfg.connections,
         threads or cfg.threads,
+        timeout_s,
     )
     return subprocess.Popen(
         cmd,
@@ -1479,12 +1488,37 @@ def _cpu_set(spec: str) -> set[int]:
     return cpus
 
 
+# Scenario 7's targets: logins inside a flood of cheap requests, and beside the token load, are
+# answered at this fraction of their rate alone at least, with a p99 under this many ms.
+LOGIN_SHARE_TARGET = 0.25
+LOGIN_P99_TARGET_MS = 5000.0
+PROBE_P99_TARGET_MS = 10.0
+LOGIN_CONNECTIONS = 8
+# wrk's --timeout for the logins: a login slower than this counts as a timeout, not a latency,
+# so the timeout is well above the p99 target and a timed-out login fails the p99.
+LOGIN_TIMEOUT_S = 10
+
+
+def login_p99(res: WrkResult) -> tuple[float, str]:
+    """The logins' p99 in ms, counting every login wrk gave up on (after LOGIN_TIMEOUT_S) as
+    slower than all the others: wrk's percentiles leave timed-out requests out."""
+    answered = res.requests
+    timed_out = res.socket_errors
+    if answered == 0:
+        return math.inf, "none answered"
+    if timed_out * 100 > answered + timed_out:  # more than 1% never answered in time
+        return math.inf, f">= {LOGIN_TIMEOUT_S} s ({timed_out} timed out)"
+    return res.p99_ms, f"{res.p99_ms:,.0f} ms"
+
+
 def scenario_7_password_latency(ctx: Context) -> None:
-    """Password grant p50/p99 under 8 concurrent logins while /healthz latency stays < 10 ms
-    (the event loop is not blocked by password hashing)."""
+    """Password logins (8 at once) alone, beside a paced /healthz probe, inside a closed-loop
+    /healthz flood and beside a client_credentials POST /token load: answered at >= 0.25 of
+    their rate alone with p99 < 5 s, probe p99 < 10 ms."""
     cfg = ctx.cfg
     stack = Stack(ctx, "s7")
     client = stack.create_client("bench-s7", grants=("password",))
+    token_client = stack.create_client("bench-s7-token")
     password = secrets.token_urlsafe(18)
     stack.create_user("bench-user", password)
     body = urllib.parse.urlencode(
@@ -1499,16 +1533,50 @@ def scenario_7_password_latency(ctx: Context) -> None:
     # Password hashing is slow by design: give even a --quick run time for many logins.
     login_secs = max(cfg.duration, 8)
     env = {"BENCH_AUTHORIZATION": client.authorization, "BENCH_BODY": body}
+    token_env = {
+        "BENCH_AUTHORIZATION": token_client.authorization,
+        "BENCH_BODY": stack.token_body(),
+    }
 
-    def start_logins() -> subprocess.Popen[bytes]:
+    def start_logins() -> subprocess.Popen[str]:
         url = f"{stack.issuer_url}/token"
-        return start_wrk(cfg, url, "token.lua", env, seconds=login_secs, connections=8, threads=1)
+        return start_wrk(
+            cfg,
+            url,
+            "token.lua",
+            env,
+            seconds=login_secs,
+            connections=LOGIN_CONNECTIONS,
+            threads=1,
+            timeout_s=LOGIN_TIMEOUT_S,
+        )
 
     def start_health(seconds: int, delay_ms: int = 0) -> subprocess.Popen[str]:
         env = {"BENCH_DELAY_MS": str(delay_ms)} if delay_ms else None
         url = f"{stack.issuer_url}/healthz"
         return start_wrk(cfg, url, "bearer.lua", env, seconds=seconds, connections=1, threads=1)
 
+    def drain() -> None:
+        # wrk stops waiting, the server does not: let the last queued checks finish.
+        time.sleep(3.0)
+
+    def alone(what: str) -> WrkResult:
+        res = finish_wrk(start_logins(), login_secs, what)
+        drain()
+        return res
+
+    def beside(
+        what: str, start_other: Callable[[], subprocess.Popen[str]], other: str
+    ) -> tuple[WrkResult, WrkResult]:
+        """Logins inside another load that started a second before them and ends after."""
+        load = start_other()
+        time.sleep(1.0)
+        logins = finish_wrk(start_logins(), login_secs, what, allow_errors=True)
+        res = finish_wrk(load, login_secs + 2, other)
+        drain()
+        return logins, res
+
+    alone_runs: list[WrkResult] = []
     with stack.issuer(workers=1):
         status, _, resp = http(
             "POST",
@@ -1518,9 +1586,10 @@ def scenario_7_password_latency(ctx: Context) -> None:
         )
         if status != 200:
             raise BenchError(f"password grant answered {status}: {resp[:300]!r}")
-        alone = finish_wrk(start_logins(), login_secs, "password grant x8 alone")
-        # wrk stops waiting, the server does not: let the last queued checks finish.
-        time.sleep(3.0)
+        stack.get_token(token_client)
+        # Alone, then each load with the logins inside it, alone again after each (B A B A B):
+        # each ratio is to the mean of the two alone runs around it.
+        alone_runs.append(alone("password grant x8 alone"))
         # 1. A paced probe (one connection, PROBE_DELAY_MS between requests) leaves the logins
         #    most of the core, so both latencies are measured at once.
         logins = start_logins()
@@ -1529,61 +1598,115 @@ def scenario_7_password_latency(ctx: Context) -> None:
         probe = start_health(health_secs, PROBE_DELAY_MS)
         h_probe = finish_wrk(probe, health_secs, "issuer /healthz probe during logins")
         p = finish_wrk(logins, login_secs, "password grant x8 beside the probe")
-        time.sleep(3.0)
-        # 2. A closed-loop flood takes every cycle it can: the logins (idle priority) wait, and
-        #    /healthz must still not queue behind hashing. The logins run inside the flood.
-        flood = start_health(login_secs + 2)
-        time.sleep(1.0)
-        flooded_logins = start_logins()
-        fl = finish_wrk(
-            flooded_logins, login_secs, "password grant x8 in the flood", allow_errors=True
+        drain()
+        # 2. A closed-loop flood takes every cycle it can: the logins run inside it.
+        fl, h_flood = beside(
+            "password grant x8 in the flood",
+            lambda: start_health(login_secs + 2),
+            "issuer /healthz flood during logins",
         )
-        h_flood = finish_wrk(flood, login_secs + 2, "issuer /healthz flood during logins")
+        alone_runs.append(alone("password grant x8 alone (2)"))
+        # 3. The token endpoint's usual load, on as many connections as the logins.
+        tk, tok_load = beside(
+            "password grant x8 beside the token load",
+            lambda: start_wrk(
+                cfg,
+                f"{stack.issuer_url}/token",
+                "token.lua",
+                token_env,
+                seconds=login_secs + 2,
+                connections=LOGIN_CONNECTIONS,
+            ),
+            "POST /token client_credentials x8 during logins",
+        )
+        alone_runs.append(alone("password grant x8 alone (3)"))
     runs = {
-        "password grant x8 alone": alone,
+        "password grant x8 alone": alone_runs[0],
         "password grant x8": p,
         "issuer /healthz during logins": h_probe,
         "password grant x8 in the flood": fl,
         "issuer /healthz flood during logins": h_flood,
+        "password grant x8 alone (2)": alone_runs[1],
+        "password grant x8 beside the token load": tk,
+        "POST /token client_credentials x8 during logins": tok_load,
+        "password grant x8 alone (3)": alone_runs[2],
     }
     for what, res in runs.items():
         ctx.raw.setdefault("wrk", {})[what] = asdict(res)
         print(f"    wrk {what}: {res.short()}", flush=True)
-    for what, res in (
-        ("password grant, 8 concurrent logins, nothing else", alone),
-        ("password grant, 8 concurrent logins, beside the paced /healthz probe below", p),
-    ):
-        ctx.add(
-            Row(
-                "7",
-                what,
-                f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms ({res.rps:,.1f} logins/s)",
-                target="(report)",
-            )
+
+    def logins_per_s(res: WrkResult) -> str:
+        return f"{res.rps:,.2f} logins/s"
+
+    ctx.add(
+        Row(
+            "7",
+            f"password grant, {LOGIN_CONNECTIONS} concurrent logins, nothing else",
+            f"p50 {alone_runs[0].p50_ms:,.0f} ms, p99 {alone_runs[0].p99_ms:,.0f} ms"
+            f" ({logins_per_s(alone_runs[0])})",
+            target="(report)",
+            note="alone runs before, between and after the loads: "
+            + ", ".join(logins_per_s(r) for r in alone_runs),
         )
-    for what, h in (
-        (f"issuer /healthz during those logins, paced probe ({h_probe.rps:,.0f} req/s)", h_probe),
+    )
+    ctx.add(
+        Row(
+            "7",
+            f"password grant, {LOGIN_CONNECTIONS} concurrent logins, beside the paced /healthz"
+            " probe below",
+            f"p50 {p.p50_ms:,.0f} ms, p99 {p.p99_ms:,.0f} ms ({logins_per_s(p)})",
+            target="(report)",
+        )
+    )
+    ctx.add(
+        Row(
+            "7",
+            f"issuer /healthz during those logins, paced probe ({h_probe.rps:,.0f} req/s)",
+            f"p50 {h_probe.p50_ms:.2f} ms, p99 {h_probe.p99_ms:.2f} ms,"
+            f" max {h_probe.max_ms:.1f} ms",
+            target=f"p99 < {PROBE_P99_TARGET_MS:g} ms",
+            passed=h_probe.p99_ms < PROBE_P99_TARGET_MS,
+        )
+    )
+    target = f">= {LOGIN_SHARE_TARGET} and p99 < {LOGIN_P99_TARGET_MS / 1000:g} s"
+    for i, (what, res, load) in enumerate(
         (
-            f"issuer /healthz during 8 concurrent logins, closed-loop flood"
-            f" ({h_flood.rps:,.0f} req/s)",
-            h_flood,
-        ),
+            (
+                f"logins inside a closed-loop /healthz flood ({h_flood.rps:,.0f} req/s on 1"
+                " connection) vs alone",
+                fl,
+                h_flood,
+            ),
+            (
+                f"logins beside {LOGIN_CONNECTIONS} connections of client_credentials POST /token"
+                f" ({tok_load.rps:,.0f} req/s) vs alone",
+                tk,
+                tok_load,
+            ),
+        )
     ):
+        ref = (alone_runs[i].rps + alone_runs[i + 1].rps) / 2
+        ratio = res.rps / ref if ref else 0.0
+        p99, p99_text = login_p99(res)
         ctx.add(
             Row(
                 "7",
                 what,
-                f"p50 {h.p50_ms:.2f} ms, p99 {h.p99_ms:.2f} ms, max {h.max_ms:.1f} ms",
-                target="p99 < 10 ms",
-                passed=h.p99_ms < 10.0,
+                f"{logins_per_s(res)} (p50 {res.p50_ms:,.0f} ms, p99 {p99_text})",
+                f"{ref:,.2f} logins/s",
+                round(ratio, 3),
+                target,
+                ratio >= LOGIN_SHARE_TARGET and p99 < LOGIN_P99_TARGET_MS,
+                note=f"{res.requests} logins answered in {res.seconds:.0f} s,"
+                f" {res.socket_errors} timed out or failed; the load meanwhile: {load.short()}",
             )
         )
     ctx.add(
         Row(
             "7",
-            "logins answered during that flood (8 connections)",
-            f"{fl.requests} in {fl.seconds:.0f} s"
-            + (f" ({fl.socket_errors} timeouts or socket errors)" if fl.socket_errors else ""),
+            "issuer /healthz flood during those logins (its own latency)",
+            f"p50 {h_flood.p50_ms:.2f} ms, p99 {h_flood.p99_ms:.2f} ms,"
+            f" max {h_flood.max_ms:.1f} ms",
             target="(report)",
         )
     )
@@ -1708,6 +1831,92 @@ def busy_banner(busy: str) -> list[str]:
     ]
 
 
+# docs/benchmarks.md keeps one line per full run: (column, scenario, start of the row's name).
+HISTORY_HEADLINES: list[tuple[str, str, str]] = [
+    ("/token ÷ raw sign", "1", "issuer POST /token, client_credentials"),
+    ("Keyhouse ÷ peer", "1", "tokens/s Keyhouse / node-oidc-provider"),
+    ("/whoami ÷ /healthz, no cache", "2", "resource GET /whoami vs its /healthz, no cache"),
+    ("/whoami ÷ /healthz, cache", "2", "resource GET /whoami vs its /healthz, token cache"),
+    ("÷ PyJWT baseline", "3", "resource /whoami (cache off) vs PyJWT"),
+    ("valid in kid flood ÷ calm", "4", "valid /whoami during a flood"),
+    ("logins in a flood ÷ alone", "7", "logins inside a closed-loop /healthz flood"),
+    ("logins beside /token load ÷ alone", "7", "logins beside"),
+]
+HISTORY_FIXED = ["date (UTC)", "raw RSA-2048 signs/s"]
+HISTORY_TAIL = ["targets met", "load at start"]
+HISTORY_HEADING = "## History"
+
+
+@dataclass
+class History:
+    """The table of full runs at the end of docs/benchmarks.md: kept across runs (each full
+    run adds its line), whatever else of the report is replaced."""
+
+    columns: list[str] = field(default_factory=list)
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, report: str) -> History:
+        """The history table of an earlier report (none: empty)."""
+        _, found, rest = report.partition("\n" + HISTORY_HEADING + "\n")
+        if not found:
+            return cls()
+        table = []
+        for line in rest.splitlines():
+            if line.startswith("## "):
+                break
+            if line.startswith("|"):
+                table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        if len(table) < 2:
+            return cls()
+        header, body = table[0], table[2:]
+        return cls(header, [dict(zip(header, row, strict=False)) for row in body])
+
+    def add(self, row: dict[str, str]) -> None:
+        """Adds a run's line, replacing an earlier line of the same run (same date)."""
+        self.rows = [r for r in self.rows if r.get("date (UTC)") != row["date (UTC)"]]
+        self.rows.append(row)
+        self.rows.sort(key=lambda r: r.get("date (UTC)", ""))
+
+    def render(self) -> list[str]:
+        if not self.rows:
+            return []
+        known = [*HISTORY_FIXED, *(h[0] for h in HISTORY_HEADLINES), *HISTORY_TAIL]
+        columns = known + [c for c in self.columns if c not in known]
+        lines = [
+            "",
+            HISTORY_HEADING,
+            "",
+            "Every full run of `./scripts/bench` adds a line (kept when the report above is"
+            " rewritten); the ratios are the table's, on the machine of the day, whose raw signing"
+            " rate is given. A ratio followed by (no) missed its target.",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + " --- |" * len(columns),
+        ]
+        for row in self.rows:
+            lines.append("| " + " | ".join(row.get(c, "") for c in columns) + " |")
+        return lines
+
+
+def history_row(ctx: Context, started: dt.datetime) -> dict[str, str]:
+    """This run's line in the history table."""
+    sign = (ctx.raw.get("ceilings") or {}).get("rsa2048_sign", {}).get("per_s")
+    row = {
+        "date (UTC)": started.strftime("%Y-%m-%d %H:%M"),
+        "raw RSA-2048 signs/s": f"{sign:,.0f}" if sign else "",
+    }
+    for column, scenario, prefix in HISTORY_HEADLINES:
+        for r in ctx.rows:
+            if r.scenario == scenario and r.name.startswith(prefix) and r.ratio is not None:
+                row[column] = f"{r.ratio:.2f}" + (" (no)" if r.passed is False else "")
+                break
+    judged = [r for r in ctx.rows if r.passed is not None]
+    row["targets met"] = f"{sum(1 for r in judged if r.passed)} of {len(judged)}"
+    row["load at start"] = str(ctx.raw.get("machine", {}).get("load_average_at_start", ""))
+    return row
+
+
 def fmt_ratio(r: float | None) -> str:
     return "" if r is None else f"{r:.2f}"
 
@@ -1721,6 +1930,7 @@ def render(
     started: dt.datetime,
     todo: list[tuple[str, str, str]],
     failed: list[tuple[str, str, str]],
+    history: History | None = None,
 ) -> str:
     cfg = ctx.cfg
     m = ctx.raw["machine"]
@@ -1782,6 +1992,7 @@ def render(
     if failed:
         lines += ["", "## Failed to run", ""]
         lines += [f"- {num} `{name}`: {why.splitlines()[0]}" for num, name, why in failed]
+    lines += (history or History()).render()
     lines += [
         "",
         "## Method",
@@ -1812,13 +2023,19 @@ def render(
         "- Password grant: wrk with 8 connections on `POST /token` (grant_type=password), first"
         " alone; then beside a paced `GET /healthz` probe (1 connection, a request every"
         f" {PROBE_DELAY_MS} ms after the previous answer), both latencies measured at once; then"
-        " inside a closed-loop `/healthz` flood (1 connection, no pause) that takes every cycle"
-        " it can. The issuer hashes at idle CPU priority, so in the flood the logins get only the"
-        " CPU it leaves (the row after it counts what they got); `/healthz` must stay under"
-        " 10 ms at p99 both ways.",
+        " inside a closed-loop `/healthz` flood (1 connection, no pause) and beside 8 connections"
+        " of `client_credentials` `POST /token`, each load started a second before the logins and"
+        " stopped after them, with a run alone between and after the loads (B A B A B: each"
+        " ratio divides by the two alone runs around it). The issuer hashes at idle CPU priority"
+        " and guarantees the checks in progress a share of the core (README, `FairShare`): the"
+        f" logins inside each load must keep >= {LOGIN_SHARE_TARGET} of their rate alone with"
+        f" p99 < {LOGIN_P99_TARGET_MS / 1000:g} s (wrk --timeout {LOGIN_TIMEOUT_S}s: a login"
+        " slower than that counts against the p99, never out of it), and the paced probe"
+        f" p99 < {PROBE_P99_TARGET_MS:g} ms. The flood's own latency is reported: the loop"
+        " pauses for the logins then.",
         "- Every run checks the first response by hand and rejects a measurement with more than 1%"
-        " non-2xx answers or socket errors (the logins inside the flood excepted: their timeouts"
-        " are what that row reports).",
+        " non-2xx answers or socket errors (the logins inside a load excepted: their timeouts"
+        " count against their p99).",
         "",
     ]
     return "\n".join(lines)
@@ -1937,8 +2154,26 @@ def run_directory() -> Iterator[Path]:
     yield d
 
 
-def render_saved(raw: dict[str, Any]) -> str:
-    """The report of an earlier run, from the JSON it saved."""
+def previous_history(out: Path) -> History:
+    """The history table of the report ``out`` replaces (empty when there is none)."""
+    try:
+        return History.parse(out.read_text())
+    except OSError:
+        return History()
+
+
+def is_full(raw: dict[str, Any]) -> bool:
+    """A run of every scenario, neither quick nor profiled: the runs the history records."""
+    conf = raw.get("config", {})
+    ran = {r["scenario"] if isinstance(r, dict) else r.scenario for r in raw.get("rows", [])}
+    ran |= {num for num, _name, _why in raw.get("failed", [])}
+    wanted = {num for num, _fn in SCENARIOS.values()}
+    return not (conf.get("quick") or conf.get("profile")) and wanted <= ran
+
+
+def render_saved(raw: dict[str, Any], history: History | None = None) -> str:
+    """The report of an earlier run, from the JSON it saved; with ``history``, that table
+    (plus this run's line if it was a full run)."""
     conf = dict(raw["config"])
     conf["run_dir"] = Path(conf["run_dir"])
     ctx = Context(Config(**conf), rows=[Row(**r) for r in raw["rows"]], raw=raw)
@@ -1948,14 +2183,16 @@ def render_saved(raw: dict[str, Any]) -> str:
         if stamp
         else dt.datetime.now(dt.UTC)
     )
-    return render(ctx, started, raw.get("todo", []), raw.get("failed", []))
+    if history is not None and is_full(raw):
+        history.add(history_row(ctx, started))
+    return render(ctx, started, raw.get("todo", []), raw.get("failed", []), history)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render_only is not None:
-        report = render_saved(json.loads(args.render_only.read_text()))
         out = args.out or ROOT / "docs" / "benchmarks.md"
+        report = render_saved(json.loads(args.render_only.read_text()), previous_history(out))
         out.write_text(report)
         print(f"bench: wrote {out}")
         return 0
@@ -2008,7 +2245,6 @@ def main(argv: list[str] | None = None) -> int:
         ctx.raw["rows"] = [asdict(r) for r in ctx.rows]
         ctx.raw["todo"] = todo
         ctx.raw["failed"] = failed
-        report = render(ctx, started, todo, failed)
         # Only a full, unprofiled run of every scenario replaces docs/benchmarks.md by default.
         full = not (cfg.quick or cfg.profile) and names == list(SCENARIOS)
         out = args.out or (
@@ -2016,6 +2252,12 @@ def main(argv: list[str] | None = None) -> int:
             if full
             else RESULTS / ("benchmarks-quick.md" if cfg.quick else "benchmarks-partial.md")
         )
+        # The report replaces the one at ``out``, but its history table is carried over, with
+        # this run's line added when it was a full run.
+        history = previous_history(out)
+        if full:
+            history.add(history_row(ctx, started))
+        report = render(ctx, started, todo, failed, history)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

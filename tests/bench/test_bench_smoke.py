@@ -12,8 +12,10 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +123,86 @@ def test_parse_wrk_output() -> None:
     assert res.p99_ms == 95.07
     assert res.non_2xx == 3
     assert res.socket_errors == 1
+
+
+def _saved_run(run: ModuleType, tmp_path: Path, *, quick: bool, stamp: str, ratio: float) -> Any:
+    """The JSON a run saves, with one row per scenario (the /token row's ratio as given)."""
+    cfg = run.make_config(run.parse_args(["--quick"] if quick else []), tmp_path / f"run-{stamp}-1")
+    rows = [run.Row(num, f"scenario {num}", "x") for num, _fn in run.SCENARIOS.values()]
+    rows.append(
+        run.Row(
+            "1",
+            "issuer POST /token, client_credentials, 1 worker, vs raw RSA signs",
+            "x",
+            ratio=ratio,
+            target=">= 0.75",
+            passed=ratio >= 0.75,
+        )
+    )
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    return {
+        "config": config,
+        "rows": [asdict(r) for r in rows],
+        "machine": {
+            "uname_a": "Linux test",
+            "cpu_model": "test",
+            "cpus": "2",
+            "memory": "1 GiB",
+            "load_average_at_start": "0.10 0.20 0.30",
+            "cpu_busy_before_start": "1%",
+        },
+        "versions": {"python": "3"},
+        "ceilings": {"rsa2048_sign": {"per_s": 1100.0}},
+    }
+
+
+def test_the_report_keeps_a_history_of_full_runs(tmp_path: Path) -> None:
+    """Each full run adds a line to the history table; the report is rewritten, the table is
+    carried over; a quick (or partial) run adds nothing and loses nothing."""
+    run = _load_run()
+    first = run.render_saved(
+        _saved_run(run, tmp_path, quick=False, stamp="20261201T100000Z", ratio=0.8),
+        run.History(),
+    )
+    second = run.render_saved(
+        _saved_run(run, tmp_path, quick=False, stamp="20261202T100000Z", ratio=0.7),
+        run.History.parse(first),
+    )
+    quick = run.render_saved(
+        _saved_run(run, tmp_path, quick=True, stamp="20261203T100000Z", ratio=0.9),
+        run.History.parse(second),
+    )
+    history = run.History.parse(quick)
+    assert [r["date (UTC)"] for r in history.rows] == ["2026-12-01 10:00", "2026-12-02 10:00"]
+    assert [r["/token ÷ raw sign"] for r in history.rows] == ["0.80", "0.70 (no)"]
+    assert {r["raw RSA-2048 signs/s"] for r in history.rows} == {"1,100"}
+    assert history.rows[0]["targets met"] == "1 of 1"
+    # Rendering the same run again replaces its line rather than adding a second one.
+    again = run.render_saved(
+        _saved_run(run, tmp_path, quick=False, stamp="20261202T100000Z", ratio=0.76),
+        run.History.parse(quick),
+    )
+    assert [r["/token ÷ raw sign"] for r in run.History.parse(again).rows] == ["0.80", "0.76"]
+
+
+def test_the_history_keeps_columns_it_no_longer_writes() -> None:
+    run = _load_run()
+    old = (
+        "# Benchmarks\n\n## History\n\n| date (UTC) | retired ratio |\n| --- | --- |\n| d | 1.0 |\n"
+    )
+    history = run.History.parse(old)
+    text = "\n".join(history.render())
+    assert "retired ratio" in text
+    assert "| d |" in text
+
+
+def test_login_p99_counts_timed_out_logins() -> None:
+    run = _load_run()
+
+    def res(requests: int, timeouts: int) -> Any:
+        return run.WrkResult(requests, 15.0, requests / 15, 900.0, 1000.0, 1200.0, 1500.0, 0,
+                             timeouts)  # fmt: skip
+
+    assert run.login_p99(res(100, 0))[0] == 1200.0
+    assert run.login_p99(res(100, 5))[0] == float("inf")  # 5 of 105 never answered in time
+    assert run.login_p99(res(0, 8))[0] == float("inf")
