@@ -63,10 +63,11 @@ def _escape(code: int, upper: bool) -> str:
 
 # Mostly valid JSON, so that examples get past the decoder to the checks behind it; broken
 # syntax comes from the invalid pieces below, from mutated_bytes and from arbitrary bytes.
+# One integer per escape (code and case), not builds() of two draws: fewer Hypothesis draws.
 _valid_piece = st.one_of(
     st.characters(exclude_characters='"\\', exclude_categories=("Cs", "Cc")),
-    st.builds(_escape, st.integers(0, 0xFFFF), st.booleans()),  # any \uXXXX, lone surrogates too
-    st.builds(_escape, st.integers(0xD800, 0xDFFF), st.booleans()),  # surrogates, more often
+    st.integers(0, 0x1FFFF).map(lambda n: _escape(n >> 1, bool(n & 1))),  # any \uXXXX
+    st.integers(0, 0xFFF).map(lambda n: _escape(0xD800 + (n >> 1), bool(n & 1))),  # surrogates
     st.sampled_from(["\\ud83d\\ude00", '\\"', "\\\\", "\\/", "\\b", "\\n", "\\t"]),
 )
 _invalid_piece = st.one_of(
@@ -81,12 +82,17 @@ _surrogate_string = st.builds(
     st.booleans(),
     st.lists(_valid_piece, max_size=2),
 )
+# Plain characters come as one draw of text (a list of one-character pieces costs a Hypothesis
+# draw per character, the bulk of bench/fuzz.py's time); escapes and invalid pieces as lists.
+_plain_text = st.text(
+    alphabet=st.characters(exclude_characters='"\\', exclude_categories=("Cs", "Cc")), max_size=6
+)
 json_string = st.one_of(
-    st.lists(_valid_piece, max_size=6),
-    st.lists(_valid_piece, max_size=6),
-    st.lists(_valid_piece, max_size=6),
-    st.lists(st.one_of(_valid_piece, _invalid_piece), max_size=6),
-).map(lambda parts: '"' + "".join(parts) + '"')
+    _plain_text,
+    st.lists(_valid_piece, max_size=6).map("".join),
+    st.lists(_valid_piece, max_size=6).map("".join),
+    st.lists(st.one_of(_valid_piece, _invalid_piece), max_size=6).map("".join),
+).map(lambda text: '"' + text + '"')
 
 _digits = st.text(alphabet=string.digits, min_size=1, max_size=40)
 _exponent = st.one_of(
@@ -118,13 +124,15 @@ json_name = st.one_of(
 _separator = st.sampled_from([",", ", ", " ,\n"])
 
 
-def _container(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+def _container(children: st.SearchStrategy[str], size: int) -> st.SearchStrategy[str]:
     array = st.builds(
-        lambda items, sep: "[" + sep.join(items) + "]", st.lists(children, max_size=4), _separator
+        lambda items, sep: "[" + sep.join(items) + "]",
+        st.lists(children, max_size=size),
+        _separator,
     )
     obj = st.builds(
         lambda members, sep: "{" + sep.join(f"{k}:{v}" for k, v in members) + "}",
-        st.lists(st.tuples(json_name, children), max_size=4),
+        st.lists(st.tuples(json_name, children), max_size=size),
         _separator,
     )
     return st.one_of(array, obj)
@@ -135,8 +143,29 @@ _deep = st.builds(
     st.one_of(st.integers(0, 64), st.integers(0, 1500)),
     st.booleans(),
 )
-_tree = st.recursive(json_scalar, _container, max_leaves=8)
+# Two levels of containers drawn directly (st.recursive costs several times as much per leaf);
+# deeper nesting comes from _deep, up to 1500 levels.
+_level1 = _container(json_scalar, 3)
+_tree = st.one_of(json_scalar, _level1, _container(st.one_of(json_scalar, _level1), 3))
 json_value = st.one_of(_tree, _tree, _tree, _tree, _deep)
+
+
+# Strategies drawn inside the composites below are built once: Hypothesis validates a strategy
+# the first time it is drawn from, which for a fresh one (and json_value's whole tree) costs more
+# than the draw.
+_ZERO_TO_NINE = st.integers(0, 9)
+_ONE_OR_TWO = st.integers(1, 2)
+_ONE_TO_FOUR = st.integers(1, 4)
+_ZERO_TO_THREE = st.integers(0, 3)
+_BYTE = st.integers(0, 255)
+_EDIT = st.sampled_from(["flip", "insert", "delete"])
+_ADDED_MEMBERS = st.lists(st.tuples(json_name, json_value), max_size=3)
+
+
+@functools.cache
+def _index(upto: int) -> st.SearchStrategy[int]:
+    """integers(0, upto), one strategy per bound."""
+    return st.integers(0, upto)
 
 
 def _object_text(members: list[tuple[str, str]]) -> str:
@@ -148,14 +177,14 @@ def members_with_changes(draw: st.DrawFn, base: dict[str, Any]) -> str:
     """``base`` as JSON object text, often with members added (duplicate names included) and
     sometimes with members replaced or dropped, the new values arbitrary JSON text."""
     members = [(json.dumps(name), json.dumps(value)) for name, value in base.items()]
-    weight = draw(st.integers(0, 9))
+    weight = draw(_ZERO_TO_NINE)
     if weight >= 6:  # replace one or two members
-        for _ in range(draw(st.integers(1, 2))):
-            at = draw(st.integers(0, len(members) - 1))
+        for _ in range(draw(_ONE_OR_TWO)):
+            at = draw(_index(len(members) - 1))
             members[at] = (members[at][0], draw(json_value))
     if weight == 9 and members:  # drop one
-        del members[draw(st.integers(0, len(members) - 1))]
-    members += draw(st.lists(st.tuples(json_name, json_value), max_size=3))
+        del members[draw(_index(len(members) - 1))]
+    members += draw(_ADDED_MEMBERS)
     return _object_text(members)
 
 
@@ -167,10 +196,10 @@ def to_bytes(text: str) -> bytes:
 def mutated_bytes(draw: st.DrawFn, raw: st.SearchStrategy[bytes]) -> bytes:
     """``raw`` with a few bytes flipped, inserted or deleted."""
     data = bytearray(draw(raw))
-    for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.sampled_from(["flip", "insert", "delete"]))
-        at = draw(st.integers(0, len(data)))
-        byte = draw(st.integers(0, 255))
+    for _ in range(draw(_ZERO_TO_THREE)):
+        op = draw(_EDIT)
+        at = draw(_index(len(data)))
+        byte = draw(_BYTE)
         if op == "insert":
             data.insert(at, byte)
         elif data:
@@ -183,21 +212,21 @@ def mutated_bytes(draw: st.DrawFn, raw: st.SearchStrategy[bytes]) -> bytes:
 
 
 _TOKEN_CHARS = string.ascii_letters + string.digits + "-_.=+/ ~\n\t"
+_TOKEN_CHAR = st.one_of(st.sampled_from(_TOKEN_CHARS), st.characters(exclude_categories=()))
 
 
 @st.composite
 def mutated_text(draw: st.DrawFn, text: str) -> str:
     """``text`` with 1-4 characters flipped, inserted or deleted (mostly token characters)."""
     chars = list(text)
-    char = st.one_of(st.sampled_from(_TOKEN_CHARS), st.characters(exclude_categories=()))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(chars) - 1, 0)))
+    for _ in range(draw(_ONE_TO_FOUR)):
+        op = draw(_EDIT)
+        at = draw(_index(max(len(chars) - 1, 0)))
         if op == "insert":
-            chars.insert(at, draw(char))
+            chars.insert(at, draw(_TOKEN_CHAR))
         elif chars:
             if op == "flip":
-                chars[at] = draw(char)
+                chars[at] = draw(_TOKEN_CHAR)
             else:
                 del chars[at]
     return "".join(chars)
@@ -282,21 +311,24 @@ def check_token(token: str) -> None:
     check_authorization("Bearer " + token)
 
 
+@functools.cache
+def _changed_header_and_claims() -> tuple[st.SearchStrategy[str], st.SearchStrategy[str]]:
+    return members_with_changes(header()), members_with_changes(claims())
+
+
 @st.composite
 def signed_tokens(draw: st.DrawFn) -> str:
     """Header and payload re-encoded with arbitrary JSON, then either signed by the trusted key
     (so the claims checks run on it) or given the valid token's signature."""
-    h, p = header(), claims()
+    head_changed, body_changed = _changed_header_and_claims()
     # Hypothesis does not pick one_of's branches evenly: weigh them by hand. Mostly the valid
     # header, so that most examples reach the payload and the claims checks.
-    weight = draw(st.integers(0, 9))
-    if weight < 7:
-        head = json.dumps(h)
-    else:
-        head = draw(members_with_changes(h) if weight < 9 else json_value)
-    body = draw(members_with_changes(p) if draw(st.integers(0, 9)) < 8 else json_value)
+    weight = draw(_ZERO_TO_NINE)
+    head_strategy = head_changed if weight < 9 else json_value
+    head = json.dumps(header()) if weight < 7 else draw(head_strategy)
+    body = draw(body_changed if draw(_ZERO_TO_NINE) < 8 else json_value)
     head_raw, body_raw = to_bytes(head), to_bytes(body)
-    if draw(st.integers(0, 9)) < 7:
+    if draw(_ZERO_TO_NINE) < 7:
         return sign(head_raw, body_raw)
     signature = valid_token().rsplit(".", 1)[1]
     return f"{b64url_encode(head_raw)}.{b64url_encode(body_raw)}.{signature}"
@@ -334,11 +366,16 @@ VERIFIER_SIGNED_JSON = Target("verifier-signed-json", signed_tokens(), check_tok
 
 _form_piece = st.one_of(
     st.text(alphabet=string.ascii_letters + string.digits + "_-.~", max_size=8),
-    st.builds(lambda a, b: f"%{a}{b}", st.sampled_from(_HEX + "gG%"), st.sampled_from(_HEX + "zZ")),
+    st.sampled_from([f"%{a}{b}" for a in _HEX + "gG%" for b in _HEX + "zZ"]),  # one draw
     st.sampled_from(["+", "%", "=", "&", ";", "%00", "%ed%a0%80", "%ff", "%C3", "\u00e9"]),
     st.characters(exclude_categories=()),
 )
-_form_text = st.lists(_form_piece, max_size=6).map("".join)
+# Half the time one draw of text over the form's own characters (one Hypothesis draw instead of
+# one per piece), half the time pieces: percent escapes valid and not, separators, any character.
+_form_text = st.one_of(
+    st.text(alphabet=string.ascii_letters + string.digits + "_-.~%+=&;" + "\u00e9", max_size=12),
+    st.lists(_form_piece, max_size=6).map("".join),
+)
 _form_pair = st.one_of(
     st.tuples(
         st.sampled_from(["grant_type", "scope", "client_id", "password", "token"]), _form_text
