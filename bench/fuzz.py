@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz.py --examples 1000000 --jobs 2
     .venv/bin/python bench/fuzz.py --examples 50000 --targets verifier-signed-json,issuer-form
-    .venv/bin/python bench/fuzz.py --replay verifier-signed-json:12345 --seed 7
+    .venv/bin/python bench/fuzz.py --replay verifier-signed-json:12345 --seed 7 --shrink
 
 The targets are those of tests/support/fuzz.py (the same strategies and checks the test suite
 runs 200 times each under Hypothesis): the token verifier fed arbitrary Authorization headers,
@@ -13,12 +13,13 @@ of ``--examples``.
 Generation only. The test suite's Hypothesis runs spend most of their time in the engine around
 the strategies (its choice tree, mutations of earlier examples, bookkeeping per test case), not
 in the code under test; here every example is one draw of the target's strategy from Hypothesis's
-own generator (``ConjectureData`` seeded by ``random.Random("SEED:TARGET:INDEX")``), fed to the
-target's check. So the inputs are the strategies' own, each example is reproducible from the
-seed and its index (``--replay``), and nothing is shrunk: a failure is reported as drawn (value,
-traceback, replay command). The work is split into chunks of ``--chunk`` examples spread over
-``--jobs`` processes. Prints, per target and in total: examples run, failures, CPU and wall time,
-rate; exits 1 on any failure.
+own generator (``ConjectureData`` seeded by ``random.Random("SEED:TARGET:INDEX:ATTEMPT")``), fed
+to the target's check. So the inputs are the strategies' own, each example is reproducible from
+the seed and its index, and the run never shrinks: a failure is reported as drawn (value,
+traceback, replay command); ``--replay TARGET:INDEX --seed SEED --shrink`` draws it again and
+shrinks it with Hypothesis's shrinker for printing. The work is split into chunks of ``--chunk``
+examples spread over ``--jobs`` processes. Prints, per target and in total: examples run,
+failures, CPU time, rate; exits 1 on any failure.
 """
 
 from __future__ import annotations
@@ -38,27 +39,62 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hypothesis import Phase, settings  # noqa: E402
 from hypothesis.control import BuildContext  # noqa: E402
 from hypothesis.errors import StopTest  # noqa: E402
 from hypothesis.internal.conjecture.data import ConjectureData  # noqa: E402
+from hypothesis.internal.conjecture.engine import ConjectureRunner  # noqa: E402
+from hypothesis.internal.escalation import InterestingOrigin  # noqa: E402
 
 from tests.support.fuzz import TARGETS  # noqa: E402
 
 MAX_INVALID = 100  # draws rejected by a strategy's filter before an index is given up on
 
 
-def draw(name: str, seed: int, index: int) -> tuple[Any, int]:
-    """Example ``index`` of target ``name`` under ``seed``, and how many draws were rejected."""
+def draw_data(name: str, seed: int, index: int) -> tuple[Any, ConjectureData, int]:
+    """Example ``index`` of target ``name`` under ``seed``, the ConjectureData that drew it (its
+    choices replay it) and how many draws a filter rejected first."""
     strategy = TARGETS[name].strategy
     for attempt in range(MAX_INVALID):
         rnd = random.Random(f"{seed}:{name}:{index}:{attempt}")
         data = ConjectureData(random=rnd)
         try:
             with BuildContext(data, wrapped_test=None):
-                return data.draw(strategy), attempt
+                return data.draw(strategy), data, attempt
         except StopTest:  # a filter rejected the draw (or it overran): draw again
             continue
     raise RuntimeError(f"{name}: {MAX_INVALID} invalid draws in a row at index {index}")
+
+
+def draw(name: str, seed: int, index: int) -> tuple[Any, int]:
+    value, _, rejected = draw_data(name, seed, index)
+    return value, rejected
+
+
+def shrink(name: str, data: ConjectureData) -> Any:
+    """Hypothesis's shrinker started from a failing draw's choices: the smallest value it finds
+    that fails the check the same way (only for printing; the long run never shrinks)."""
+    target = TARGETS[name]
+
+    def test_function(attempt: ConjectureData) -> None:
+        with BuildContext(attempt, wrapped_test=None):
+            value = attempt.draw(target.strategy)
+        try:
+            target.check(value)
+        except Exception as exc:
+            attempt.mark_interesting(InterestingOrigin.from_exception(exc))
+
+    runner = ConjectureRunner(
+        test_function,
+        settings=settings(database=None, deadline=None, phases=[Phase.shrink]),
+        random=random.Random(0),
+    )
+    runner.cached_test_function(data.choices)
+    runner.shrink_interesting_test_cases()
+    (result,) = runner.interesting_test_cases.values()
+    final = ConjectureData.for_choices(result.choices)
+    with BuildContext(final, wrapped_test=None):
+        return final.draw(target.strategy)
 
 
 def run_chunk(name: str, seed: int, start: int, count: int) -> dict[str, Any]:
@@ -79,7 +115,7 @@ def run_chunk(name: str, seed: int, start: int, count: int) -> dict[str, Any]:
                     "index": index,
                     "value": repr(value)[:4000],
                     "traceback": traceback.format_exc(limit=-6),
-                    "replay": f"bench/fuzz.py --replay {name}:{index} --seed {seed}",
+                    "replay": f"bench/fuzz.py --replay {name}:{index} --seed {seed} --shrink",
                 }
             )
     return {
@@ -91,17 +127,25 @@ def run_chunk(name: str, seed: int, start: int, count: int) -> dict[str, Any]:
     }
 
 
-def replay(spec: str, seed: int) -> int:
+def replay(spec: str, seed: int, *, shrunk: bool) -> int:
     name, _, index = spec.partition(":")
-    value, _ = draw(name, seed, int(index))
+    value, data, _ = draw_data(name, seed, int(index))
     print(f"{name} example {index} (seed {seed}):\n{value!r}")
     try:
         TARGETS[name].check(value)
     except Exception:
         traceback.print_exc()
-        return 1
-    print("passes")
-    return 0
+    else:
+        print("passes")
+        return 0
+    if shrunk:
+        smallest = shrink(name, data)
+        print(f"shrunk:\n{smallest!r}")
+        try:
+            TARGETS[name].check(smallest)
+        except Exception:
+            traceback.print_exc()
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=2_000, help="examples per work unit")
     parser.add_argument("--seed", type=int, help="default: random (printed)")
     parser.add_argument("--replay", metavar="TARGET:INDEX", help="draw and check one example")
+    parser.add_argument("--shrink", action="store_true", help="with --replay: shrink a failure")
     parser.add_argument("--json", type=Path, help="also write the summary to this file")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     if args.replay:
         if args.seed is None:
             parser.error("--replay needs the --seed of the run")
-        return replay(args.replay, seed)
+        return replay(args.replay, seed, shrunk=args.shrink)
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = [n for n in names if n not in TARGETS]
     if unknown or not names or min(args.examples, args.chunk, args.jobs) < 1:
