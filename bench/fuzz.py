@@ -59,7 +59,7 @@ def draw_data(name: str, seed: int, index: int) -> tuple[Any, ConjectureData, in
         rnd = random.Random(f"{seed}:{name}:{index}:{attempt}")
         data = ConjectureData(random=rnd)
         try:
-            with BuildContext(data, wrapped_test=None):
+            with BuildContext(data, wrapped_test=TARGETS[name].check):
                 return data.draw(strategy), data, attempt
         except StopTest:  # a filter rejected the draw (or it overran): draw again
             continue
@@ -77,7 +77,7 @@ def shrink(name: str, data: ConjectureData) -> Any:
     target = TARGETS[name]
 
     def test_function(attempt: ConjectureData) -> None:
-        with BuildContext(attempt, wrapped_test=None):
+        with BuildContext(attempt, wrapped_test=target.check):
             value = attempt.draw(target.strategy)
         try:
             target.check(value)
@@ -93,7 +93,7 @@ def shrink(name: str, data: ConjectureData) -> Any:
     runner.shrink_interesting_test_cases()
     (result,) = runner.interesting_test_cases.values()
     final = ConjectureData.for_choices(result.choices)
-    with BuildContext(final, wrapped_test=None):
+    with BuildContext(final, wrapped_test=target.check):
         return final.draw(target.strategy)
 
 
