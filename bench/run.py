@@ -513,8 +513,12 @@ class Stack:
             "ISSUER_SECRET_KEY": secrets.token_urlsafe(32),
             "ISSUER_ACCESS_TOKEN_TTL": "3600",
         }
+        self._initialised = False
 
     def cli(self, args: list[str], stdin: str | None = None) -> str:
+        if not self._initialised and args[:1] != ["init"]:
+            self._initialised = True  # only `issuer init` and `issuer serve` create the store
+            self.cli(["init"])
         cmd = [*self.cfg.issuer_cmd, *args]
         proc = subprocess.run(
             cmd,
