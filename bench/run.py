@@ -2158,6 +2158,40 @@ def run_directory() -> Iterator[Path]:
     yield d
 
 
+# Hand-written sections of docs/benchmarks.md that a report carries over unchanged (the long
+# fuzz run is not a scenario of this script: bench/fuzz.py).
+KEPT_HEADINGS = ("## Fuzzing",)
+
+
+def kept_sections(report: str) -> list[str]:
+    """The sections of an earlier report headed by one of KEPT_HEADINGS, each up to the next
+    ``## `` heading, as lines (a blank line before each)."""
+    lines = report.splitlines()
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() in KEPT_HEADINGS:
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("## "):
+                j += 1
+            kept += ["", *lines[i:j]]
+            while kept and not kept[-1].strip():
+                kept.pop()
+            i = j
+        else:
+            i += 1
+    return kept
+
+
+def with_kept_sections(report: str, out: Path) -> str:
+    """``report`` followed by the kept sections of the report at ``out`` that it replaces."""
+    try:
+        kept = kept_sections(out.read_text())
+    except OSError:
+        kept = []
+    return report.rstrip("\n") + "\n" + "\n".join(kept) + "\n" if kept else report
+
+
 def previous_history(out: Path) -> History:
     """The history table of the report ``out`` replaces (empty when there is none)."""
     try:
@@ -2197,6 +2231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only is not None:
         out = args.out or ROOT / "docs" / "benchmarks.md"
         report = render_saved(json.loads(args.render_only.read_text()), previous_history(out))
+        report = with_kept_sections(report, out)
         out.write_text(report)
         print(f"bench: wrote {out}")
         return 0
@@ -2262,6 +2297,7 @@ def main(argv: list[str] | None = None) -> int:
         if full:
             history.add(history_row(ctx, started))
         report = render(ctx, started, todo, failed, history)
+        report = with_kept_sections(report, out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,19 @@ def test_login_p99_counts_timed_out_logins() -> None:
     assert run.login_p99(res(100, 0))[0] == 1200.0
     assert run.login_p99(res(100, 5))[0] == float("inf")  # 5 of 105 never answered in time
     assert run.login_p99(res(0, 8))[0] == float("inf")
+
+
+def test_the_report_carries_the_hand_written_fuzzing_section_over(tmp_path: Path) -> None:
+    """bench/fuzz.py's section of docs/benchmarks.md is not this script's: a rewritten report
+    keeps it word for word, and a report without one gains nothing."""
+    run = _load_run()
+    out = tmp_path / "benchmarks.md"
+    fuzzing = "## Fuzzing\n\nA million examples, 0 failures.\n\n| a | b |\n| --- | --- |\n| 1 | 2 |"
+    out.write_text("# Benchmarks\n\n## Results\n\nold\n\n" + fuzzing + "\n\n## Method\n\n- x\n")
+    report = "# Benchmarks\n\n## Results\n\nnew\n\n## Method\n\n- y\n"
+    kept = run.with_kept_sections(report, out)
+    assert kept.startswith(report.rstrip("\n"))
+    assert kept.endswith("\n" + fuzzing + "\n")
+    assert "old" not in kept
+    out.write_text(report)
+    assert run.with_kept_sections(report, out) == report
