@@ -11,8 +11,8 @@ went from 0.75-0.77 to 0.79-0.80 of raw signing, and p99 latency from 100-280 ms
 
 A lone request waits for nothing but one ``call_soon``. A batch holds at most
 :data:`MAX_BATCH` signatures, so no response waits behind more than that many others' RSA work.
-:meth:`BatchSigner.sign_current` leaves the choice of key to the batch: the key ring is asked
-for the current signer once per batch rather than once per token.
+The batch picks the key: the key ring is asked for the current signer once per batch rather
+than once per token.
 """
 
 from __future__ import annotations
@@ -29,52 +29,38 @@ class Signer(Protocol):
 
 
 class BatchSigner:
-    """``await sign(signer, claims)``: the compact JWS, signed with the others of this turn;
-    ``await sign_current(claims)``: the same with the signer ``current()`` gives at the batch.
+    """``await sign(claims)``: the compact JWS, signed with the others of this turn by the signer
+    ``current()`` gives when the batch is signed (one look-up a batch, not one a token).
 
     Bound to the event loop of its first batch; called from another loop (a second test client,
     say) it signs inline rather than mix futures of two loops.
     """
 
-    def __init__(self, current: Callable[[], Signer] | None = None) -> None:
+    def __init__(self, current: Callable[[], Signer]) -> None:
         self._current = current
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[tuple[Signer | None, Mapping[str, Any], asyncio.Future[str]]] = []
+        self._pending: list[tuple[Mapping[str, Any], asyncio.Future[str]]] = []
 
-    async def sign_current(self, claims: Mapping[str, Any]) -> str:
-        """Signed with the key that is current when the batch is signed (one look-up a batch)."""
-        if self._current is None:
-            raise RuntimeError("this BatchSigner was made without a current signer")
-        return await self._sign(None, claims)
-
-    async def sign(self, signer: Signer, claims: Mapping[str, Any]) -> str:
-        return await self._sign(signer, claims)
-
-    async def _sign(self, signer: Signer | None, claims: Mapping[str, Any]) -> str:
+    async def sign(self, claims: Mapping[str, Any]) -> str:
         loop = asyncio.get_running_loop()
         if self._pending and loop is not self._loop:
-            return (signer or self._pick()).sign(claims)
+            return self._current().sign(claims)
         future: asyncio.Future[str] = loop.create_future()
         if not self._pending:
             self._loop = loop
             loop.call_soon(self._flush)
-        self._pending.append((signer, claims, future))
+        self._pending.append((claims, future))
         return await future
-
-    def _pick(self) -> Signer:
-        assert self._current is not None
-        return self._current()
 
     def _flush(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        current: Signer | None = None
-        for signer, claims, future in batch:
+        signer: Signer | None = None
+        for claims, future in batch:
             if future.cancelled():
                 continue  # the request is gone: nobody waits for this signature
             try:
-                if signer is None:
-                    current = current or self._pick()
-                    signer = current
+                if signer is None:  # a failed look-up fails its caller and is tried again
+                    signer = self._current()
                 token = signer.sign(claims)
             except Exception as exc:  # the caller's own error, raised where it awaits
                 future.set_exception(exc)

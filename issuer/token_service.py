@@ -441,7 +441,7 @@ class TokenService:
         )
         body: dict[str, Any] = {
             # Signed with the other tokens of this event-loop turn (issuer/batch_signer.py).
-            "access_token": await self.signatures.sign_current(claims),
+            "access_token": await self.signatures.sign(claims),
             "token_type": "Bearer",
             "expires_in": ttl,
             "scope": claims["scope"],

@@ -31,7 +31,7 @@ class Recorder:
 
 async def _request(batch: BatchSigner, signer: Recorder, name: str) -> str:
     signer.events.append(f"glue {name}")
-    token = await batch.sign(signer, {"name": name})
+    token = await batch.sign({"name": name})
     signer.events.append(f"answer {name}")
     return token
 
@@ -40,7 +40,8 @@ def test_requests_of_one_turn_are_signed_together_then_answered() -> None:
     events: list[str] = []
 
     async def main() -> list[str]:
-        batch, signer = BatchSigner(), Recorder(events)
+        signer = Recorder(events)
+        batch = BatchSigner(lambda: signer)
         return await asyncio.gather(*(_request(batch, signer, n) for n in "abc"))
 
     assert asyncio.run(main()) == ["token-for-a", "token-for-b", "token-for-c"]
@@ -56,7 +57,8 @@ def test_a_lone_request_is_signed_in_the_next_turn() -> None:
     events: list[str] = []
 
     async def main() -> str:
-        return await _request(BatchSigner(), Recorder(events), "solo")
+        signer = Recorder(events)
+        return await _request(BatchSigner(lambda: signer), signer, "solo")
 
     assert asyncio.run(main()) == "token-for-solo"
     assert events == ["glue solo", "sign solo", "answer solo"]
@@ -67,7 +69,8 @@ def test_a_batch_holds_at_most_max_batch_and_the_rest_follow_after_their_answers
     names = [f"r{i}" for i in range(MAX_BATCH + 3)]
 
     async def main() -> list[str]:
-        batch, signer = BatchSigner(), Recorder(events)
+        signer = Recorder(events)
+        batch = BatchSigner(lambda: signer)
         return await asyncio.gather(*(_request(batch, signer, n) for n in names))
 
     assert asyncio.run(main()) == [f"token-for-{n}" for n in names]
@@ -82,7 +85,8 @@ def test_a_failing_signature_fails_only_its_own_request() -> None:
     events: list[str] = []
 
     async def main() -> list[Any]:
-        batch, signer = BatchSigner(), Recorder(events, fail_on="b")
+        signer = Recorder(events, fail_on="b")
+        batch = BatchSigner(lambda: signer)
         return await asyncio.gather(
             *(_request(batch, signer, n) for n in "abc"), return_exceptions=True
         )
@@ -97,7 +101,8 @@ def test_a_cancelled_request_is_not_signed() -> None:
     events: list[str] = []
 
     async def main() -> str:
-        batch, signer = BatchSigner(), Recorder(events)
+        signer = Recorder(events)
+        batch = BatchSigner(lambda: signer)
         gone = asyncio.ensure_future(_request(batch, signer, "gone"))
         kept = asyncio.ensure_future(_request(batch, signer, "kept"))
         await asyncio.sleep(0)  # both reach the batch
@@ -114,18 +119,18 @@ def test_a_cancelled_request_is_not_signed() -> None:
 def test_a_second_event_loop_signs_inline_while_the_first_has_a_batch_open() -> None:
     """Futures never cross loops: another loop's request is signed right away."""
     events: list[str] = []
-    batch = BatchSigner()
     signer = Recorder(events)
+    batch = BatchSigner(lambda: signer)
     opened, other_done = threading.Event(), threading.Event()
     result: list[str] = []
 
     def other_loop() -> None:
         opened.wait(timeout=5)
-        result.append(asyncio.run(batch.sign(signer, {"name": "other"})))
+        result.append(asyncio.run(batch.sign({"name": "other"})))
         other_done.set()
 
     async def main() -> str:
-        pending = asyncio.ensure_future(batch.sign(signer, {"name": "first"}))
+        pending = asyncio.ensure_future(batch.sign({"name": "first"}))
         await asyncio.sleep(0)  # "first" is in the batch, whose flush is queued on this loop
         opened.set()
         # Block this loop (no turn passes) until the other loop has its token.

@@ -127,8 +127,8 @@ def test_the_current_signer_is_asked_once_per_batch() -> None:
     batch = BatchSigner(current)
 
     async def main() -> tuple[list[str], list[str]]:
-        first = await asyncio.gather(*(batch.sign_current({"n": i}) for i in range(3)))
-        second = await asyncio.gather(*(batch.sign_current({"n": i}) for i in range(2)))
+        first = await asyncio.gather(*(batch.sign({"n": i}) for i in range(3)))
+        second = await asyncio.gather(*(batch.sign({"n": i}) for i in range(2)))
         return first, second
 
     first, second = asyncio.run(main())
@@ -145,7 +145,7 @@ def test_a_failing_key_lookup_fails_the_batch_where_each_caller_awaits() -> None
 
     async def main() -> list[Any]:
         return await asyncio.gather(
-            *(batch.sign_current({"n": i}) for i in range(2)), return_exceptions=True
+            *(batch.sign({"n": i}) for i in range(2)), return_exceptions=True
         )
 
     results = asyncio.run(main())
