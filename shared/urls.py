@@ -34,15 +34,3 @@ def check_fetch_url(url: str, *, allow_http: bool, what: str) -> str:
     if parts.username or parts.password:
         raise ConfigurationError(f"{what} must not carry credentials")
     return url
-
-
-def same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.hostname, pa.port or _default_port(pa.scheme)) == (
-        pb.hostname,
-        pb.port or _default_port(pb.scheme),
-    ) and (pa.scheme == pb.scheme or pb.scheme == "https")
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
