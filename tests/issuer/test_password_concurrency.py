@@ -261,6 +261,22 @@ async def _run_until(pool: PasswordPool, until: threading.Event) -> None:
     await pool.run(lambda: until.wait(10))
 
 
+def _hold_one_check(pool: PasswordPool, seconds: float) -> None:
+    """One check in progress for about ``seconds`` on a real event loop; the pool closed after."""
+    release = threading.Event()
+
+    async def main() -> None:
+        check = asyncio.create_task(_run_until(pool, release))
+        await asyncio.sleep(seconds)
+        release.set()
+        await check
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.close()
+
+
 def test_a_starved_check_makes_the_loop_pause_until_it_ends() -> None:
     cpu = FakeCpu(0.0)  # the threads get nothing: the loop is all there is
     pool = _pool(cpu)
@@ -292,37 +308,14 @@ def test_no_pause_when_the_threads_get_their_share() -> None:
     pauses: list[float] = []
     # A whole core for the hashing, as on an idle machine.
     pool = PasswordPool(cpu_time=lambda: time.monotonic() - start, pause=pauses.append, tick=0.001)
-    release = threading.Event()
-
-    async def main() -> None:
-        check = asyncio.create_task(_run_until(pool, release))
-        await asyncio.sleep(0.05)
-        release.set()
-        await check
-
-    try:
-        asyncio.run(main())
-    finally:
-        pool.close()
+    _hold_one_check(pool, 0.05)
     assert pauses == []
 
 
 def test_no_pause_where_thread_cpu_time_is_unknown() -> None:
     """No per-thread CPU clocks (not Linux): idle priority alone, as before, never a blind pause."""
     cpu = FakeCpu(None)
-    pool = _pool(cpu)
-    release = threading.Event()
-
-    async def main() -> None:
-        check = asyncio.create_task(_run_until(pool, release))
-        await asyncio.sleep(0.03)
-        release.set()
-        await check
-
-    try:
-        asyncio.run(main())
-    finally:
-        pool.close()
+    _hold_one_check(_pool(cpu), 0.03)
     assert cpu.pauses == []
 
 
