@@ -143,6 +143,12 @@ def engine_url(database_url: str) -> str:
     )
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite:///PATH`` URL names (None for any other URL)."""
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :]) if url.startswith(prefix) else None
+
+
 # Seconds a request waits for a free pooled connection before failing.
 POOL_TIMEOUT = 30.0
 
@@ -257,8 +263,9 @@ def describe_database(database_url: str) -> str:
     """How an operator recognises the database in a message: a SQLite file's absolute path, a
     PostgreSQL URL without its password."""
     url = engine_url(database_url)
-    if url.startswith("sqlite:///"):
-        return str(Path(url[len("sqlite:///") :]).absolute())
+    path = sqlite_path(url)
+    if path is not None:
+        return str(path.absolute())
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
 
 
@@ -278,8 +285,8 @@ def open_store(database_url: str, *, pool_size: int = 10) -> Engine:
     Raises :class:`StoreNotFound` with one line naming the database.
     """
     where = describe_database(database_url)
-    url = engine_url(database_url)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+    path = sqlite_path(engine_url(database_url))
+    if path is not None and not path.is_file():
         raise StoreNotFound(
             f"no issuer database at {where} (ISSUER_DATABASE_URL={database_url}): {_CREATE_HINT}"
         )
@@ -321,8 +328,8 @@ def create_store(database_url: str, *, pool_size: int = 10) -> tuple[Engine, str
     """For ``issuer init`` and ``issuer serve``: create the SQLite file (and its folder) if it is
     missing and bring the schema to head. Returns the engine, the revision the database was at
     before (None: no schema) and whether the SQLite file was created here."""
-    url = engine_url(database_url)
-    created = url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists()
+    path = sqlite_path(engine_url(database_url))
+    created = path is not None and not path.exists()
     engine = make_engine(database_url, pool_size=pool_size)
     try:
         before = schema_revision(engine)
