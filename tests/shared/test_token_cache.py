@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import NoReturn
 
 import pytest
 
+from shared import jws
 from shared.clock import FakeClock
 from shared.errors import InvalidToken, KeysUnavailable
 from shared.token_cache import TokenCache
@@ -30,7 +33,23 @@ def test_hit_skips_parsing_and_signature(monkeypatch: pytest.MonkeyPatch) -> Non
         tok = token(key(0), clock)
         first = await auth.authenticate(f"Bearer {tok}")
         calls: list[str] = []
-        monkeypatch.setattr(auth.verifier, "verify", lambda *a: calls.append("verify"))
+
+        def record(name: str) -> Callable[..., NoReturn]:
+            def called(*_: object, **__: object) -> NoReturn:
+                calls.append(name)
+                raise AssertionError(f"{name} ran on a cache hit")
+
+            return called
+
+        # Every step of the slow path: splitting and decoding the token, the key lookup, the
+        # signature and claims check. A hit must reach none of them.
+        monkeypatch.setattr(auth.verifier, "parse_header", record("parse_header"))
+        monkeypatch.setattr(auth.verifier, "parse", record("parse"))
+        monkeypatch.setattr(auth.verifier, "verify", record("verify"))
+        monkeypatch.setattr(auth.verifier, "check_claims", record("check_claims"))
+        monkeypatch.setattr(jws, "b64url_decode", record("b64url_decode"))
+        monkeypatch.setattr(jws, "strict_json_object", record("strict_json_object"))
+        monkeypatch.setattr(auth.jwks, "get_key", record("get_key"))
         second = await auth.authenticate(f"bearer {tok}")
         assert second is first
         assert calls == []
@@ -130,8 +149,44 @@ def test_size_zero_disables_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     asyncio.run(main())
 
 
+def _respellings(tok: str) -> list[str]:
+    """Other spellings of ``tok`` that a lenient base64url decoder reads as the same bytes."""
+    head, body, sig = tok.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(sig) % 4 == 2  # a 2048-bit signature: the last character carries 4 unused bits
+    flipped = alphabet[alphabet.index(sig[-1]) ^ 1]  # same bytes, other unused low bits
+    padded = [f"{head}{'=' * (-len(head) % 4)}.{body}.{sig}", f"{head}.{body}.{sig}=="]
+    return [*(p for p in padded if p != tok), f"{head}.{body}.{sig[:-1]}{flipped}"]
+
+
 def test_exact_token_string_only() -> None:
-    cache = TokenCache(10, clock=FakeClock())
-    assert cache.get("abc") is None
+    """A cached token spelled differently (padding, unused low bits of the last character) is a
+    different key: it misses the cache and is verified from scratch, which refuses it."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        issuer = FakeIssuer()
+        issuer.publish(key(0))
+        auth = _authenticator(issuer, clock)
+        tok = token(key(0), clock)
+        await auth.authenticate(f"Bearer {tok}")
+        assert auth.cache.get(tok) is not None
+        hits = auth.cache.hits
+        variants = _respellings(tok)
+        assert len(variants) == 3
+        for variant in variants:
+            assert variant != tok
+            assert auth.cache.get(variant) is None
+            with pytest.raises(InvalidToken, match="malformed"):
+                await auth.authenticate(f"Bearer {variant}")
+        assert auth.cache.hits == hits  # no spelling but the exact one was ever served
+        assert len(auth.cache) == 1
+        assert auth.cache.get(tok) is not None  # the honest spelling is still a hit
+
+    asyncio.run(main())
+
+
+def test_negative_size_is_refused() -> None:
+    assert TokenCache(10, clock=FakeClock()).get("abc") is None
     with pytest.raises(ValueError):
         TokenCache(-1)
