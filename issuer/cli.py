@@ -28,10 +28,10 @@ from issuer.refresh import RefreshTokenStore
 from issuer.sealing import KeySealer, find_secret
 from issuer.seed import seed_demo, walkthrough
 from issuer.settings import IssuerSettings
+from serving.server import FORWARDED_ALLOW_IPS_HELP, serve
 from shared.clock import system_clock
 from shared.errors import KeyhouseError
 from shared.scopes import parse_scope
-from shared.serving import FORWARDED_ALLOW_IPS_HELP, serve
 
 PROG = "issuer"
 LOG_FORMAT = "%(levelname)s %(name)s %(message)s"

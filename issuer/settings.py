@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shared.connection_limits import ConnectionLimits
+from serving.limits import ConnectionLimits
 from shared.errors import ConfigurationError
 
 DEFAULTS: dict[str, str] = {

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from resource_service.settings import ResourceSettings
+from serving.server import FORWARDED_ALLOW_IPS_HELP, serve
 from shared.errors import KeyhouseError
-from shared.serving import FORWARDED_ALLOW_IPS_HELP, serve
 
 PROG = "resource-service"
 

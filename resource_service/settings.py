@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from shared.connection_limits import ConnectionLimits
+from serving.limits import ConnectionLimits
 from shared.errors import ConfigurationError
 from shared.jwks_client import JWKSClientSettings
 

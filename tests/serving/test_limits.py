@@ -1,4 +1,4 @@
-"""shared.connection_limits: the deadline and cap policy, with an injected clock."""
+"""serving.limits: the deadline and cap policy, with an injected clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shared.connection_limits import (
+from serving.limits import (
     ADDRESS_CAP,
     BODY,
     BUSY,

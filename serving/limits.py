@@ -14,7 +14,7 @@ on reading a request. These classes decide, with an injected clock and no I/O:
 - :class:`WarningThrottle`: at most one log line per kind of event per interval, however fast the
   events come.
 
-The uvicorn glue (``shared.http_protocol``) moves each connection's :class:`Deadline` along as the
+The uvicorn glue (``serving.protocol``) moves each connection's :class:`Deadline` along as the
 parser reports a request's parts and sweeps the table a few times a second: per request that is
 a few attribute stores and two reads of the loop's clock, no timer object.
 """

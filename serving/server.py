@@ -1,15 +1,15 @@
 """Running a Keyhouse ASGI app under uvicorn with the production options the README explains.
 
-uvloop when installed, httptools with each response's head and body in one write
-(``shared.http_protocol``), no access log unless asked (it costs throughput and would record
+uvloop when installed (accepting every waiting connection in a turn: ``serving.accept``),
+httptools with each response's head and body in one write
+(``serving.protocol``), no access log unless asked (it costs throughput and would record
 URLs), no ``Server`` header, and ``X-Forwarded-For`` ignored unless the operator names the
 proxies allowed to set it: uvicorn's own default trusts it from 127.0.0.1, which lets anything
 on the host pick the address the login throttle counts against. The app is given as an import
 string of a factory so ``workers > 1`` works. Every connection gets deadlines on reading its
-requests and counts against the caps of ``limits`` (``shared.connection_limits``); the process's
+requests and counts against the caps of ``limits`` (``serving.limits``); the process's
 open-file limit is raised to fit the connection cap (or the cap lowered to fit the limit, with a
-warning). WebSocket upgrades are off: no Keyhouse server speaks WebSocket. Not HTTP framework
-code: ``shared`` still never imports Starlette.
+warning). WebSocket upgrades are off: no Keyhouse server speaks WebSocket.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import functools
 import logging
 from typing import cast
 
-from shared.connection_limits import ConnectionLimits
+from serving.limits import ConnectionLimits
 
 logger = logging.getLogger("keyhouse.connections")
 
@@ -29,12 +29,13 @@ FORWARDED_ALLOW_IPS_HELP = (
 )
 
 
-def _best(module: str) -> str:
+def _loop() -> str:
+    """uvloop that accepts every waiting connection in a turn (``serving.accept``), else asyncio."""
     try:
-        __import__(module)
+        __import__("uvloop")
     except ImportError:
-        return "auto"
-    return module
+        return "asyncio"
+    return "serving.accept:new_event_loop"
 
 
 def serve(
@@ -52,7 +53,7 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from shared.http_protocol import GuardedHttpToolsProtocol
+    from serving.protocol import GuardedHttpToolsProtocol
 
     limits = fit_descriptors(limits or ConnectionLimits())
     protocol = functools.partial(GuardedHttpToolsProtocol, limits=limits)
@@ -62,7 +63,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        loop=_best("uvloop"),
+        loop=_loop(),
         # A partial, not a class: uvicorn only calls it, and pickles it for worker processes.
         http=cast(type[asyncio.Protocol], protocol),
         ws="none",

@@ -1,4 +1,4 @@
-"""shared.http_protocol: a response's head and body leave in one write, and nothing is lost; the
+"""serving.protocol: a response's head and body leave in one write, and nothing is lost; the
 protocol ``serve()`` runs closes connections past their deadlines and over the caps."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from shared.connection_limits import BODY, CLOSING, HEAD, IDLE, ConnectionLimits
-from shared.http_protocol import (
+from serving.limits import BODY, CLOSING, HEAD, IDLE, ConnectionLimits
+from serving.protocol import (
     CoalescingTransport,
     ConnectionGuard,
     GuardedHttpToolsProtocol,

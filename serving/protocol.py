@@ -10,8 +10,7 @@ first) and sends the two together. Measured with ``perf stat`` on the issuer und
 
 :class:`GuardedHttpToolsProtocol`, the class ``serve()`` runs, adds deadlines on reading each
 request's head and body and caps on open connections per process and per peer address (the
-policy is ``shared.connection_limits``; this is the glue). Not HTTP framework code: ``shared``
-still never imports Starlette.
+policy is ``serving.limits``; this is the glue).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from shared.connection_limits import (
+from serving.limits import (
     ADDRESS_CAP,
     BODY,
     CLOSING,
@@ -127,7 +126,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(CoalescingTransport(transport, self.loop))
 
 
-# -- deadlines and caps (the policy is shared.connection_limits) --------------------------------
+# -- deadlines and caps (the policy is serving.limits) --------------------------------
 
 logger = logging.getLogger("keyhouse.connections")
 
