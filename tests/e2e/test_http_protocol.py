@@ -1,4 +1,4 @@
-"""The served protocol (``shared.http_protocol``) over real sockets: every answer arrives whole."""
+"""The served protocol (``serving.protocol``) over real sockets: every answer arrives whole."""
 
 from __future__ import annotations
 
