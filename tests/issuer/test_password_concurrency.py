@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,13 +76,24 @@ def test_password_checks_run_only_on_idle_cpu(app: App, monkeypatch: pytest.Monk
         seen.append(os.sched_getscheduler(0))
         return real(password_hash, password)
 
+    # Other blocking work (database calls) stays at normal priority: the policy of each thread
+    # that ran a statement, read in that thread as it ran it.
+    database: list[tuple[str, int]] = []
+
+    def record(*_: object) -> None:
+        database.append((threading.current_thread().name, os.sched_getscheduler(0)))
+
     monkeypatch.setattr(issuer.accounts, "verify_password", spy)
-    loop_policy = os.sched_getscheduler(0)
-    assert "access_token" in app.login(creds, "alice")
-    assert seen == [os.SCHED_IDLE]
-    # Other blocking work (database calls) stays at normal priority.
-    app.token(creds, grant_type="client_credentials")
-    assert os.sched_getscheduler(0) == loop_policy != os.SCHED_IDLE
+    engine = app.issuer.keyring.repo.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert "access_token" in app.login(creds, "alice")
+        assert seen == [os.SCHED_IDLE]
+        assert app.token(creds, grant_type="client_credentials").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert database  # the login and the token request did read and write
+    assert [policy for _, policy in database if policy == os.SCHED_IDLE] == [], database
 
 
 def test_logins_touch_the_database_outside_the_password_threads(app: App) -> None:
@@ -129,12 +140,36 @@ def test_password_threads_fall_back_to_a_lower_nice_value(monkeypatch: pytest.Mo
 
 
 def test_run_only_when_idle_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_: object) -> None:
-        raise PermissionError("no")
+    """A platform without per-thread priorities: the call returns, and the thread runs on at
+    the policy and priority it had (nothing else was tried on it)."""
+    tried: list[str] = []
 
-    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
-    monkeypatch.setattr(os, "setpriority", refuse)
-    run_only_when_idle()  # a platform without per-thread priorities runs at normal priority
+    def refuse(name: str) -> Callable[..., None]:
+        def refused(*_: object) -> None:
+            tried.append(name)
+            raise PermissionError("no")
+
+        return refused
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse("sched_setscheduler"), raising=False)
+    monkeypatch.setattr(os, "setpriority", refuse("setpriority"))
+    outcome: list[object] = []
+
+    def check() -> None:
+        tid = threading.get_native_id()
+        before = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid))
+        try:
+            run_only_when_idle()
+        except BaseException as exc:  # reported below, with the thread's state
+            outcome.append(exc)
+        outcome.append((before, (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid))))
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    thread.join()
+    [(before, after)] = outcome  # no exception escaped
+    assert after == before
+    assert tried == ["sched_setscheduler", "setpriority"]
 
 
 # -- the guaranteed share: arithmetic ---------------------------------------------------------
