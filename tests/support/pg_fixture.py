@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
 from .postgres import PostgresServer, PostgresUnavailable
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for lack of PostgreSQL, or fail it under KEYHOUSE_REQUIRE_POSTGRES=1."""
     if os.environ.get("KEYHOUSE_REQUIRE_POSTGRES") == "1":
         pytest.fail(f"KEYHOUSE_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
     pytest.skip(reason)
@@ -29,8 +31,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer()
     except PostgresUnavailable as exc:
-        _unavailable(str(exc))
-        raise  # unreachable: skip/fail raise
+        unavailable(str(exc))
     with server:
         yield server
 

@@ -43,12 +43,20 @@ def _version_key(path: str) -> tuple[int, ...]:
 
 
 def find_bindir() -> Path | None:
-    """The directory holding initdb and pg_ctl: $KEYHOUSE_PG_BINDIR, else the newest
+    """The directory holding initdb and pg_ctl: $KEYHOUSE_PG_BINDIR when set (then no other:
+    an explicit choice that lacks the tools means no PostgreSQL), else the newest
     /usr/lib/postgresql/*/bin (Debian), else `pg_config --bindir`, else initdb on PATH."""
-    candidates: list[str] = []
-    if os.environ.get("KEYHOUSE_PG_BINDIR"):
-        candidates.append(os.environ["KEYHOUSE_PG_BINDIR"])
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    explicit = os.environ.get("KEYHOUSE_PG_BINDIR")
+    candidates: list[str] = [explicit] if explicit else _found_bindirs()
+    for cand in candidates:
+        d = Path(cand)
+        if all(os.access(d / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return d
+    return None
+
+
+def _found_bindirs() -> list[str]:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -60,11 +68,7 @@ def find_bindir() -> Path | None:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(str(Path(initdb).resolve().parent))
-    for cand in candidates:
-        d = Path(cand)
-        if all(os.access(d / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
-            return d
-    return None
+    return candidates
 
 
 def _free_port() -> int:
