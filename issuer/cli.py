@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from drill.config import add_arguments as add_drill_arguments
 from issuer import audit
 from issuer.accounts import GRANT_TYPES, AccountStore
 from issuer.admin import KeyAdmin
@@ -34,7 +35,6 @@ from shared.errors import KeyhouseError
 from shared.scopes import parse_scope
 
 PROG = "issuer"
-LOG_FORMAT = "%(levelname)s %(name)s %(message)s"
 
 
 class CLIError(Exception):
@@ -342,13 +342,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_drill(args: argparse.Namespace) -> None:
-    from issuer.drill import DrillError, format_report, parse_resource, run_drill
+    from drill.config import DrillError, config_from_args
+    from drill.report import format_report
+    from drill.runner import run_drill
 
     try:
-        resources = dict(parse_resource(r) for r in args.resource or [])
-        config = _drill_config(args, resources)
-        if bool(args.load_client_id) != bool(args.load_client_secret):
-            raise DrillError("--load-client-id and --load-client-secret go together")
+        config = config_from_args(args, stdin=sys.stdin)
         report = run_drill(config, progress=None if args.quiet else sys.stderr)
     except DrillError as exc:
         raise CLIError(str(exc)) from None
@@ -365,54 +364,6 @@ def cmd_drill(args: argparse.Namespace) -> None:
                 raise CLIError(f"cannot write {args.json}: {exc.strerror}") from None
     if not report["ok"]:
         raise SystemExit(1)
-
-
-def _drill_config(args: argparse.Namespace, resources: dict[str, str]) -> Any:
-    from issuer.drill import DrillConfig, DrillError
-
-    if not resources:
-        raise DrillError("name at least one resource service with --resource NAME=URL")
-    if not args.issuer.startswith(("http://", "https://")):
-        raise DrillError(f"--issuer must be an http(s) URL, got {args.issuer!r}")
-    checks = [
-        (args.rotations >= 0, "--rotations must not be negative"),
-        (args.rotations or args.revoke, "nothing to drill: use --rotations K and/or --revoke"),
-        (args.interval > 0, "--interval must be positive"),
-        (1 <= args.concurrency <= 1000, "--concurrency must be between 1 and 1000"),
-        (args.duration >= 0, "--duration must not be negative"),
-        (args.poll_interval > 0, "--poll-interval must be positive"),
-        (args.revocation_margin >= 0, "--revocation-margin must not be negative"),
-        (args.token_interval > 0, "--token-interval must be positive"),
-        (args.warmup >= 0, "--warmup must not be negative"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DrillError(message)
-    secret = args.client_secret
-    if secret is None and args.client_secret_stdin:
-        secret = sys.stdin.readline().strip()
-    if not secret:
-        raise DrillError(
-            "pass the admin client's secret with --client-secret or --client-secret-stdin"
-        )
-    return DrillConfig(
-        issuer=args.issuer.rstrip("/"),
-        resources=resources,
-        client_id=args.client_id,
-        client_secret=secret,
-        load_client_id=args.load_client_id,
-        load_client_secret=args.load_client_secret,
-        scope=args.scope,
-        rotations=args.rotations,
-        interval=args.interval,
-        revoke=args.revoke,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        warmup=args.warmup,
-        poll_interval=args.poll_interval,
-        revocation_margin=args.revocation_margin,
-        token_interval=args.token_interval,
-    )
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
@@ -517,56 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Planned key rotations and an emergency revocation under live load; "
         "exits 1 when a valid request failed or revocation exceeded its bound.",
     )
-    drill.add_argument("--issuer", default="http://127.0.0.1:8000", help="issuer base URL")
-    drill.add_argument(
-        "--resource",
-        action="append",
-        metavar="NAME=URL",
-        help="a resource service to load (repeatable), e.g. photos=http://127.0.0.1:8001",
-    )
-    drill.add_argument(
-        "--client-id", required=True, help="client with scope issuer:admin, audience issuer"
-    )
-    drill.add_argument("--client-secret")
-    drill.add_argument("--client-secret-stdin", action="store_true")
-    drill.add_argument(
-        "--load-client-id", help="client for the load tokens (default: the admin client)"
-    )
-    drill.add_argument("--load-client-secret")
-    drill.add_argument("--scope", help="scope to request for load tokens (default: all)")
-    drill.add_argument("--rotations", type=int, default=2, help="planned rotations (2)")
-    drill.add_argument(
-        "--interval", type=float, default=10.0, help="seconds between rotations (10)"
-    )
-    drill.add_argument("--revoke", action="store_true", help="end with one emergency revocation")
-    drill.add_argument("--concurrency", type=int, default=8, help="load workers in all (8)")
-    drill.add_argument(
-        "--duration", type=float, default=0.0, help="minimum seconds of load (0: the timetable)"
-    )
-    drill.add_argument("--warmup", type=float, default=2.0, help="seconds of load first (2)")
-    drill.add_argument(
-        "--poll-interval",
-        type=float,
-        default=60.0,
-        help="the services' RESOURCE_JWKS_POLL_INTERVAL (60)",
-    )
-    drill.add_argument(
-        "--revocation-margin",
-        type=float,
-        default=5.0,
-        help="revocation bound = poll interval + this (5)",
-    )
-    drill.add_argument(
-        "--token-interval", type=float, default=0.5, help="seconds between load tokens (0.5)"
-    )
-    drill.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="FILE",
-        help="also write the report as JSON to FILE (no FILE or -: stdout)",
-    )
-    drill.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_drill_arguments(drill)
     drill.set_defaults(func=cmd_drill)
 
     seed = sub.add_parser("seed", help="create the demo client and user (idempotent)")

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from issuer.drill import (
-    Drill,
-    DrillConfig,
-    Revocation,
-    ServiceState,
-    format_report,
-    probe_summary,
-)
+from drill.config import DrillConfig
+from drill.records import Revocation, ServiceState
+from drill.report import format_report, probe_summary
+from drill.runner import Drill
 
 
 def _entry(sent: float, answered: float, status: str) -> dict[str, Any]:

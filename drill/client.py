@@ -1,0 +1,117 @@
+"""The drill's calls to the stack: tokens and the admin API from the issuer, the issuer's and
+the services' ``/healthz``, and one-line descriptions of what went wrong."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+
+from drill.config import DrillError
+
+ADMIN_SCOPE = "issuer:admin"
+ADMIN_AUDIENCE = "issuer"
+
+
+def kid_of(token: str) -> str:
+    """The ``kid`` of a compact JWS, read without verification (the drill only labels)."""
+    try:
+        header = token.split(".", 1)[0]
+        data = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        kid = data["kid"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DrillError("the issuer returned a token without a readable kid") from exc
+    if not isinstance(kid, str):
+        raise DrillError("the issuer returned a token without a readable kid")
+    return kid
+
+
+class StackClient:
+    """The issuer at ``issuer``, with the admin client's credentials, over ``http``."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, issuer: str, client_id: str, client_secret: str
+    ) -> None:
+        self.http = http
+        self.issuer = issuer
+        self._client_id = client_id
+        self._client_secret = client_secret
+
+    async def token(self, client_id: str, secret: str, **form: str) -> str:
+        """A client-credentials access token for ``client_id`` (``form``: audience, scope)."""
+        try:
+            response = await self.http.post(
+                self.issuer + "/token",
+                data={"grant_type": "client_credentials", **form},
+                auth=(client_id, secret),
+            )
+        except httpx.HTTPError as exc:
+            raise DrillError(f"cannot reach the issuer's token endpoint: {describe(exc)}") from exc
+        if response.status_code != 200:
+            raise DrillError(f"the issuer refused a token for {form}: {error_text(response)}")
+        token = response.json().get("access_token")
+        if not isinstance(token, str):
+            raise DrillError("the issuer's token response has no access_token")
+        return token
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One admin API call with a fresh admin token; its JSON object."""
+        token = await self.token(
+            self._client_id,
+            self._client_secret,
+            audience=ADMIN_AUDIENCE,
+            scope=ADMIN_SCOPE,
+        )
+        try:
+            response = await self.http.request(
+                method,
+                self.issuer + path,
+                headers={"Authorization": f"Bearer {token}"},
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            raise DrillError(f"admin API {path}: {describe(exc)}") from exc
+        if response.status_code >= 400:
+            raise DrillError(f"admin API {path} answered {error_text(response)}")
+        data = response.json()
+        if not isinstance(data, dict):
+            raise DrillError(f"admin API {path} answered something other than an object")
+        return data
+
+    async def check_issuer(self) -> None:
+        """:class:`DrillError` unless the issuer's ``/healthz`` answers 200."""
+        try:
+            response = await self.http.get(self.issuer + "/healthz")
+        except httpx.HTTPError as exc:
+            raise DrillError(f"issuer {self.issuer}: {describe(exc)}") from exc
+        if response.status_code != 200:
+            raise DrillError(f"issuer {self.issuer}/healthz answered {response.status_code}")
+
+    async def jwks_state(self, name: str, url: str) -> dict[str, Any]:
+        """The ``jwks`` part of the resource service's ``/healthz`` (its key cache)."""
+        response = await self.http.get(url + "/healthz")
+        data = response.json()
+        jwks = data.get("jwks") if isinstance(data, dict) else None
+        if not isinstance(jwks, dict):
+            raise DrillError(f"{name}: /healthz has no jwks state")
+        return jwks
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:160] if text else type(exc).__name__
+
+
+def error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and "error" in data:
+        desc = str(data.get("error_description", ""))[:100]
+        return f"{response.status_code} {data['error']}" + (f": {desc}" if desc else "")
+    return f"HTTP {response.status_code}"

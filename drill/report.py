@@ -1,0 +1,265 @@
+"""The drill's verdict: the report as a JSON-ready dict (pass or fail, with the reasons) and
+as the table ``issuer drill`` prints."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from drill.config import DrillConfig
+from drill.records import Revocation, Rotation, ServiceState
+
+
+def build_report(
+    cfg: DrillConfig,
+    *,
+    states: Sequence[ServiceState],
+    rotation_log: Sequence[Rotation],
+    revocation_record: Revocation | None,
+    failures: Mapping[str, int],
+    failures_by_phase: Mapping[str, int],
+    problems: Sequence[str],
+    schedule: dict[str, Any],
+    duration: float,
+) -> dict[str, Any]:
+    """What the drill saw, and ``ok`` with the ``reasons`` it failed for (none: it passed)."""
+    services: dict[str, Any] = {}
+    for s in states:
+        keys = set(s.fetches_before) | set(s.fetches_after)
+        services[s.name] = {
+            "url": s.url,
+            "requests": s.requests,
+            "ok": s.ok,
+            "failed": s.failed,
+            "expected_refusals": s.expected_refusals,
+            "jwks_fetches": {
+                "before": s.fetches_before,
+                "after": s.fetches_after,
+                "delta": {
+                    k: s.fetches_after.get(k, 0) - s.fetches_before.get(k, 0) for k in sorted(keys)
+                },
+            },
+        }
+    rotations: list[dict[str, Any]] = []
+    for r in rotation_log:
+        per: dict[str, Any] = {}
+        for s in states:
+            accepted = s.first_accept.get(r.kid)
+            seen = s.kid_seen.get(r.kid)
+            per[s.name] = {
+                "first_accept_after_activation_s": _round(accepted, r.activate_at),
+                "first_accept_after_request_s": _round(accepted, r.requested_at),
+                "known_before_activation_s": None
+                if seen is None
+                else round(r.activate_at - seen, 3),
+            }
+        rotations.append(
+            {
+                "index": r.index,
+                "previous_kid": r.previous_kid,
+                "kid": r.kid,
+                "created": r.created,
+                "requested_at": r.requested_at,
+                "publish_at": r.publish_at,
+                "activate_at": r.activate_at,
+                "published_ahead_s": round(r.activate_at - max(r.publish_at, r.requested_at), 3),
+                "services": per,
+            }
+        )
+    revocation: dict[str, Any] | None = None
+    if revocation_record is not None:
+        rv = revocation_record
+        per = {}
+        for s in states:
+            refused = _round(s.revoked_refused_at, rv.requested_at)
+            replacement = s.first_accept.get(rv.replacement_kid or "")
+            accepted_at = [
+                answered for _, answered, status in s.revoked_probe_log if status == "200"
+            ]
+            per[s.name] = {
+                "refused_after_s": refused,
+                "within_bound": refused is not None and refused <= cfg.revocation_bound,
+                "probes": s.revoked_probes,
+                "last_accepted_after_s": _round(
+                    max(accepted_at) if accepted_at else None, rv.requested_at
+                ),
+                "probe_statuses": dict(Counter(status for *_, status in s.revoked_probe_log)),
+                # Each probe: when it was sent and answered (s after the revocation request)
+                # and what it got, so a slow answer or a 503 is told apart from an acceptance.
+                "probe_log": [
+                    {
+                        "sent_after_s": round(sent - rv.requested_at, 3),
+                        "answered_after_s": round(answered - rv.requested_at, 3),
+                        "status": status,
+                    }
+                    for sent, answered, status in s.revoked_probe_log
+                ],
+                "left_jwks_cache_after_s": _round(s.kid_gone.get(rv.kid), rv.requested_at),
+                "replacement_accepted_after_s": _round(replacement, rv.requested_at),
+            }
+        revocation = {
+            "kid": rv.kid,
+            "replacement_kid": rv.replacement_kid,
+            "requested_at": rv.requested_at,
+            # How long the admin API took to revoke (the probes start after it answered).
+            "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
+            "bound_s": cfg.revocation_bound,
+            "poll_interval_s": cfg.poll_interval,
+            "margin_s": cfg.revocation_margin,
+            "services": per,
+        }
+    total = sum(s.requests for s in states)
+    failed = sum(failures.values())
+    reasons = list(problems)
+    if failures_by_phase.get("rotations"):
+        reasons.append(f"{failures_by_phase['rotations']} failures during planned rotations")
+    if failures_by_phase.get("after_revocation"):
+        reasons.append(
+            f"{failures_by_phase['after_revocation']} valid requests failed after the revocation"
+        )
+    for entry in rotations:
+        for name, data in entry["services"].items():
+            if data["first_accept_after_activation_s"] is None:
+                reasons.append(f"{name} never accepted a token signed by {entry['kid']}")
+    if revocation is not None:
+        for name, data in revocation["services"].items():
+            if not data["within_bound"]:
+                reasons.append(
+                    f"{name} did not refuse the revoked key within {cfg.revocation_bound:g}s"
+                    f" (probe saw {probe_summary(data['probe_log'])})"
+                )
+    return {
+        "ok": not reasons,
+        "reasons": reasons,
+        "issuer": cfg.issuer,
+        "duration_s": round(duration, 3),
+        "schedule": schedule,
+        "settings": {
+            "rotations": cfg.rotations,
+            "interval_s": cfg.interval,
+            "revoke": cfg.revoke,
+            "concurrency": cfg.concurrency,
+            "token_interval_s": cfg.token_interval,
+        },
+        "requests": {
+            "total": total,
+            "ok": sum(s.ok for s in states),
+            "failed": failed,
+            "expected_refusals": sum(s.expected_refusals for s in states),
+        },
+        "failures_by_cause": dict(failures),
+        "failures_by_phase": {
+            "rotations": failures_by_phase.get("rotations", 0),
+            "after_revocation": failures_by_phase.get("after_revocation", 0),
+        },
+        "services": services,
+        "rotations": rotations,
+        "revocation": revocation,
+    }
+
+
+def _round(at: float | None, since: float) -> float | None:
+    return None if at is None else round(at - since, 3)
+
+
+def _fmt(value: float | None, unit: str = "s") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
+def probe_summary(log: list[dict[str, Any]]) -> str:
+    """The revocation probe's answers as runs: ``200 x12 0.01-0.55s, 401 0.60s``.
+
+    Times are when each answer arrived (seconds after the revocation was requested); a probe
+    that waited long for its answer shows as a gap in the times."""
+    runs: list[tuple[str, int, float, float]] = []
+    for entry in log:
+        status, at = entry["status"], entry["answered_after_s"]
+        if runs and runs[-1][0] == status:
+            first_status, count, first, _ = runs[-1]
+            runs[-1] = (first_status, count + 1, first, at)
+        else:
+            runs.append((status, 1, at, at))
+    if not runs:
+        return "no answer"
+    parts = []
+    for status, count, first, last in runs:
+        if count == 1:
+            parts.append(f"{status} {first:.2f}s")
+        else:
+            parts.append(f"{status} x{count} {first:.2f}-{last:.2f}s")
+    return ", ".join(parts)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    req = report["requests"]
+    n_rot = len(report["rotations"])
+    lines.append(
+        f"Keyhouse drill against {report['issuer']}: {n_rot} planned rotation(s), "
+        f"{'1 revocation' if report['revocation'] else 'no revocation'}, "
+        f"{report['duration_s']:.1f}s"
+    )
+    lines.append(
+        f"requests: {req['total']}  ok: {req['ok']}  failed: {req['failed']}  "
+        f"refused as expected (revoked kid): {req['expected_refusals']}"
+    )
+    phases = report["failures_by_phase"]
+    lines.append(
+        f"failures: during planned rotations {phases['rotations']}, "
+        f"after the revocation {phases['after_revocation']}"
+    )
+    for cause, count in sorted(report["failures_by_cause"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {count:>7}  {cause}")
+    lines.append("")
+    lines.append(
+        f"{'SERVICE':<16} {'REQUESTS':>9} {'OK':>9} {'FAILED':>7} "
+        f"{'JWKS 200':>9} {'JWKS 304':>9} {'JWKS ERR':>9}"
+    )
+    for name, s in report["services"].items():
+        d = s["jwks_fetches"]["delta"]
+        lines.append(
+            f"{name:<16} {s['requests']:>9} {s['ok']:>9} {s['failed']:>7} "
+            f"{d.get('ok', 0):>9} {d.get('not_modified', 0):>9} {d.get('error', 0):>9}"
+        )
+    for r in report["rotations"]:
+        lines.append("")
+        lines.append(
+            f"rotation {r['index']}: {r['previous_kid'] or '?'} -> {r['kid']} "
+            f"(published {r['published_ahead_s']:.1f}s before it signed)"
+        )
+        lines.append(
+            f"  {'SERVICE':<16} {'KNOWN BEFORE ACTIVATION':>24} {'FIRST ACCEPTED AFTER':>21}"
+        )
+        for name, s in r["services"].items():
+            lines.append(
+                f"  {name:<16} {_fmt(s['known_before_activation_s']):>24} "
+                f"{_fmt(s['first_accept_after_activation_s']):>21}"
+            )
+    rv = report["revocation"]
+    if rv is not None:
+        lines.append("")
+        lines.append(
+            f"revocation of {rv['kid']} (now signing: {rv['replacement_kid']}); bound "
+            f"{rv['bound_s']:g}s = poll interval {rv['poll_interval_s']:g}s + margin "
+            f"{rv['margin_s']:g}s; the admin API answered after "
+            f"{rv['admin_answered_after_s']:.2f}s"
+        )
+        lines.append(
+            f"  {'SERVICE':<16} {'REFUSED AFTER':>14} {'WITHIN BOUND':>13} "
+            f"{'LAST ACCEPTED':>14} {'NEW KID OK AFTER':>17}  PROBE SAW"
+        )
+        for name, s in rv["services"].items():
+            lines.append(
+                f"  {name:<16} {_fmt(s['refused_after_s']):>14} "
+                f"{'yes' if s['within_bound'] else 'NO':>13} "
+                f"{_fmt(s['last_accepted_after_s']):>14} "
+                f"{_fmt(s['replacement_accepted_after_s']):>17}  "
+                f"{probe_summary(s['probe_log'])}"
+            )
+    lines.append("")
+    if report["ok"]:
+        lines.append("RESULT: PASS")
+    else:
+        lines.append("RESULT: FAIL - " + "; ".join(report["reasons"]))
+    return "\n".join(lines) + "\n"
