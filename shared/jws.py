@@ -205,8 +205,3 @@ def parse_header(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> Spl
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
         raise InvalidToken("token kid is malformed")
     return SplitJWS(header, header_b64, payload_b64, signature_b64)
-
-
-def parse_compact(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> CompactJWS:
-    """Split and decode a compact JWS, refusing anything that is not strictly well formed."""
-    return parse_header(token, max_bytes=max_bytes).complete()

@@ -45,8 +45,3 @@ def _why(value: str) -> str:
 def format_scope(scopes: Iterable[str]) -> str:
     """Deterministic space-separated form (sorted), as put into tokens and responses."""
     return " ".join(sorted(set(scopes)))
-
-
-def has_scopes(granted: Iterable[str], required: Iterable[str]) -> bool:
-    """True when every required scope is granted, by exact token equality."""
-    return set(required) <= set(granted)

@@ -15,7 +15,7 @@ from shared.jws import (
     b64url,
     b64url_decode,
     b64url_encode,
-    parse_compact,
+    parse_header,
     strict_json,
     strict_json_object,
 )
@@ -35,7 +35,7 @@ def _jws(header: object = HEADER, payload: object = PAYLOAD, sig: str = SIG) -> 
 
 
 def test_well_formed_token_parses() -> None:
-    jwt = parse_compact(_jws())
+    jwt = parse_header(_jws()).complete()
     assert jwt.header == HEADER
     assert jwt.payload == PAYLOAD
     assert jwt.signature == b"\x01" * 256
@@ -45,14 +45,14 @@ def test_well_formed_token_parses() -> None:
 def test_exactly_three_segments(count: int) -> None:
     token = ".".join([_seg(HEADER), _seg(PAYLOAD), SIG, SIG, SIG][:count])
     with pytest.raises(InvalidToken, match="malformed"):
-        parse_compact(token)
+        parse_header(token).complete()
 
 
 def test_size_cap_is_checked_first() -> None:
     token = _jws(payload={"pad": "x" * 9000})
     with pytest.raises(InvalidToken, match="too large"):
-        parse_compact(token)
-    assert parse_compact(token, max_bytes=20_000).payload["pad"] == "x" * 9000
+        parse_header(token).complete()
+    assert parse_header(token, max_bytes=20_000).complete().payload["pad"] == "x" * 9000
 
 
 @pytest.mark.parametrize(
@@ -90,27 +90,27 @@ def test_json_must_be_an_object_without_duplicates_or_constants(raw: bytes) -> N
 @pytest.mark.parametrize("member", ["jku", "x5u", "jwk", "x5c"])
 def test_key_injection_members_refused(member: str) -> None:
     with pytest.raises(InvalidToken, match="its own key"):
-        parse_compact(_jws(header={**HEADER, member: "https://attacker.example"}))
+        parse_header(_jws(header={**HEADER, member: "https://attacker.example"})).complete()
 
 
 def test_crit_refused() -> None:
     with pytest.raises(InvalidToken, match="critical"):
-        parse_compact(_jws(header={**HEADER, "crit": ["exp"], "exp": 1}))
+        parse_header(_jws(header={**HEADER, "crit": ["exp"], "exp": 1})).complete()
 
 
 @pytest.mark.parametrize("kid", ["", 7, None, ["k"], {"k": 1}, "k" * 129])
 def test_kid_must_be_a_short_string(kid: object) -> None:
     header = {**HEADER, "kid": kid}
     if kid is None:
-        parse_compact(_jws(header=header))  # absent-ish: the verifier refuses it later
+        parse_header(_jws(header=header)).complete()  # absent-ish: the verifier refuses it later
         return
     with pytest.raises(InvalidToken, match="kid"):
-        parse_compact(_jws(header=header))
+        parse_header(_jws(header=header)).complete()
 
 
 def test_non_ascii_refused() -> None:
     with pytest.raises(InvalidToken):
-        parse_compact(_jws() + "é")
+        parse_header(_jws() + "é").complete()
 
 
 def _reference_b64url_decode(segment: str) -> bytes | None:
@@ -168,9 +168,9 @@ def test_strings_that_are_not_valid_unicode_are_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
         strict_json(raw)
     with pytest.raises(InvalidToken, match="payload is malformed"):
-        parse_compact(f"{_seg(HEADER)}.{b64url_encode(raw)}.{SIG}")
+        parse_header(f"{_seg(HEADER)}.{b64url_encode(raw)}.{SIG}").complete()
     with pytest.raises(InvalidToken, match="header is malformed"):
-        parse_compact(f"{b64url_encode(raw)}.{_seg(PAYLOAD)}.{SIG}")
+        parse_header(f"{b64url_encode(raw)}.{_seg(PAYLOAD)}.{SIG}").complete()
 
 
 def test_escapes_of_valid_unicode_are_fine() -> None:
@@ -204,7 +204,9 @@ def test_nesting_is_bounded() -> None:
         with pytest.raises(ValueError, match="nested too deeply"):
             strict_json_object(_nested(depth))
         with pytest.raises(InvalidToken, match="payload is malformed"):
-            parse_compact(f"{_seg(HEADER)}.{b64url_encode(_nested(depth))}.{SIG}", max_bytes=4096)
+            parse_header(
+                f"{_seg(HEADER)}.{b64url_encode(_nested(depth))}.{SIG}", max_bytes=4096
+            ).complete()
     deep = ('{"x":' + '{"y":' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH + "}").encode()
     with pytest.raises(ValueError, match="nested too deeply"):
         strict_json_object(deep)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import InvalidScope
-from shared.scopes import format_scope, has_scopes, parse_scope
+from shared.scopes import format_scope, parse_scope
 
 
 def test_parse_and_format() -> None:
@@ -15,10 +15,12 @@ def test_parse_and_format() -> None:
 
 
 def test_case_sensitive_and_no_substrings() -> None:
-    assert not has_scopes({"photos:read"}, {"Photos:read"})
-    assert not has_scopes({"photos:read"}, {"photos"})
-    assert not has_scopes({"photos"}, {"photos:read"})
-    assert has_scopes({"photos:read", "x"}, {"photos:read"})
+    """Parsed scopes are compared as whole tokens (as the resource service's ``require_scope``
+    and the issuer's ``resolve_scope`` do, by set membership)."""
+    assert "Photos:read" not in parse_scope("photos:read")
+    assert "photos" not in parse_scope("photos:read")
+    assert "photos:read" not in parse_scope("photos")
+    assert "photos:read" in parse_scope("photos:read x")
 
 
 @pytest.mark.parametrize(
