@@ -148,11 +148,6 @@ class AccountStore:
             )
         return Client.from_row(row) if row else None
 
-    def list_clients(self) -> list[Client]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(clients).order_by(clients.c.created_at)).mappings().all()
-        return [Client.from_row(r) for r in rows]
-
     def all_scopes(self) -> list[str]:
         """Every scope some client may request, for the metadata's ``scopes_supported``."""
         with self.engine.connect() as conn:
@@ -198,11 +193,6 @@ class AccountStore:
             with self.engine.connect() as own:
                 row = own.execute(query).mappings().first()
         return User.from_row(row) if row else None
-
-    def authenticate_user(self, username: str, password: str) -> User | None:
-        """The user, if ``password`` is theirs and they may log in; one argon2 check always."""
-        user = self.find_login(username)
-        return user if password_matches(user, password) else None
 
     def find_login(self, username: str) -> User | None:
         """The user a login names; None also for a name too long to be anyone's."""

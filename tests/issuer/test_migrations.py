@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.engine import Engine
 
 from issuer import db
-from issuer.accounts import AccountStore
+from issuer.accounts import AccountStore, password_matches
 from shared.scopes import parse_scope
 
 
@@ -83,7 +83,7 @@ def _assert_seeded_data_kept(engine: Engine, password: str) -> None:
     accounts = AccountStore(engine)
     client = accounts.get_client("old-client")
     assert client is not None
-    assert accounts.authenticate_user("alice", password) is not None
+    assert password_matches(accounts.find_login("alice"), password)
     with engine.connect() as conn:
         key = conn.execute(select(db.signing_keys)).mappings().one()
         assert (key["kid"], key["private_key"]) == ("k1", b"\x00sealed\xff")
