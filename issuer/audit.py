@@ -103,7 +103,9 @@ class AuditLog:
         address: str | None = None,
         detail: str = "",
     ) -> None:
-        """Append one event. Never raises: a broken audit write must not turn into a 500."""
+        """Append one event. A failed database write is logged, never raised: a broken audit
+        write must not turn into a 500. An unknown ``event`` is a programming error and raises
+        :class:`ValueError`."""
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
         row = {
@@ -144,9 +146,7 @@ class AuditLog:
         return [AuditEvent.from_row(r) for r in rows]
 
 
-def key_revoked(engine: Engine, kid: str, *, now: float | None = None, actor: str = "") -> None:
+def key_revoked(engine: Engine, kid: str, *, now: float | None = None) -> None:
     """Hook for the key code: record that signing key ``kid`` was revoked."""
     at = system_clock() if now is None else now
-    AuditLog(engine, clock=lambda: at).record(
-        KEY_REVOKED, detail=f"kid={kid}" + (f" by {actor}" if actor else "")
-    )
+    AuditLog(engine, clock=lambda: at).record(KEY_REVOKED, detail=f"kid={kid}")

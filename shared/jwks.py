@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.errors import JWKSError
 from shared.keys import PUBLIC_EXPONENT
-
-logger = logging.getLogger("keyhouse.jwks")
 
 PUBLIC_MEMBERS = ("kty", "use", "alg", "kid", "n", "e")
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})

@@ -136,7 +136,6 @@ class JWKSClient:
         self._jwks_url: str | None = settings.jwks_url
         self._last_success: float | None = None
         self._refresh_at = 0.0
-        self._expires_at = 0.0
         self._next_attempt = 0.0
         self._failures = 0
         self._last_unknown_fetch = -float("inf")
@@ -344,7 +343,6 @@ class JWKSClient:
         # The answer describes the set as it was when the fetch started: plan from then, so a
         # slow fetch (say the one an unknown kid triggered) never pushes the next poll further
         # than poll_interval from the set it saw (issue 13.9). Due at once if it took longer.
-        self._expires_at = started + ttl
         ahead = ttl * (1.0 - self.settings.refresh_ahead)
         self._refresh_at = started + min(ahead, self.settings.poll_interval)
         self.last_fetch = FetchRecord(at=now, result=status)
