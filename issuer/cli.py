@@ -12,10 +12,10 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,22 +29,12 @@ from issuer.refresh import RefreshTokenStore
 from issuer.sealing import KeySealer, find_secret
 from issuer.seed import seed_demo, walkthrough
 from issuer.settings import IssuerSettings
-from serving.server import FORWARDED_ALLOW_IPS_HELP, serve
+from serving.cli import COMMON_FAILURES, CLIError, Parser, add_serve_arguments, run_command
+from serving.server import serve
 from shared.clock import system_clock
-from shared.errors import KeyhouseError
 from shared.scopes import parse_scope
 
 PROG = "issuer"
-
-
-class CLIError(Exception):
-    """An expected failure: printed as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
 
 
 def _settings() -> IssuerSettings:
@@ -380,19 +370,11 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Keyhouse token issuer")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog=PROG, description="Keyhouse token issuer")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     serve = sub.add_parser("serve", help="run the issuer HTTP server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        metavar="IPS",
-        help=FORWARDED_ALLOW_IPS_HELP,
-    )
+    add_serve_arguments(serve, port=8000)
     serve.add_argument("--ssl-keyfile", help="serve https with this PEM private key")
     serve.add_argument("--ssl-certfile", help="serve https with this PEM certificate chain")
     serve.set_defaults(func=cmd_serve)
@@ -410,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     clients = sub.add_parser("clients", help="manage OAuth clients")
-    csub = clients.add_subparsers(dest="clients_command", required=True, parser_class=_Parser)
+    csub = clients.add_subparsers(dest="clients_command", required=True, parser_class=Parser)
     create = csub.add_parser("create", help="register a client; prints its secret once")
     create.add_argument("--name", required=True)
     create.add_argument("--scope", default="", help='space-separated, e.g. "photos:read"')
@@ -421,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_clients_create)
 
     users = sub.add_parser("users", help="manage users")
-    usub = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    usub = users.add_subparsers(dest="users_command", required=True, parser_class=Parser)
     ucreate = usub.add_parser("create", help="create a user")
     ucreate.add_argument("username")
     ucreate.add_argument("--password-stdin", action="store_true")
@@ -444,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd.set_defaults(func=cmd_audit)
 
     keys = sub.add_parser("keys", help="manage signing keys")
-    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=Parser)
     klist = ksub.add_parser("list", help="list keys and their states")
     klist.add_argument("--json", action="store_true")
     klist.set_defaults(func=cmd_keys_list)
@@ -501,23 +483,15 @@ def protect_kid(argv: Sequence[str]) -> list[str]:
     return args
 
 
+# A database failure exits 1 naming only its kind (its message may hold a URL with a password).
+FAILURES = {
+    **COMMON_FAILURES,
+    SQLAlchemyError: (1, lambda exc: f"database error: {type(exc).__name__}"),
+}
+
+
 def run(argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> int:
-    args = parser.parse_args(protect_kid(sys.argv[1:] if argv is None else argv))
-    func: Callable[[argparse.Namespace], None] = args.func
-    try:
-        func(args)
-    except KeyhouseError as exc:
-        sys.stderr.write(f"{parser.prog}: error: {exc.description}\n")
-        return 2
-    except CLIError as exc:
-        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
-        return 2
-    except SQLAlchemyError as exc:
-        sys.stderr.write(f"{parser.prog}: error: database error: {type(exc).__name__}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(parser, protect_kid(sys.argv[1:] if argv is None else argv), FAILURES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

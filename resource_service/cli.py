@@ -7,19 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from resource_service.settings import ResourceSettings
-from serving.server import FORWARDED_ALLOW_IPS_HELP, serve
-from shared.errors import KeyhouseError
+from serving.cli import Parser, add_serve_arguments, run_command
+from serving.server import serve
 
 PROG = "resource-service"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -44,34 +37,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Keyhouse resource service")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog=PROG, description="Keyhouse resource service")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     serve = sub.add_parser("serve", help="run a resource service")
     serve.add_argument("--name", help="the service name, e.g. photos (RESOURCE_NAME)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8001)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--access-log", action="store_true")
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        metavar="IPS",
-        help=FORWARDED_ALLOW_IPS_HELP,
-    )
+    add_serve_arguments(serve, port=8001)
     serve.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except KeyhouseError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc.description}\n")
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(build_parser(), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
