@@ -3,6 +3,10 @@ SQLite file and once on a fresh PostgreSQL database (``issuer_database_url``, te
 
 ``TestClient`` used as a context manager runs the app's lifespan, so this is the same app
 ``issuer serve`` runs, minus the socket. The clock is a ``FakeClock`` unless a test asks otherwise.
+
+One fixture system: ``make_app`` builds apps (several share one database, like replicas), ``app``
+is the first; ``client``, ``accounts`` and ``demo`` are views of that same ``app`` for tests that
+speak plain HTTP to it (its test client, its account store, a seeded client and user).
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ with warnings.catch_warnings():  # starlette nags about httpx; the test client w
 from issuer import db
 from issuer.accounts import AccountStore
 from issuer.app import Issuer, create_app
-from issuer.db import init_schema, make_engine
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, FakeClock
-from shared.scopes import parse_scope
 
+ISSUER = "http://issuer.test"
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
 
@@ -69,6 +72,7 @@ class App:
         scope: str = "photos:read photos:write",
         audiences: Sequence[str] = ("photos",),
         grants: Sequence[str] = ("client_credentials", "password", "refresh_token"),
+        client_id: str | None = None,
     ) -> Creds:
         client, secret = self.issuer.tokens.accounts.create_client(
             name="test",
@@ -76,12 +80,15 @@ class App:
             audiences=list(audiences),
             grant_types=list(grants),
             now=self.clock(),
+            client_id=client_id,
         )
         return Creds(client.client_id, secret)
 
-    def new_user(self, username: str, scope: str = "photos:read photos:write") -> str:
+    def new_user(
+        self, username: str, scope: str = "photos:read photos:write", *, password: str = PASSWORD
+    ) -> str:
         user = self.issuer.tokens.accounts.create_user(
-            username=username, password=PASSWORD, scopes=frozenset(scope.split()), now=self.clock()
+            username=username, password=password, scopes=frozenset(scope.split()), now=self.clock()
         )
         return user.user_id
 
@@ -133,7 +140,7 @@ def one_connection_pool(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def settings_for(database_url: str, **overrides: Any) -> IssuerSettings:
     base = IssuerSettings(
-        issuer_url="http://issuer.test",
+        issuer_url=ISSUER,
         database_url=database_url,
         database_pool_size=1,
         secret_key=SECRET_KEY,
@@ -153,7 +160,7 @@ def make_app(issuer_database_url: str) -> Iterator[MakeApp]:
     def make(*, clock: Clock | None = None, **overrides: Any) -> App:
         the_clock = clock if clock is not None else FakeClock()
         settings = settings_for(issuer_database_url, **overrides)
-        http = TestClient(create_app(settings, clock=the_clock), base_url="http://issuer.test")
+        http = TestClient(create_app(settings, clock=the_clock), base_url=ISSUER)
         http.__enter__()
         opened.append(http)
         return App(http=http, clock=the_clock, settings=settings)
@@ -168,45 +175,27 @@ def app(make_app: MakeApp) -> App:
     return make_app()
 
 
-# -- simpler fixtures: a real-clock app and a seeded client ------------------------------
-
-ISSUER = "https://issuer.test"
+# -- the same app as plain HTTP: its test client, its accounts, a seeded client and user -------
 
 
 @pytest.fixture
-def settings(issuer_database_url: str) -> IssuerSettings:
-    return IssuerSettings(
-        issuer_url=ISSUER,
-        database_url=issuer_database_url,
-        database_pool_size=1,
-        secret_key="unit-test-secret-key-0123456789",
-    )
+def client(app: App) -> TestClient:
+    return app.http
 
 
 @pytest.fixture
-def client(settings: IssuerSettings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url=ISSUER) as test_client:
-        yield test_client
+def accounts(app: App) -> AccountStore:
+    return app.issuer.tokens.accounts
 
 
 @pytest.fixture
-def accounts(settings: IssuerSettings) -> AccountStore:
-    engine = make_engine(settings.database_url)
-    init_schema(engine)
-    return AccountStore(engine)
-
-
-@pytest.fixture
-def demo(accounts: AccountStore) -> dict[str, str]:
-    _client, secret = accounts.create_client(
-        name="t",
-        scopes=parse_scope("photos:read photos:write issuer:admin"),
-        audiences=["photos", "issuer"],
-        grant_types=["client_credentials", "password", "refresh_token"],
-        now=0.0,
+def demo(app: App) -> dict[str, str]:
+    """Client ``c1`` (every grant; photos, and the admin API on audience ``issuer``) and user
+    ``alice`` (password ``alice-password``, photos:read)."""
+    creds = app.new_client(
+        scope="photos:read photos:write issuer:admin",
+        audiences=("photos", "issuer"),
         client_id="c1",
     )
-    accounts.create_user(
-        username="alice", password="alice-password", scopes=parse_scope("photos:read"), now=0.0
-    )
-    return {"client_id": "c1", "client_secret": secret}
+    app.new_user("alice", "photos:read", password="alice-password")
+    return {"client_id": creds.client_id, "client_secret": creds.client_secret}
