@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import threading
@@ -15,6 +16,8 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+logger = logging.getLogger("keyhouse.issuer.passwords")
 
 # argon2id at RFC 9106's second recommended cost (3 passes over 64 MiB) in one lane instead of
 # the profile's four. Lanes only help when that many cores work on one check; the issuer gives a
@@ -70,7 +73,7 @@ MIN_PAUSE_SECONDS = 0.0005
 USELESS_PAUSE = 0.25
 
 
-def run_only_when_idle(fallback_niceness: int = NICENESS) -> None:
+def run_only_when_idle(fallback_niceness: int = NICENESS) -> str | None:
     """Schedule the calling thread, and the threads argon2 starts from it, only on CPU time
     nothing else wants (Linux ``SCHED_IDLE``): a request that arrives while a password is being
     hashed gets the core at once. Where that policy is unavailable, lower the thread's priority
@@ -78,19 +81,37 @@ def run_only_when_idle(fallback_niceness: int = NICENESS) -> None:
 
     A raised nice value is not enough under Linux's EEVDF scheduler: ``perf sched`` showed the
     event loop runnable yet waiting ~3.6 ms at a time for the hashing threads' slices.
+
+    Never raises. None when the thread runs at idle priority; otherwise what it got instead and
+    why, for the caller to log.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
-        return
-    except (AttributeError, OSError):
-        pass
+        return None
+    except (AttributeError, OSError) as exc:
+        idle_refused = _reason(exc)
     try:
         tid = threading.get_native_id()
         os.setpriority(
             os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + fallback_niceness
         )
-    except (AttributeError, OSError):  # no per-thread priorities here: run at normal priority
-        pass
+    except (AttributeError, OSError) as exc:  # no per-thread priorities here
+        return (
+            f"cannot lower the password threads' priority (idle scheduling: {idle_refused}; "
+            f"nice: {_reason(exc)}): they hash at normal priority, beside the event loop"
+        )
+    return (
+        f"cannot schedule the password threads at idle priority ({idle_refused}): they run "
+        f"{fallback_niceness} nice steps lower instead, which delays the event loop more"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, AttributeError):
+        return "not available on this platform"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def fair_share(checks: int) -> float:
@@ -201,6 +222,7 @@ class PasswordPool:
         share: FairShare | None = None,
     ) -> None:
         self._clocks: list[int] = []  # the threads' CPU-time clock ids
+        self._priority_reported = False  # a thread that kept a higher priority was logged
         self._executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="keyhouse-password",
@@ -219,7 +241,12 @@ class PasswordPool:
         self._ticking_loop: asyncio.AbstractEventLoop | None = None
 
     def _thread_started(self) -> None:
-        run_only_when_idle()
+        problem = run_only_when_idle()
+        if problem is not None:
+            with self._count_lock:
+                first, self._priority_reported = not self._priority_reported, True
+            if first:  # the same for every thread: said once
+                logger.warning("%s", problem)
         # Without per-thread CPU clocks (not Linux or BSD) there is no guaranteed share.
         with contextlib.suppress(AttributeError, OSError):
             self._clocks.append(time.pthread_getcpuclockid(threading.get_ident()))

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
+import os
+import threading
+
 import pytest
 from argon2 import PasswordHasher, extract_parameters, profiles
 from sqlalchemy import select, update
 
 from issuer.db import users
-from issuer.passwords import PARAMETERS, hash_password, needs_rehash, verify_password
+from issuer.passwords import (
+    PARAMETERS,
+    PasswordPool,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from tests.issuer.conftest import PASSWORD, App
 
 # What releases before 0.1.3 stored: argon2-cffi's RFC 9106 low-memory profile, four lanes.
@@ -92,3 +104,43 @@ def test_the_rehash_never_overwrites_a_password_changed_meanwhile(app: App) -> N
 
     assert not accounts.replace_password_hash(read_before_the_change, hash_password(PASSWORD))
     assert _stored_hash(app, "alice") == changed.password_hash
+
+
+def _refuse(*_: object) -> None:
+    raise PermissionError(errno.EPERM, "Operation not permitted")
+
+
+@pytest.mark.parametrize(
+    ("refused", "expected"),
+    [
+        (["sched_setscheduler"], "10 nice steps lower instead"),
+        (["sched_setscheduler", "setpriority"], "at normal priority"),
+    ],
+)
+def test_a_pool_whose_threads_keep_a_higher_priority_says_so_once(
+    refused: list[str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Idle scheduling refused (and the nice fallback too): one warning, with the reason,
+    however many password threads start."""
+    for name in refused:
+        monkeypatch.setattr(os, name, _refuse, raising=False)
+    caplog.set_level(logging.WARNING)
+    pool = PasswordPool(cpu_time=lambda: None)  # no guaranteed share: no pauses here
+    both_running = threading.Barrier(2)
+
+    async def two_checks_at_once() -> None:
+        await asyncio.gather(
+            pool.run(lambda: both_running.wait(5)), pool.run(lambda: both_running.wait(5))
+        )
+
+    try:
+        asyncio.run(two_checks_at_once())  # two threads started, each refused
+    finally:
+        pool.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "Operation not permitted" in warnings[0]
+    assert expected in warnings[0]
