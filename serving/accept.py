@@ -13,7 +13,9 @@ of it that accepts up to :data:`MAX_ACCEPTS_PER_TURN` connections whenever it is
 asyncio's own loop does) and hands each to the server's protocol through
 ``connect_accepted_socket``. libuv's own watcher stays (it takes its one connection a turn, the
 drain the rest). Running out of descriptors pauses the drain for a second, as asyncio does,
-instead of spinning on a queue it cannot empty.
+instead of spinning on a queue it cannot empty. A connection over a connection cap
+(``serving.protocol``) is closed as soon as it is accepted, before a transport and a protocol
+are made for it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import socket
 import ssl as ssl_module
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from serving.protocol import forget_port, guard_at
 
 logger = logging.getLogger("keyhouse.serving")
 
@@ -53,6 +57,9 @@ class Drain:
         self.protocol_factory = protocol_factory
         self.ssl = ssl
         self.accepted = 0
+        self.refused = 0
+        sockname = listener.getsockname()
+        self.port: int = sockname[1] if isinstance(sockname, tuple) else 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
@@ -62,7 +69,7 @@ class Drain:
     def on_readable(self) -> None:
         for _ in range(MAX_ACCEPTS_PER_TURN):
             try:
-                conn, _addr = self.listener.accept()
+                conn, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -70,6 +77,11 @@ class Drain:
                     self._pause(exc)
                     return
                 continue  # the peer gave up before it was accepted (ECONNABORTED and the like)
+            guard = guard_at(self.port) if self.port else None
+            if guard is not None and isinstance(addr, tuple) and guard.refuses(addr[0]):
+                conn.close()  # over a cap: the newest connection is the one closed
+                self.refused += 1
+                continue
             conn.setblocking(False)
             self.accepted += 1
             self._start(conn)
@@ -105,6 +117,8 @@ class Drain:
         if self._closed:
             return
         self._closed = True
+        if self.port:
+            forget_port(self.port)
         if self._retry is not None:
             self._retry.cancel()
         else:

@@ -252,16 +252,23 @@ class ConnectionTable:
     def admit(self, address: str, owner: object) -> Deadline | str:
         """A :class:`Deadline` for a connection counted in, or the cap (``PROCESS_CAP``,
         ``ADDRESS_CAP``) that refuses it."""
-        limits = self.limits
-        if len(self.open) >= limits.max_connections:
-            return PROCESS_CAP
-        count = self.per_address.get(address, 0)
-        if count >= limits.max_connections_per_address:
-            return ADDRESS_CAP
-        self.per_address[address] = count + 1
+        cap = self.refusal(address)
+        if cap is not None:
+            return cap
+        self.per_address[address] = self.per_address.get(address, 0) + 1
         entry = self.deadline(address, owner)
         self.open.add(entry)
         return entry
+
+    def refusal(self, address: str) -> str | None:
+        """The cap (``PROCESS_CAP``, ``ADDRESS_CAP``) a new connection from ``address`` would
+        be refused by, or None."""
+        limits = self.limits
+        if len(self.open) >= limits.max_connections:
+            return PROCESS_CAP
+        if self.per_address.get(address, 0) >= limits.max_connections_per_address:
+            return ADDRESS_CAP
+        return None
 
     def release(self, entry: Deadline) -> None:
         if entry not in self.open:

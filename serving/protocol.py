@@ -166,6 +166,7 @@ class ConnectionGuard:
         self.clock = clock or loop.time
         self.table = ConnectionTable(limits, self.clock, idle_timeout)
         self.throttle = WarningThrottle(LOG_INTERVAL, self.clock)
+        self.port = 0  # the port its server listens on, from its first connection
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     def admit(self, address: str, owner: GuardedHttpToolsProtocol) -> Deadline | None:
@@ -176,6 +177,15 @@ class ConnectionGuard:
             return entry
         self._refused(entry, address)
         return None
+
+    def refuses(self, address: str) -> bool:
+        """Whether a connection from ``address`` is over a cap (counted and logged as refused):
+        the accept loop asks before it makes a transport and a protocol for it."""
+        cap = self.table.refusal(address)
+        if cap is None:
+            return False
+        self._refused(cap, address)
+        return True
 
     def _refused(self, cap: str, address: str) -> None:
         count = self.throttle.event(cap)
@@ -245,6 +255,20 @@ class ConnectionGuard:
 
 # The guard rides on uvicorn's per-server state object: one attribute lookup per connection.
 _GUARD = "keyhouse_connection_guard"
+# And the accept loop (serving.accept) finds it by the listening port: a connection over a cap
+# is closed there, before a transport and a protocol are made for it (under a flood of
+# reconnecting clients that is most of the cost of refusing one).
+_GUARDS_BY_PORT: dict[int, ConnectionGuard] = {}
+
+
+def guard_at(port: int) -> ConnectionGuard | None:
+    """The guard of this process's server listening on ``port`` (known from its first
+    connection on)."""
+    return _GUARDS_BY_PORT.get(port)
+
+
+def forget_port(port: int) -> None:
+    _GUARDS_BY_PORT.pop(port, None)
 
 
 def guard_for(
@@ -295,6 +319,10 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        guard = self.guard
+        if not guard.port and self.server and self.server[1]:
+            guard.port = self.server[1]
+            _GUARDS_BY_PORT[guard.port] = guard
         address = self.client[0] if self.client else ""
         entry = self.guard.admit(address, self)
         if entry is None:

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from serving import accept
+from serving.limits import ConnectionLimits
+from serving.protocol import _GUARDS_BY_PORT, ConnectionGuard, guard_at
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -23,9 +25,8 @@ class Counting(asyncio.Protocol):
         self.made = made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
         self.made.append(self)
-        transport.write(b"hello")
+        transport.write(b"hello")  # type: ignore[attr-defined]  # (uvloop's is no subclass)
 
 
 @pytest.fixture
@@ -125,3 +126,28 @@ def test_out_of_descriptors_pauses_the_drain_instead_of_spinning(
         assert "pausing the accept loop" in caplog.text
     finally:
         _close(loop, server, clients)
+
+
+def test_a_connection_over_a_cap_is_closed_before_a_protocol_is_made(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    made: list[Counting] = []
+    server, clients = _serve_and_queue(loop, made)
+    assert isinstance(server, accept.DrainingServer)
+    port = server.sockets[0].getsockname()[1]
+    limits = ConnectionLimits(max_connections_per_address=WAITING // 2, prefix="TEST_")
+    guard = ConnectionGuard(limits, loop, idle_timeout=5.0)
+    for _ in range(WAITING // 2):  # half the cap already taken by connections counted in
+        guard.table.admit("127.0.0.1", object())
+    guard.port = port
+    _GUARDS_BY_PORT[port] = guard
+    try:
+        _turns(loop, 5)
+        assert made == []
+        assert server.drains[0].refused == WAITING
+        for c in clients:
+            c.settimeout(5)
+            assert c.recv(5) == b""  # closed without a word
+    finally:
+        _close(loop, server, clients)
+    assert guard_at(port) is None  # closing the server forgets it

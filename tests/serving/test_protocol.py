@@ -17,6 +17,8 @@ from serving.protocol import (
     CoalescingTransport,
     ConnectionGuard,
     GuardedHttpToolsProtocol,
+    forget_port,
+    guard_at,
     install_guard,
 )
 
@@ -408,6 +410,34 @@ def test_connections_over_a_cap_are_closed_at_once_and_logged(
         first.connection_lost(None)
         _, again = server.connect()
         assert again.events == []
+
+    asyncio.run(main())
+
+
+def test_the_guard_is_found_by_its_listening_port_from_the_first_connection() -> None:
+    async def main() -> None:
+        server = Server()
+        forget_port(8000)
+        assert guard_at(8000) is None
+        server.connect()  # RecordingTransport: sockname 127.0.0.1:8000
+        assert guard_at(8000) is server.guard
+        forget_port(8000)
+
+    asyncio.run(main())
+
+
+def test_refuses_counts_a_connection_over_a_cap_without_admitting_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        server = Server(max_connections_per_address=1)
+        assert not server.guard.refuses("127.0.0.1")
+        server.connect()
+        with caplog.at_level(logging.WARNING, logger="keyhouse.connections"):
+            assert server.guard.refuses("127.0.0.1")
+            assert not server.guard.refuses("127.0.0.2")
+        assert len(server.guard.table) == 1
+        assert "TEST_MAX_CONNECTIONS_PER_ADDRESS=1" in caplog.text
 
     asyncio.run(main())
 
