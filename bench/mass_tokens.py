@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -216,22 +217,27 @@ def send_each_once(
     return statuses, time.perf_counter() - start
 
 
+def _vm_rss(pid: int) -> int:
+    """VmRSS of one process in bytes; OSError when /proc has no such process, ValueError when
+    it has no VmRSS (a zombie)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError(f"/proc/{pid}/status has no VmRSS line (the process has exited)")
+
+
 def rss_bytes(pid: int) -> int:
-    """Resident set size of pid plus its children (uvicorn workers), from /proc."""
-    total = 0
-    pids = [pid]
+    """Resident set size of pid plus its children (uvicorn workers), from /proc.
+
+    Raises (OSError, ValueError) when pid's own RSS cannot be read: an unreadable RSS is no
+    measurement, never 0. A child that exits meanwhile is left out."""
     try:
-        children = open(f"/proc/{pid}/task/{pid}/children").read().split()  # noqa: SIM115
-        pids += [int(c) for c in children]
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
-        pass
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            continue
+        children = []
+    total = _vm_rss(pid)
+    for child in children:
+        with contextlib.suppress(OSError, ValueError):
+            total += _vm_rss(child)
     return total

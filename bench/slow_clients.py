@@ -1,13 +1,8 @@
-"""Scenario 8 (issue 13, point 1): slow and idle clients beside the usual load.
+"""The slow-client attack of scenario 8 (issue 13, point 1; the scenario itself is
+bench/scenarios/slowclients.py, which starts this program on the load CPU).
 
-Two parts:
-
-- ``scenario(ctx, run)``: called by ``bench/run.py`` (``--only slowclients``). For the issuer's
-  ``POST /token`` and the resource service's ``/whoami`` in turn, wrk's usual load is measured
-  alone and beside an attack (alternated B A B ..., like every ratio here), and the longest any
-  attack connection stayed open is compared with the deadline.
-- ``python bench/slow_clients.py attack ...``: the attack, a bounded asyncio program (it stops by
-  itself after ``--seconds`` and closes everything) that prints one JSON line of what it saw:
+``python bench/slow_clients.py attack ...`` is a bounded asyncio program (it stops by itself
+after ``--seconds`` and closes everything) that prints one ``ATTACK_JSON`` line of what it saw:
 
   1. ``--trickle`` connections (a few hundred) from 127.0.0.6-9, half sending a request head one
      byte per second, half sending a declared body one byte per second;
@@ -26,12 +21,9 @@ import asyncio
 import contextlib
 import json
 import resource
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import cast
 
 TRICKLE_SOURCES = ("127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")
 FLOOD_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
@@ -43,11 +35,6 @@ TRICKLE_INTERVAL = 1.0  # seconds between two trickled bytes
 # opened again after this long, as slowloris reopens its dead sockets once per round.
 REFUSED_RETRY = 5.0
 FD_MARGIN = 200  # descriptors the attack leaves for everything else in its process
-
-
-# --------------------------------------------------------------------------------------------
-# The attack (runs in its own process)
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -84,10 +71,11 @@ class SlowConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # (uvloop's is no subclass)
+        conn = cast(asyncio.Transport, transport)  # (uvloop's is no subclass of asyncio's)
+        self.transport = conn
         self.opened = self.attack.loop.time()
         self.attack.live.add(self)
-        transport.write(self.attack.opening[self.kind])
+        conn.write(self.attack.opening[self.kind])
 
     def data_received(self, data: bytes) -> None:
         self.answer += data
@@ -260,217 +248,6 @@ def attack_main(argv: list[str]) -> int:
     stats.fd_limit = limit
     print("ATTACK_JSON " + json.dumps(asdict(stats)), flush=True)
     return 0
-
-
-# --------------------------------------------------------------------------------------------
-# The scenario (called by run.py with its own module for the shared helpers)
-# --------------------------------------------------------------------------------------------
-
-
-def start_attack(
-    run: Any, cfg: Any, port: int, seconds: float, *, head_path: str, body_request: str
-) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "attack",
-        "--port",
-        str(port),
-        "--seconds",
-        f"{seconds:g}",
-        "--head-path",
-        head_path,
-        "--body-request",
-        body_request,
-    ]
-    return subprocess.Popen(
-        run.pin(cfg.load_cpus, cmd, cfg),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def finish_attack(run: Any, proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
-    try:
-        out, _ = proc.communicate(timeout=seconds + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise run.BenchError(f"the slow-client attack did not stop:\n{out[-2000:]}") from None
-    for line in out.splitlines():
-        if line.startswith("ATTACK_JSON "):
-            result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
-            return result
-    raise run.BenchError(f"the slow-client attack printed no result:\n{out[-2000:]}")
-
-
-def deadline_env(prefix: str, deadline: float) -> dict[str, str]:
-    return {f"{prefix}HEADER_TIMEOUT": f"{deadline:g}", f"{prefix}BODY_TIMEOUT": f"{deadline:g}"}
-
-
-def count_cap_warnings(server: Any) -> int:
-    try:
-        text = Path(server.log_path).read_text(errors="replace")
-    except OSError:
-        return 0
-    return text.count("connection cap reached")
-
-
-def scenario(ctx: Any, run: Any) -> None:
-    cfg = ctx.cfg
-    # The deadline as deployed (10 s); a --quick run uses 2 s so that connections still reach it.
-    deadline = 2.0 if cfg.quick else 10.0
-    # The attack starts this long before wrk: the trickles at once, the flood after 1 s, built up
-    # over FLOOD_CONNECTIONS / FLOOD_RAMP_RATE seconds.
-    ramp = 1.0 + FLOOD_CONNECTIONS / FLOOD_RAMP_RATE
-    attack_seconds = ramp + cfg.duration + 1.0
-    stack = run.Stack(ctx, "s8")
-    stack.env.update(deadline_env("ISSUER_", deadline))
-    client = stack.create_client("bench-s8", scope=f"{run.SCOPE} photos:write")
-    token_env = {"BENCH_AUTHORIZATION": client.authorization, "BENCH_BODY": stack.token_body()}
-    attacks: list[dict[str, Any]] = []
-    cap_warnings = 0
-
-    def measure(
-        label: str,
-        url: str,
-        script: str,
-        env: dict[str, str],
-        port: int,
-        head_path: str,
-        body_request: str,
-        server: Any,
-    ) -> tuple[Any, list[Any]]:
-        calm_runs: list[Any] = []
-        attacked_runs: list[Any] = []
-
-        def calm(i: int) -> float:
-            res = run.run_wrk(ctx, f"{label}, no slow clients", url, script, env, warmup=i == 0)
-            calm_runs.append(res)
-            return float(res.rps)
-
-        def attacked(_i: int) -> float:
-            attack = start_attack(
-                run, cfg, port, attack_seconds, head_path=head_path, body_request=body_request
-            )
-            time.sleep(ramp)
-            load = run.start_wrk(cfg, url, script, env)
-            res = run.finish_wrk(load, cfg.duration, f"{label} beside slow clients")
-            stats = finish_attack(run, attack, attack_seconds)
-            stats["service"] = label
-            attacks.append(stats)
-            attacked_runs.append(res)
-            print(
-                f"    {label} beside slow clients: {res.short()}; attack: {stats['connections']:,}"
-                f" connections, {stats['refused']:,} refused by a cap,"
-                f" {stats['answered_408']:,} answered 408, longest open"
-                f" {stats['longest_open_s']:.1f} s",
-                flush=True,
-            )
-            # Let the server count the attack's last connections out before a calm run.
-            time.sleep(1.0)
-            return float(res.rps)
-
-        alt = run.alternate(cfg.rounds, attacked, calm)
-        ctx.raw.setdefault("wrk", {})[f"{label} beside slow clients"] = asdict(
-            attacked_runs[alt.median_index]
-        )
-        return alt, attacked_runs
-
-    rows: list[tuple[str, Any, list[Any]]] = []
-    with stack.issuer(workers=1) as iss:
-        token = stack.get_token(client)
-        # The trickled bodies go to POST /photos with a token allowed to write there, so the
-        # service reads them (with any other token it would answer at once, unread).
-        status, _, body = run.http(
-            "POST",
-            f"{stack.issuer_url}/token",
-            form={"grant_type": "client_credentials", "audience": run.AUDIENCE,
-                  "scope": "photos:write"},
-            headers={"Authorization": client.authorization},
-        )  # fmt: skip
-        if status != 200:
-            raise run.BenchError(f"POST /token (photos:write) answered {status}: {body[:300]!r}")
-        write_token = json.loads(body)["access_token"]
-        alt, runs = measure(
-            "issuer POST /token",
-            f"{stack.issuer_url}/token",
-            "token.lua",
-            token_env,
-            stack.issuer_port,
-            "/healthz",
-            "POST /token HTTP/1.1\r\nHost: bench\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
-            iss,
-        )
-        rows.append(("issuer POST /token", alt, runs))
-        cap_warnings += count_cap_warnings(iss)
-        with stack.resource(workers=1, env=deadline_env("RESOURCE_", deadline)) as rs:
-            url = f"http://127.0.0.1:{rs.port}"
-            run.expect_ok(f"{url}/whoami", token)
-            alt, runs = measure(
-                "resource /whoami",
-                f"{url}/whoami",
-                "bearer.lua",
-                {"BENCH_TOKEN": token},
-                rs.port,
-                "/healthz",
-                f"POST /{run.AUDIENCE} HTTP/1.1\r\nHost: bench\r\n"
-                f"Authorization: Bearer {write_token}\r\n"
-                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
-                rs,
-            )
-            rows.append(("resource /whoami", alt, runs))
-            cap_warnings += count_cap_warnings(rs)
-
-    ctx.raw["slow_clients"] = {"deadline_s": deadline, "attacks": attacks}
-    sample = attacks[0] if attacks else {}
-    who = (
-        f"{sample.get('trickle', 0)} trickling heads and bodies, then {sample.get('flood', 0):,}"
-        f" half-open connections from {len(FLOOD_SOURCES)} addresses"
-    )
-    for label, alt, runs in rows:
-        res = runs[alt.median_index]
-        ctx.add(
-            run.Row(
-                "8",
-                f"{label} beside {who} vs without",
-                res.short(),
-                f"{alt.b_around(alt.median_index):,.0f} req/s",
-                round(alt.ratio, 3),
-                ">= 0.9",
-                run.check(alt.ratio, ">=", 0.9),
-                note=alt.note(),
-            )
-        )
-    longest = max((a["longest_open_s"] for a in attacks), default=0.0)
-    oldest_left = max((a["oldest_still_open_s"] for a in attacks), default=0.0)
-    worst = max(longest, oldest_left)
-    refused = sum(a["refused"] for a in attacks)
-    longest_refused = max((a["longest_refused_s"] for a in attacks), default=0.0)
-    lag = max((a["attacker_lag_s"] for a in attacks), default=0.0)
-    answered = sum(a["answered_408"] for a in attacks)
-    opened = sum(a["connections"] for a in attacks)
-    errors = sum(a["connect_errors"] for a in attacks)
-    ctx.add(
-        run.Row(
-            "8",
-            f"longest a slow connection stayed open (deadlines {deadline:g} s)",
-            f"{longest:.2f} s"
-            + (f" (one still open after {oldest_left:.1f} s)" if oldest_left > longest else ""),
-            target=f"<= {deadline + 1:g} s",
-            passed=worst <= deadline + 1.0,
-            note=(
-                f"{opened:,} attack connections: {answered:,} held until their 408,"
-                f" {refused:,} refused by the caps (closed unanswered, at most"
-                f" {longest_refused:.2f} s after connect() returned: the accept queue's wait),"
-                f" {errors:,} connect errors; {cap_warnings} cap warnings logged (rate-limited)."
-                " Times run from connect() returning to the close the attack saw; its own"
-                f" event loop ran up to {lag:.2f} s late (a busy machine), which they include"
-            ),
-        )
-    )
 
 
 if __name__ == "__main__":
