@@ -13,11 +13,12 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from bench.harness.processes import Server
 from issuer.db import make_engine
 from issuer.keystore import KeyRepository
 from issuer.sealing import KeySealer
 from shared.keys import SigningKey
-from tests.support.processes import Server, Stack
+from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 

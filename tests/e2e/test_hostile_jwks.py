@@ -18,6 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench.harness.processes import Server
 from shared.clock import FakeClock
 from shared.keys import SigningKey
 from tests.support.jwks_fakes import (
@@ -28,7 +29,7 @@ from tests.support.jwks_fakes import (
     redirect_answer,
     token,
 )
-from tests.support.processes import Server, Stack
+from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 

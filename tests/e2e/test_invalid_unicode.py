@@ -20,11 +20,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from bench.harness.processes import Server
 from shared.jwks import encode_jwks
 from shared.jws import b64url_encode
 from shared.keys import SigningKey
 from tests.support.jwks_fakes import ISSUER, key
-from tests.support.processes import Server, Stack
+from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Server, Stack
+from bench.harness.processes import Server
+from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Server, Stack, free_port
+from bench.harness.processes import Server
+from tests.support.processes import Stack, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,9 @@ import httpx
 import jwt as pyjwt
 import pytest
 
+from bench.harness.processes import Server
 from tests.support.postgres import PostgresServer
-from tests.support.processes import Server, Stack
+from tests.support.processes import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

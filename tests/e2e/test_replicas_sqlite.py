@@ -14,7 +14,8 @@ import httpx
 import jwt as pyjwt
 import pytest
 
-from tests.support.processes import BIN, Server, Stack, free_port
+from bench.harness.processes import Server
+from tests.support.processes import BIN, Stack, free_port
 
 pytestmark = pytest.mark.e2e
 

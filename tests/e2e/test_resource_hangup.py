@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bench.harness.processes import Server
 from shared.clock import FakeClock
 from tests.support.jwks_fakes import ISSUER, JWKSServer, json_answer, key, token
-from tests.support.processes import Server, Stack
+from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 

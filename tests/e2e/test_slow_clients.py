@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.processes import Server, Stack
+from bench.harness.processes import Server
+from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 import trustme
 
-from tests.support.processes import BIN, Server, Stack
+from bench.harness.processes import Server
+from tests.support.processes import BIN, Stack
 
 pytestmark = pytest.mark.e2e
 

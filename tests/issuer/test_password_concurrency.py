@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import event
 
 import issuer.accounts
+from bench.harness.processes import Server
 from issuer.passwords import (
     CHECKS_AT_ONCE,
     MAX_PAUSE_SECONDS,
@@ -30,7 +31,7 @@ from issuer.passwords import (
     verify_password,
 )
 from tests.issuer.conftest import App
-from tests.support.processes import BIN, Server, Stack
+from tests.support.processes import BIN, Stack
 
 
 def test_at_most_n_password_checks_at_once(app: App, monkeypatch: pytest.MonkeyPatch) -> None:

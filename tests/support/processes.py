@@ -1,19 +1,23 @@
-"""Real processes for the end-to-end tier: the issuer and resource services on loopback ports."""
+"""Real processes for the end-to-end tier: the issuer and resource services on loopback ports.
+
+Each server is a :class:`bench.harness.processes.Server`, the repository's one process harness
+(the benchmark runs its servers with it too); this module only knows what a test stack needs:
+free ports, a clean environment, the issuer's CLI, clients and tokens."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.harness.processes import Server
 
 BIN = Path(sys.executable).parent
 
@@ -22,74 +26,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(
-    url: str,
-    *,
-    timeout: float = 20.0,
-    proc: subprocess.Popen[bytes] | None = None,
-    verify: Any = True,
-) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0, verify=verify).status_code < 500:
-                return
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout}s: {last!r}")
-
-
-class Server:
-    """A uvicorn server in its own process; ``stop`` sends SIGINT like Ctrl-C does."""
-
-    def __init__(
-        self,
-        args: Sequence[str],
-        env: Mapping[str, str],
-        port: int,
-        log: Path,
-        scheme: str = "http",
-        verify: Any = True,
-    ) -> None:
-        self.args = list(args)
-        self.env = dict(env)
-        self.port = port
-        self.log = log
-        self.url = f"{scheme}://127.0.0.1:{port}"
-        self.verify = verify
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, *, timeout: float = 20.0) -> Server:
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            self.args,
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=self.env.get("KEYHOUSE_TEST_CWD"),
-        )
-        handle.close()
-        wait_for(self.url + "/healthz", timeout=timeout, proc=self.proc, verify=self.verify)
-        return self
-
-    def stop(self, *, kill: bool = False) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=5)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -146,7 +82,7 @@ class Stack:
         """The issuer on ``issuer_port``; ``args`` are extra ``issuer serve`` flags."""
         server = Server(
             [str(BIN / "issuer"), "serve", "--port", str(self.issuer_port), *args],
-            {**self.issuer_env, **env, "KEYHOUSE_TEST_CWD": str(self.root)},
+            {**self.issuer_env, **env},
             self.issuer_port,
             self.root / "issuer.log",
         )
@@ -159,7 +95,7 @@ class Stack:
         port = free_port()
         server = Server(
             [str(BIN / "issuer"), "serve", "--port", str(port)],
-            {**self.issuer_env, **env, "KEYHOUSE_TEST_CWD": str(self.root)},
+            {**self.issuer_env, **env},
             port,
             self.root / f"issuer-{label}.log",
         )
@@ -171,7 +107,6 @@ class Stack:
         full_env = base_env(
             RESOURCE_ISSUER=self.issuer_url,
             RESOURCE_DATABASE_PATH=str(self.root / f"{name}.db"),
-            KEYHOUSE_TEST_CWD=str(self.root),
         )
         full_env.update(env)
         server = Server(
@@ -195,7 +130,7 @@ class Stack:
             args += ["--audience", aud]
         for grant in grants:
             args += ["--grant", grant]
-        return json.loads(self.cli(*args).stdout)
+        return dict(json.loads(self.cli(*args).stdout))
 
     def create_user(self, username: str, password: str, scope: str) -> None:
         self.cli(
