@@ -81,7 +81,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from issuer.app import build_issuer
+    from issuer.container import build_issuer
 
     settings = _settings()
     logging.basicConfig(

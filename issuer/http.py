@@ -1,20 +1,47 @@
-"""HTTP glue shared by the issuer's endpoints: bounded body reads and the one error handler."""
+"""HTTP glue shared by the issuer's endpoints: the container from the lifespan state, the peer's
+address, bounded body reads, and the app's error handlers (over :func:`shared.errors.render_error`).
+"""
 
 from __future__ import annotations
 
 import logging
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from issuer.container import Issuer
 from issuer.forms import parse_form
-from shared.errors import InvalidClient, KeyhouseError, RequestTooLarge
+from issuer.token_service import UNKNOWN_ADDRESS
+from shared.errors import (
+    GENERIC_DESCRIPTION,
+    KeyhouseError,
+    RequestTooLarge,
+    ServerError,
+    error_for_status,
+    log_unexpected,
+    render_error,
+)
 
 logger = logging.getLogger("keyhouse.issuer")
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# The key of the container in the lifespan state (``scope["state"]``), set by issuer/app.py.
+ISSUER_STATE = "issuer"
+# The admin API is a bearer-protected resource: its refusals carry RFC 6750 challenges.
+ADMIN_PREFIX = "/admin/"
+ADMIN_REALM = "issuer"
+
+
+def issuer_of(conn: HTTPConnection) -> Issuer:
+    """The container the app's lifespan built (read from the request's lifespan state)."""
+    issuer: Issuer = conn.scope["state"][ISSUER_STATE]
+    return issuer
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The peer address (uvicorn applies X-Forwarded-For only from --forwarded-allow-ips)."""
+    return conn.client.host if conn.client else UNKNOWN_ADDRESS
 
 
 async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
@@ -52,41 +79,30 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     return parse_form(body, request.headers.get("content-type"), query)
 
 
+# -- errors: every answer goes through shared.errors.render_error -----------------------------
+
+
 def error_response(exc: KeyhouseError, *, bearer_realm: str | None = None) -> Response:
-    headers = {**NO_STORE, **exc.headers}
-    if isinstance(exc, InvalidClient):
-        headers["WWW-Authenticate"] = 'Basic realm="keyhouse"'
-    elif bearer_realm is not None and exc.status_code in (401, 403):
-        challenge = f'Bearer realm="{bearer_realm}"'
-        if exc.error in {"invalid_token", "insufficient_scope"}:
-            challenge += f', error="{exc.error}", error_description="{exc.description}"'
-        headers["WWW-Authenticate"] = challenge
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+    status, headers, body = render_error(exc, bearer_realm=bearer_realm, log=logger)
+    return Response(body, status_code=status, headers=headers)
+
+
+def _realm(path: str) -> str | None:
+    return ADMIN_REALM if path.startswith(ADMIN_PREFIX) else None
 
 
 async def handle_keyhouse_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeyhouseError)
-    realm = "issuer" if request.url.path.startswith("/admin/") else None
-    return error_response(exc, bearer_realm=realm)
+    return error_response(exc, bearer_realm=_realm(request.url.path))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "invalid_request"}.get(exc.status_code, "invalid_request")
-    headers = {**NO_STORE, **(exc.headers or {})}
-    return JSONResponse(
-        {"error": code, "error_description": str(exc.detail)},
-        status_code=exc.status_code,
-        headers=headers,
-    )
+    error = error_for_status(exc.status_code, str(exc.detail), exc.headers)
+    return error_response(error, bearer_realm=_realm(request.url.path))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     # Logged without the request: its body or headers may carry credentials.
-    logger.error("unexpected error on %s %s: %r", request.method, request.url.path, type(exc))
-    logger.debug("unexpected error", exc_info=exc)
-    return JSONResponse(
-        {"error": "server_error", "error_description": "internal error"},
-        status_code=500,
-        headers=NO_STORE,
-    )
+    log_unexpected(logger, request.method, request.url.path, exc)
+    return error_response(ServerError(GENERIC_DESCRIPTION))

@@ -31,7 +31,16 @@ from resource_service.items import MAX_TITLE, ItemStore
 from resource_service.metrics import ResourceMetrics
 from resource_service.settings import ResourceSettings
 from shared.clock import Clock, system_clock
-from shared.errors import InvalidRequest, KeyhouseError, RequestTooLarge
+from shared.errors import (
+    GENERIC_DESCRIPTION,
+    InvalidRequest,
+    KeyhouseError,
+    RequestTooLarge,
+    ServerError,
+    error_for_status,
+    log_unexpected,
+    render_error,
+)
 from shared.jwks_client import JWKSClient
 from shared.jws import strict_json
 from shared.token_cache import TokenCache
@@ -56,27 +65,13 @@ def _resource(request: HTTPConnection) -> Resource:
     return resource
 
 
-# -- the one place errors become responses --------------------------------------------------
+# -- errors: every answer goes through shared.errors.render_error ------------------------------
 
 
-def error_response(exc: KeyhouseError, realm: str) -> Response:
-    """RFC 6750 §3: JSON body plus the ``WWW-Authenticate`` challenge."""
-    headers = {"Cache-Control": "no-store", **exc.headers}
-    if exc.status_code == 401 and exc.error == "missing_token":
-        headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
-    elif exc.status_code in (400, 401, 403) and exc.error in {
-        "invalid_token",
-        "invalid_request",
-        "insufficient_scope",
-    }:
-        challenge = (
-            f'Bearer realm="{realm}", error="{exc.error}", error_description="{exc.description}"'
-        )
-        scope = getattr(exc, "scope", "")
-        if scope:
-            challenge += f', scope="{scope}"'
-        headers["WWW-Authenticate"] = challenge
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+def error_response(exc: KeyhouseError, realm: str | None) -> Response:
+    """RFC 6750 §3: JSON body plus the ``WWW-Authenticate`` challenge of this realm."""
+    status, headers, body = render_error(exc, bearer_realm=realm, log=logger)
+    return Response(body, status_code=status, headers=headers)
 
 
 def _realm(conn: HTTPConnection) -> str:
@@ -111,19 +106,14 @@ def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = "not_found" if exc.status_code == 404 else "invalid_request"
-    return JSONResponse(
-        {"error": code, "error_description": str(exc.detail)},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
+    error = error_for_status(exc.status_code, str(exc.detail), exc.headers)
+    return error_response(error, _realm(request))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    logger.error("unexpected error on %s %s: %r", request.method, request.url.path, type(exc))
-    return JSONResponse(
-        {"error": "server_error", "error_description": "internal error"}, status_code=500
-    )
+    # Logged without the request: its body or headers may carry credentials.
+    log_unexpected(logger, request.method, request.url.path, exc)
+    return error_response(ServerError(GENERIC_DESCRIPTION), None)
 
 
 # -- endpoints ----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ with warnings.catch_warnings():  # starlette nags about httpx; the test client w
 
 from issuer import db
 from issuer.accounts import AccountStore
-from issuer.app import Issuer, create_app
+from issuer.app import create_app
+from issuer.container import Issuer
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, FakeClock
 
@@ -59,7 +60,7 @@ class App:
 
     @property
     def issuer(self) -> Issuer:
-        issuer: Issuer = self.http.app.state.issuer  # type: ignore[attr-defined]
+        issuer: Issuer = self.http.app_state["issuer"]  # the lifespan state
         return issuer
 
     def advance(self, seconds: float) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import jwt as pyjwt
+import pytest
+from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from tests.issuer.conftest import ISSUER
+from issuer import db
+from tests.issuer.conftest import ISSUER, MakeApp
 
 
 def _token(client: TestClient, demo: dict[str, str], **form: str) -> dict[str, object]:
@@ -234,3 +239,51 @@ def test_metrics_count_tokens_and_errors_per_label(
     assert 'keyhouse_issuer_tokens_issued_total{grant_type="client_credentials"} 3.0' in text
     assert 'keyhouse_issuer_token_errors_total{error="invalid_client"} 1.0' in text
     assert 'keyhouse_issuer_token_errors_total{error="invalid_request"} 2.0' in text
+
+
+def test_admin_refusals_carry_bearer_challenges(client: TestClient, demo: dict[str, str]) -> None:
+    """RFC 6750 §3 on the admin API, as on the resource services: the 403 names the scope."""
+    missing = client.get("/admin/keys")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="issuer"'
+    no_scope = _token(
+        client, demo, grant_type="client_credentials", audience="issuer", scope="photos:read"
+    )["access_token"]
+    denied = client.get("/admin/keys", headers={"Authorization": f"Bearer {no_scope}"})
+    assert denied.status_code == 403
+    assert denied.headers["www-authenticate"] == (
+        'Bearer realm="issuer", error="insufficient_scope", '
+        'error_description="requires scope issuer:admin", scope="issuer:admin"'
+    )
+    assert denied.headers["cache-control"] == "no-store"
+    assert denied.headers["pragma"] == "no-cache"
+
+
+def test_a_key_sealed_under_another_secret_is_a_generic_500_with_the_detail_logged(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replica b rotates; the new key's sealed bytes then fail to open on replica a (as with a
+    wrong ISSUER_SECRET_KEY). a's client is told "internal error"; the log says which key."""
+    a = make_app()
+    b = make_app(clock=a.clock)
+    creds = a.new_client(scope="issuer:admin", audiences=("issuer",))
+    admin = a.token(creds, grant_type="client_credentials", audience="issuer").json()
+    headers = {"Authorization": f"Bearer {admin['access_token']}"}
+    new_kid = b.http.post("/admin/keys/rotate?now=true", headers=headers).json()["kid"]
+    engine = a.issuer.keyring.repo.engine
+    with engine.begin() as conn:
+        sealed = conn.execute(
+            select(db.signing_keys.c.private_key).where(db.signing_keys.c.kid == new_kid)
+        ).scalar_one()
+        conn.execute(
+            update(db.signing_keys)
+            .where(db.signing_keys.c.kid == new_kid)
+            .values(private_key=sealed[:-1] + bytes([sealed[-1] ^ 1]))
+        )
+    response = a.http.post("/admin/keys/rotate", headers=headers)  # a reloads its keys
+    assert response.status_code == 500
+    assert response.json() == {"error": "server_error", "error_description": "internal error"}
+    assert response.headers["cache-control"] == "no-store"
+    assert new_kid not in response.text
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"cannot decrypt signing key {new_kid}" in r.getMessage() for r in logged)

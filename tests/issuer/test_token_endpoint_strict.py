@@ -196,6 +196,7 @@ def test_an_unexpected_failure_is_a_json_500_without_details(
     monkeypatch.setattr(app.issuer.keyring, "signer", broken)
     # A second client on the same (started) app, answering 500s instead of raising them.
     lenient = TestClient(app.http.app, base_url="http://issuer.test", raise_server_exceptions=False)
+    lenient.app_state = app.http.app_state  # the started app's lifespan state
     response = lenient.post("/token", data={"grant_type": "client_credentials"}, headers=creds.auth)
     _error(response, 500, "server_error")
     assert "secret detail" not in response.text
@@ -279,7 +280,7 @@ def test_a_client_hanging_up_is_not_an_error(
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
-        "state": {},
+        "state": dict(app.http.app_state),  # as a server passes the lifespan state
     }
     caplog.set_level("DEBUG", logger="keyhouse.issuer")
     # On the test client's event loop, where the app's lifespan runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +125,42 @@ def test_every_setting_is_documented_with_its_default() -> None:
         default = defaults[name]
         shown = str(default).lower() if isinstance(default, bool) else f"{default:g}"
         assert f"`{shown}`" in row, (var, shown, row)
+
+
+def test_every_error_answer_is_json_and_never_stored(up: tuple[TestClient, FakeClock, str]) -> None:
+    """The router's 404 and 405 too, through the one renderer (shared.errors.render_error)."""
+    client, _, tok = up
+    auth = {"Authorization": f"Bearer {tok}"}
+    answers = {
+        400: client.get("/whoami", params={"access_token": tok}),
+        401: client.get("/whoami", headers={"Authorization": "Bearer x.y.z"}),
+        403: client.post("/photos", json={"title": "x"}, headers=auth),
+        404: client.get("/nope", headers=auth),
+        405: client.delete("/photos", headers=auth),
+    }
+    for status, response in answers.items():
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json", status
+        assert response.json()["error"], status
+        assert response.headers["cache-control"] == "no-store", status
+        assert response.headers["pragma"] == "no-cache", status
+    assert answers[404].json()["error"] == "not_found"
+    assert "GET" in answers[405].headers["allow"]  # the router's header, kept
+    assert "www-authenticate" not in answers[404].headers
+    assert "www-authenticate" not in answers[405].headers
+
+
+def test_a_database_failure_is_a_generic_500_never_stored(
+    up: tuple[TestClient, FakeClock, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _, tok = up
+    with sqlite3.connect(tmp_path / "photos.db") as db:  # the service's own store, broken
+        db.execute("ALTER TABLE items RENAME TO items_gone")
+    lenient = TestClient(client.app, raise_server_exceptions=False)
+    response = lenient.get("/photos", headers={"Authorization": f"Bearer {tok}"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "server_error", "error_description": "internal error"}
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+    assert "unexpected error on GET /photos: OperationalError" in caplog.text
+    assert tok not in caplog.text

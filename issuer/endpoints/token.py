@@ -6,31 +6,30 @@ Python between two signatures runs with cold caches. Starlette's routing and req
 wrapper (a ``Request``, two exception wrappers, ``JSONResponse`` building its headers) were
 over a quarter of the instructions the app spent per request outside RSA. So
 :class:`TokenFastPath` hands ``/token`` to :class:`TokenEndpoint` ahead of the router, and the
-endpoint reads the three headers it needs straight from the ASGI scope, the body from
-``receive``, and answers with a prebuilt header list. Errors go through the app's one handler
-(:func:`issuer.http.handle_keyhouse_error`) like everywhere else; anything unexpected reaches
-Starlette's server-error middleware, outside this one.
+endpoint reads the container from the lifespan state and the three headers it needs straight
+from the ASGI scope, the body from ``receive``, and answers with a prebuilt header list. Errors
+go through the app's one renderer (:func:`issuer.http.error_response`) like everywhere else;
+anything unexpected reaches Starlette's server-error middleware, outside this one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer import http
+from issuer.container import Issuer
 from issuer.forms import parse_form
 from issuer.token_service import UNKNOWN_ADDRESS
-from shared.errors import KeyhouseError, MethodNotAllowed
+from shared.errors import NO_STORE, KeyhouseError, MethodNotAllowed
+from shared.protocol import TOKEN_PATH
 from shared.tokens import compact_json
-
-if TYPE_CHECKING:
-    from issuer.app import Issuer
 
 _HEADERS = [
     (b"content-type", b"application/json"),
-    *((name.lower().encode(), value.encode()) for name, value in http.NO_STORE.items()),
+    *((name.lower().encode(), value.encode()) for name, value in NO_STORE.items()),
 ]
 
 
@@ -51,7 +50,7 @@ class TokenEndpoint:
     """The ASGI app for ``/token``; raises :class:`KeyhouseError` for every refusal."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        issuer: Issuer = scope["app"].state.issuer
+        issuer: Issuer = scope["state"][http.ISSUER_STATE]
         if scope["method"] != "POST":
             raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
         content_type, content_length, authorization = _request_headers(scope)
@@ -76,12 +75,12 @@ class TokenFastPath:
     """Starlette middleware: every request for ``/token`` goes to :class:`TokenEndpoint`.
 
     It sits inside Starlette's server-error middleware (unexpected errors still become the JSON
-    500) and outside the router; refusals are serialised by the same handler as every other
+    500) and outside the router; refusals are serialised by the same renderer as every other
     endpoint's. Being the outermost of the app's own layers, it is also where a client that
     hangs up mid-request (``ClientDisconnect``, from any endpoint) ends quietly.
     """
 
-    PATH = "/token"
+    PATH = TOKEN_PATH
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -95,8 +94,7 @@ class TokenFastPath:
             try:
                 await self.endpoint(scope, receive, send)
             except KeyhouseError as exc:
-                response = await http.handle_keyhouse_error(Request(scope), exc)
-                await response(scope, receive, send)
+                await http.error_response(exc)(scope, receive, send)
         except ClientDisconnect:
             # The client hung up before its request was whole (a body shorter than its
             # Content-Length, then a closed socket), on any path: there is no one to answer

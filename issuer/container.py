@@ -1,0 +1,104 @@
+"""The issuer's container: everything its endpoints use, built once per process and closed once.
+
+:func:`build_issuer` opens the store and the key ring and wires the services; the app's lifespan
+(``issuer/app.py``) builds it, hands it to the endpoints as lifespan state, runs
+:func:`reload_keys_forever` beside them and closes it with :func:`close_issuer`. The CLI builds
+one too, to serve nothing but its commands. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from issuer.accounts import AccountStore
+from issuer.admin import KeyAdmin
+from issuer.db import init_schema, make_engine
+from issuer.introspection import Introspector
+from issuer.keystore import KeyRing, open_key_repository
+from issuer.metrics import IssuerMetrics
+from issuer.refresh import RefreshTokenStore
+from issuer.settings import IssuerSettings
+from issuer.token_service import TokenService
+from shared.clock import Clock, system_clock
+from shared.protocol import ADMIN_AUDIENCE
+from shared.tokens import TokenVerifier
+
+logger = logging.getLogger("keyhouse.issuer")
+
+
+@dataclass
+class Issuer:
+    """Everything the endpoints need; built and torn down by the app's lifespan."""
+
+    settings: IssuerSettings
+    keyring: KeyRing
+    tokens: TokenService
+    introspector: Introspector
+    admin: KeyAdmin
+    admin_verifier: TokenVerifier
+    metrics: IssuerMetrics
+
+
+def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
+    """Open the store (creating the schema and a first key if need be) and wire the services.
+
+    Blocking (database work and key unsealing): call it off the event loop.
+    """
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    init_schema(engine)
+    repo = open_key_repository(settings, engine, clock())
+    keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
+    keyring.reload()
+    accounts = AccountStore(engine)
+    refresh = RefreshTokenStore(
+        engine, ttl=settings.refresh_token_ttl, idle_ttl=settings.refresh_token_idle_ttl
+    )
+    tokens = TokenService(settings, keyring, accounts, refresh, clock=clock)
+    return Issuer(
+        settings=settings,
+        keyring=keyring,
+        tokens=tokens,
+        introspector=Introspector(settings, keyring, refresh, clock=clock),
+        admin=KeyAdmin(repo, clock=clock),
+        admin_verifier=TokenVerifier(
+            issuer=settings.issuer_url, audience=ADMIN_AUDIENCE, clock=clock
+        ),
+        metrics=IssuerMetrics(),
+    )
+
+
+def close_issuer(issuer: Issuer) -> None:
+    """Stop the token service's workers and close the store's connections (blocking)."""
+    issuer.tokens.close()
+    issuer.keyring.repo.engine.dispose()
+
+
+async def reload_keys_forever(
+    issuer: Issuer, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> None:
+    """Pick up keys rotated or revoked by another process (the CLI, another replica), and run
+    the rotation scheduler: whichever process notices that the signing key has no successor
+    schedules one (the database makes sure only one is created). Runs until cancelled; a
+    failure is logged (message and traceback) and the next tick tries again."""
+    while True:
+        await sleep(issuer.settings.key_refresh_interval)
+        try:
+            created = await anyio.to_thread.run_sync(issuer.admin.tick)
+            if created is not None:
+                logger.info(
+                    "scheduled signing key %s: published at %s, signs from %s",
+                    created["kid"],
+                    created["publish_at"],
+                    created["activate_at"],
+                )
+        except Exception:  # keep serving; the next tick (or another replica) retries
+            logger.warning("key rotation scheduler failed", exc_info=True)
+        try:
+            await anyio.to_thread.run_sync(issuer.keyring.reload)
+        except Exception:  # keep serving with the keys we have
+            logger.warning("reloading signing keys failed", exc_info=True)
