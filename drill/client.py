@@ -10,9 +10,7 @@ from typing import Any
 import httpx
 
 from drill.config import DrillError
-
-ADMIN_SCOPE = "issuer:admin"
-ADMIN_AUDIENCE = "issuer"
+from shared.protocol import ADMIN_AUDIENCE, ADMIN_SCOPE
 
 
 def kid_of(token: str) -> str:

@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from issuer.db import clients, users
 from issuer.passwords import hash_password, verify_password
 from shared.errors import ConfigurationError
+from shared.protocol import GRANT_TYPES
 from shared.scopes import format_scope, parse_scope
 
-GRANT_TYPES = ("client_credentials", "password", "refresh_token")
 MAX_USERNAME = 200
 _DUMMY_SECRET_HASH = hashlib.sha256(b"keyhouse-dummy-client-secret").hexdigest()
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from drill.config import add_arguments as add_drill_arguments
 from issuer import audit
-from issuer.accounts import GRANT_TYPES, AccountStore
+from issuer.accounts import AccountStore
 from issuer.admin import KeyAdmin
 from issuer.db import create_store, describe_database, head_revision, open_store
 from issuer.keystore import open_key_repository, prepare_keys
@@ -32,6 +32,7 @@ from issuer.settings import IssuerSettings
 from serving.cli import COMMON_FAILURES, CLIError, Parser, add_serve_arguments, run_command
 from serving.server import serve
 from shared.clock import system_clock
+from shared.protocol import GRANT_TYPES
 from shared.scopes import parse_scope
 
 PROG = "issuer"

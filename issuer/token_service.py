@@ -39,11 +39,11 @@ from shared.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from shared.protocol import GRANT_TYPES
 from shared.scopes import format_scope, parse_scope
 from shared.tokens import access_token_claims
 
 T = TypeVar("T")
-GRANT_TYPES = ("client_credentials", "password", "refresh_token")
 CLIENT_CACHE_SECONDS = 2.0
 UNKNOWN_ADDRESS = "unknown"
 # Bounds of the per-process memos on the client_credentials path (each is emptied when full).

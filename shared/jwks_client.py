@@ -40,13 +40,13 @@ from shared.clock import Clock, system_clock
 from shared.errors import ConfigurationError, InvalidToken, JWKSError, KeysUnavailable
 from shared.jwks import ParsedJWKS, VerificationKey, parse_jwks
 from shared.jws import strict_json_object
+from shared.protocol import METADATA_PATH
 from shared.urls import check_fetch_url
 
 logger = logging.getLogger("keyhouse.jwks_client")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*(no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
-METADATA_PATH = "/.well-known/oauth-authorization-server"
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 # Why a fetch failed: the ``reason`` label of keyhouse_jwks_fetch_failures_total.
