@@ -51,6 +51,7 @@ def test_hashes_from_older_releases_still_verify() -> None:
         ("not a hash", False),
         ("$argon2id$v=19$m=abc", False),
     ],
+    ids=["older-release", "today", "not-a-hash", "malformed"],  # the same ids in every worker
 )
 def test_needs_rehash(password_hash: str, expected: bool) -> None:
     assert needs_rehash(password_hash) is expected
