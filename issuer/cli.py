@@ -22,11 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from drill.config import add_arguments as add_drill_arguments
 from issuer import audit
 from issuer.accounts import AccountStore
-from issuer.admin import KeyAdmin
 from issuer.db import create_store, describe_database, head_revision, open_store
-from issuer.keystore import open_key_repository, prepare_keys
+from issuer.keys import KeyAdmin, KeySealer, find_secret, open_key_repository, prepare_keys
 from issuer.refresh import RefreshTokenStore
-from issuer.sealing import KeySealer, find_secret
 from issuer.seed import seed_demo, walkthrough
 from issuer.settings import IssuerSettings
 from serving.cli import COMMON_FAILURES, CLIError, Parser, add_serve_arguments, run_command

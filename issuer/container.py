@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import anyio.to_thread
 
 from issuer.accounts import AccountStore
-from issuer.admin import KeyAdmin
 from issuer.db import init_schema, make_engine
 from issuer.introspection import Introspector
-from issuer.keystore import KeyRing, open_key_repository
+from issuer.keys import KeyAdmin, KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings

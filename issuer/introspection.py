@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from issuer.accounts import Client
 from issuer.db import refresh_tokens
-from issuer.keystore import KeyRing
+from issuer.keys import KeyRing
 from issuer.refresh import RefreshTokenStore, token_hash
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, system_clock

@@ -23,7 +23,7 @@ from issuer.accounts import MAX_USERNAME, AccountStore, Client, User, password_m
 from issuer.audit import AuditLog
 from issuer.batch_signer import BatchSigner
 from issuer.client_auth import authenticate_client, client_credentials
-from issuer.keystore import KeyRing
+from issuer.keys import KeyRing
 from issuer.passwords import PasswordPool, hash_password, needs_rehash
 from issuer.refresh import RefreshGrant, RefreshTokenStore
 from issuer.settings import IssuerSettings

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bench.harness.processes import Server
 from issuer.db import make_engine
-from issuer.keystore import KeyRepository
-from issuer.sealing import KeySealer
+from issuer.keys import KeyRepository, KeySealer
 from shared.keys import SigningKey
 from tests.support.processes import Stack
 

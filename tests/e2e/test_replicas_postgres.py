@@ -114,7 +114,7 @@ def test_tokens_from_either_replica_verify_at_both_services(replicas: Replicas) 
     jwks_b = httpx.get(r.b.url + "/.well-known/jwks.json", timeout=5).json()
     assert {k["kid"] for k in jwks_a["keys"]} == {k["kid"] for k in jwks_b["keys"]}
     # Two replicas starting at once on an empty database may each create a first key (no
-    # cross-process lock in keystore.ensure_signing_key yet); both are then published, and the
+    # cross-process lock in KeyRepository.ensure_signing_key yet); both are then published, and the
     # replicas agree on the signer (latest activation, ties by kid) after one key refresh.
     assert 1 <= len(jwks_a["keys"]) <= 2
     deadline = time.monotonic() + 10

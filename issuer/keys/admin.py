@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from issuer import audit
-from issuer.keystore import KeyRecord, KeyRepository, signing_record
+from issuer.keys.record import KeyRecord, signing_record
+from issuer.keys.repository import KeyRepository
 from shared.clock import Clock, system_clock
 
 
