@@ -6,9 +6,12 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,11 +272,25 @@ def issuer(
     return InProcess(tmp_path, monkeypatch, capsys)
 
 
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """An empty directory with a short path, whatever the depth of pytest's temporary root
+    (pytest-xdist adds a directory per worker): a message naming a path in it stays under
+    the 200 characters an error description is cut to."""
+    path = Path(tempfile.mkdtemp(prefix="kh-")).resolve()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.parametrize("args", NOT_CREATING, ids=" ".join)
 def test_commands_other_than_init_and_serve_never_create_a_store(
-    tmp_path: Path, args: list[str], issuer: InProcess
+    short_tmp_path: Path,
+    args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    result = issuer(*args)
+    tmp_path = short_tmp_path
+    result = InProcess(tmp_path, monkeypatch, capsys)(*args)
     assert result.returncode == 2
     db_file = tmp_path / "var" / "issuer.db"
     assert result.stderr == (
