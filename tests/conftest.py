@@ -12,10 +12,18 @@ from tests.support.processes import Stack
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def issuer_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per database backend: ``sqlite`` and ``postgres``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def issuer_database_url(
+    request: pytest.FixtureRequest, database_backend: str, tmp_path: Path
+) -> Iterator[str]:
     """The issuer's ISSUER_DATABASE_URL, once per backend: a SQLite file in tmp_path, and a fresh
-    database on the session's throwaway PostgreSQL server (dropped afterwards)."""
-    if request.param == "sqlite":
+    database on the session's throwaway PostgreSQL server (dropped afterwards). Empty."""
+    if database_backend == "sqlite":
         yield f"sqlite:///{tmp_path}/issuer.db"
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")

@@ -12,13 +12,18 @@ speak plain HTTP to it (its test client, its account store, a seeded client and 
 from __future__ import annotations
 
 import base64
+import shutil
+import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 with warnings.catch_warnings():  # starlette nags about httpx; the test client works the same
     warnings.simplefilter("ignore")
@@ -28,8 +33,11 @@ from issuer import db
 from issuer.accounts import AccountStore
 from issuer.app import create_app
 from issuer.container import Issuer
+from issuer.db import init_schema, make_engine
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, FakeClock
+from shared.keys import PUBLIC_EXPONENT, RSA_KEY_SIZE
+from tests.support.postgres import PostgresServer
 
 ISSUER = "http://issuer.test"
 SECRET_KEY = "test-secret-key-0123456789abcdef"
@@ -153,14 +161,93 @@ def settings_for(database_url: str, **overrides: Any) -> IssuerSettings:
 MakeApp = Callable[..., App]
 
 
+# -- speed: a schema made once per worker, RSA keys generated once per worker ---------------
+#
+# Every in-process test builds at least one issuer on a database of its own. Two things that
+# build costs, and that no test here is about, are made once and copied: the schema (the
+# migrations themselves are tested in test_migrations.py, on empty databases) and the RSA key
+# pairs (RSA generation is tested in tests/shared). The issuer still creates, seals, stores
+# and loads every key itself; only the prime search is skipped.
+
+
+@pytest.fixture(scope="session")
+def sqlite_schema_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest migration, to copy (one per pytest-xdist worker)."""
+    path = tmp_path_factory.mktemp("schema") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        init_schema(engine)
+    finally:
+        engine.dispose()  # the last connection checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_template(postgres_server: PostgresServer) -> str:
+    """A database at the newest migration on the worker's server, for CREATE DATABASE ...
+    TEMPLATE (left without connections, as PostgreSQL requires)."""
+    name = "keyhouse_schema_template"
+    engine = make_engine(postgres_server.create_database(name))
+    try:
+        init_schema(engine)
+    finally:
+        engine.dispose()
+    return name
+
+
 @pytest.fixture
-def make_app(issuer_database_url: str) -> Iterator[MakeApp]:
+def issuer_schema_url(
+    request: pytest.FixtureRequest, database_backend: str, tmp_path: Path
+) -> Iterator[str]:
+    """Like ``issuer_database_url`` (both backends), but already at the newest migration: the
+    app's own ``init_schema`` at start finds nothing to do."""
+    if database_backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_schema_template")
+        shutil.copyfile(template, tmp_path / "issuer.db")
+        yield f"sqlite:///{tmp_path}/issuer.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:20]}"
+    url = server.create_database(name, template=request.getfixturevalue("postgres_schema_template"))
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
+
+
+_KEY_POOL: list[rsa.RSAPrivateKey] = []  # this worker's generated key pairs, reused by each test
+_KEY_POOL_LOCK = threading.Lock()
+
+
+@pytest.fixture
+def reused_rsa_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RSA key generation hands out this worker's earlier key pairs, in order, one each: the
+    keys within one test are all distinct (a new pair is generated when the test has used every
+    earlier one), and tests on separate databases reuse the same pairs."""
+    real = rsa.generate_private_key
+    handed_out = 0
+
+    def generate(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSAPrivateKey:
+        nonlocal handed_out
+        if (public_exponent, key_size) != (PUBLIC_EXPONENT, RSA_KEY_SIZE):
+            return real(public_exponent=public_exponent, key_size=key_size)
+        with _KEY_POOL_LOCK:
+            if handed_out == len(_KEY_POOL):
+                _KEY_POOL.append(real(public_exponent=public_exponent, key_size=key_size))
+            handed_out += 1
+            return _KEY_POOL[handed_out - 1]
+
+    monkeypatch.setattr(rsa, "generate_private_key", generate)
+
+
+@pytest.fixture
+def make_app(issuer_schema_url: str, reused_rsa_keys: None) -> Iterator[MakeApp]:
     """``make_app(clock=..., **settings)``: several calls share one database (like replicas)."""
     opened: list[TestClient] = []
 
     def make(*, clock: Clock | None = None, **overrides: Any) -> App:
         the_clock = clock if clock is not None else FakeClock()
-        settings = settings_for(issuer_database_url, **overrides)
+        settings = settings_for(issuer_schema_url, **overrides)
         http = TestClient(create_app(settings, clock=the_clock), base_url=ISSUER)
         http.__enter__()
         opened.append(http)

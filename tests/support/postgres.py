@@ -25,8 +25,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_bindir"]
 
@@ -115,6 +117,8 @@ class PostgresServer:
         self.tmpdir: Path | None = None
         self._run_as: str | None = _os_user_for_root() if os.geteuid() == 0 else None
         self._started = False
+        self._admin: Any = None  # a psycopg connection to the maintenance database, once used
+        self._admin_lock = threading.Lock()
 
     # -- paths and commands ---------------------------------------------------------------
     @property
@@ -236,31 +240,52 @@ class PostgresServer:
             raise
         return self.url
 
-    def create_database(self, dbname: str) -> str:
-        """Create an empty database on this server and return its URL."""
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", dbname):
-            raise ValueError(f"unsafe database name {dbname!r}")
-        self._run(
-            "createdb", "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user, dbname
-        )
+    def _admin_sql(self, statement: str) -> bool:
+        """Run one statement on the server's maintenance database over a connection kept open
+        for it (a test suite creates and drops hundreds of databases: a pair of processes each
+        through ``runuser`` cost more than the statement). False when psycopg is missing."""
+        try:
+            import psycopg
+        except ImportError:
+            return False
+        with self._admin_lock:
+            if self._admin is None:
+                self._admin = psycopg.connect(
+                    self.url_for("postgres"), autocommit=True, connect_timeout=10
+                )
+            self._admin.execute(statement.encode())
+        return True
+
+    def create_database(self, dbname: str, *, template: str | None = None) -> str:
+        """Create a database on this server and return its URL: empty, or a copy of the
+        database ``template`` (which nobody may be connected to meanwhile)."""
+        for name in (dbname, template):
+            if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+                raise ValueError(f"unsafe database name {name!r}")
+        statement = f'CREATE DATABASE "{dbname}"'
+        if template is not None:
+            statement += f' TEMPLATE "{template}"'
+        if not self._admin_sql(statement):
+            extra = ["-T", template] if template is not None else []
+            self._run("createdb", *self._client_args(), *extra, dbname)
         return self.url_for(dbname)
 
     def drop_database(self, dbname: str) -> None:
-        self._run(
-            "dropdb",
-            "-h",
-            str(self.socket_dir),
-            "-p",
-            str(self.port),
-            "-U",
-            self.user,
-            "--force",
-            "--if-exists",
-            dbname,
-        )
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", dbname):
+            raise ValueError(f"unsafe database name {dbname!r}")
+        if not self._admin_sql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'):
+            self._run("dropdb", *self._client_args(), "--force", "--if-exists", dbname)
+
+    def _client_args(self) -> list[str]:
+        return ["-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user]
 
     def stop(self) -> None:
         """Stop the server (if it runs) and delete the temporary directory. Idempotent."""
+        with self._admin_lock:
+            admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
         if self._started:
             self._started = False
             with contextlib.suppress(Exception):
