@@ -1,0 +1,108 @@
+"""``issuer serve``, ``issuer init`` and ``issuer seed``: the commands that run the server or
+make its store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from issuer.cli.common import (
+    load_settings,
+    open_accounts,
+    print_json,
+)
+from issuer.db import create_store, describe_database, head_revision
+from issuer.keys import KeySealer, find_secret, prepare_keys
+from issuer.seed import seed_demo, walkthrough
+from serving.server import serve
+from shared.clock import system_clock
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from issuer.container import build_issuer
+
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    # Fail fast with one line (bad secret, unreachable database) before uvicorn starts.
+    issuer = build_issuer(settings)
+    issuer.keyring.repo.engine.dispose()
+    serve(
+        "issuer.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+        log_level=settings.log_level,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_certfile=args.ssl_certfile,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        limits=settings.connections,
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    """Create the store (SQLite file or schema, migrated to head), the key-encryption secret
+    file when none is configured, and the first signing key; say what was made. Idempotent."""
+    settings = load_settings()
+    # A bad secret is refused before anything is created.
+    given = find_secret(
+        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file
+    )
+    if given is not None:
+        KeySealer(given)
+    where = describe_database(settings.database_url)
+    engine, before, created_file = create_store(settings.database_url, pool_size=1)
+    try:
+        opened = prepare_keys(settings, engine, system_clock(), create=True, announce=False)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    kid = opened.signing.kid if opened.signing is not None else None
+    if args.json:
+        print_json(
+            {
+                "database": where,
+                "created_database": created_file,
+                "schema_revision_before": before,
+                "schema_revision": head,
+                "secret": opened.secret_source,
+                "generated_secret": opened.generated_secret,
+                "signing_kid": kid,
+                "created_signing_key": opened.created_signing_key,
+            }
+        )
+        return
+    made: list[str] = []
+    if created_file:
+        made.append(f"created the database {where} (schema revision {head})")
+    elif before is None:
+        made.append(f"set up the issuer schema (revision {head}) in {where}")
+    elif before != head:
+        made.append(f"upgraded the schema of {where} from revision {before} to {head}")
+    if opened.generated_secret:
+        made.append(
+            f"generated the key-encryption secret {opened.secret_source} (mode 0600): "
+            "back it up, or set ISSUER_SECRET_KEY"
+        )
+    if opened.created_signing_key:
+        made.append(f"created signing key {kid}")
+    if not made:
+        made.append(
+            f"nothing to do: {where} is at schema revision {head} and signing key {kid} signs"
+        )
+    sys.stdout.write("".join(f"{line}\n" for line in made))
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    accounts = open_accounts(settings)
+    creds = seed_demo(accounts, Path(args.credentials_file), system_clock())
+    if args.json:
+        sys.stdout.write(json.dumps(creds) + "\n")
+        return
+    sys.stdout.write(walkthrough(creds, settings.issuer_url, args.photos_url, args.contacts_url))
