@@ -15,22 +15,23 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-import issuer.token_service
+import issuer.token_memos
+from issuer.access_tokens import TokenIds
 from issuer.batch_signer import BatchSigner
 from issuer.db import clients
-from issuer.token_service import CLIENT_CACHE_SECONDS, TokenIds
+from issuer.token_memos import CLIENT_CACHE_SECONDS
 from tests.issuer.conftest import App, basic
 
 
 def _count_authentications(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     calls: list[str | None] = []
-    real = issuer.token_service.authenticate_client
+    real = issuer.token_memos.authenticate_client
 
     def counting(form: dict[str, str], authorization: str | None, lookup: Any) -> Any:
         calls.append(authorization)
         return real(form, authorization, lookup)
 
-    monkeypatch.setattr(issuer.token_service, "authenticate_client", counting)
+    monkeypatch.setattr(issuer.token_memos, "authenticate_client", counting)
     return calls
 
 

@@ -1,0 +1,196 @@
+"""The three grants of the token endpoint (RFC 6749 §4.3 password, §4.4 client_credentials, §6
+refresh_token) and the audience (RFC 8707) and scope (§3.3) each resolves to.
+
+:class:`Grants` is the part of :class:`~issuer.token_service.TokenService` that turns an
+authenticated client's request into a token response; blocking work (database, argon2) runs in a
+worker thread so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy.engine import Connection
+
+from issuer import audit
+from issuer.access_tokens import AccessTokens
+from issuer.accounts import MAX_USERNAME, AccountStore, Client, User, password_matches
+from issuer.failed_attempts import FailedAttempts
+from issuer.passwords import PasswordPool, hash_password, needs_rehash
+from issuer.refresh import RefreshGrant, RefreshTokenStore
+from issuer.token_memos import MEMO_ENTRIES
+from shared.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
+from shared.scopes import format_scope, parse_scope
+
+T = TypeVar("T")
+
+
+async def in_thread(func: Callable[[], T]) -> T:
+    return await anyio.to_thread.run_sync(func)
+
+
+def resolve_scope(requested: str | None, allowed: frozenset[str]) -> frozenset[str]:
+    """RFC 6749 §3.3: omitted means everything allowed; asking beyond it is ``invalid_scope``."""
+    if requested is None:
+        return allowed
+    scopes = parse_scope(requested)
+    extra = scopes - allowed
+    if extra:
+        raise InvalidScope(f"scope not allowed: {format_scope(extra)}")
+    return scopes
+
+
+def resolve_audience(form: dict[str, str], allowed: tuple[str, ...], default: str | None) -> str:
+    """``audience=ID`` or RFC 8707 ``resource=ID``; omitted, the only (or the given) default."""
+    audience, resource = form.get("audience"), form.get("resource")
+    if audience is not None and resource is not None and audience != resource:
+        raise InvalidRequest("audience and resource name different targets")
+    target = audience if audience is not None else resource
+    if target is None:
+        if default is not None:
+            return default
+        if len(allowed) == 1:
+            return allowed[0]
+        raise InvalidRequest("this client has several audiences: name one with audience=")
+    if target not in allowed:
+        raise InvalidTarget("the requested audience is not allowed for this client")
+    return target
+
+
+class Grants(AccessTokens, FailedAttempts):
+    """A mixin of ``TokenService``, which sets these attributes."""
+
+    accounts: AccountStore
+    refresh_tokens: RefreshTokenStore
+    password_pool: PasswordPool
+    # (requested scope, the client's scopes) -> the granted scopes (client_credentials).
+    _granted: dict[tuple[str | None, frozenset[str]], frozenset[str]]
+
+    async def _client_credentials(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+        audience = resolve_audience(form, client.audiences, None)
+        requested = form.get("scope")
+        key = (requested, client.scopes)
+        scopes = self._granted.get(key)
+        if scopes is None:  # parsed and checked once per scope string and client scope set
+            scopes = resolve_scope(requested, client.scopes)
+            if len(self._granted) >= MEMO_ENTRIES:
+                self._granted.clear()
+            self._granted[key] = scopes
+        return await self._response(client.subject, client, audience, scopes, refresh_token=None)
+
+    async def _password(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
+        username, password = form.get("username"), form.get("password")
+        if not username or password is None:
+            raise InvalidRequest("username and password are required")
+        audience = resolve_audience(form, client.audiences, None)
+        keys = [self.throttle.user(username[:MAX_USERNAME]), self.throttle.address(address)]
+        now = self.clock()
+
+        def look_up() -> User | None:
+            # Blocked: refused before the password is even checked, right or wrong.
+            self._check_blocked(keys, now)
+            return self.accounts.find_login(username)
+
+        # The database calls run in the ordinary worker threads; the password threads get the
+        # argon2 check alone (see PasswordPool).
+        user = await in_thread(look_up)
+        matches = await self.password_pool.run(lambda: password_matches(user, password))
+        if not matches or user is None:
+
+            def failed() -> None:
+                # Only for the audit log, never for the response: all failures read the same.
+                self._failed(
+                    keys,
+                    now,
+                    audit.USER_AUTH_FAILED,
+                    address=address,
+                    client_id=client.client_id,
+                    subject=user.subject if user else None,
+                    detail=(
+                        "unknown username"
+                        if user is None
+                        else "login by a disabled user"
+                        if user.disabled
+                        else "wrong password"
+                    ),
+                )
+
+            await in_thread(failed)
+            raise InvalidGrant("the username or password is incorrect")
+        if needs_rehash(user.password_hash):
+            await self._rehash(user, password)
+        scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
+        refresh = None
+        if "refresh_token" in client.grant_types:
+            now = self.clock()
+            refresh = await in_thread(
+                lambda: self.refresh_tokens.issue(
+                    client_id=client.client_id,
+                    user_id=user.user_id,
+                    scopes=scopes,
+                    audience=audience,
+                    now=now,
+                )
+            )
+        return await self._response(user.subject, client, audience, scopes, refresh_token=refresh)
+
+    async def _rehash(self, user: User, password: str) -> None:
+        """Move a hash made with older parameters to today's, at the login that proves the
+        password: until then such an account's check costs a different time than others'."""
+        new_hash = await self.password_pool.run(lambda: hash_password(password))
+        await in_thread(lambda: self.accounts.replace_password_hash(user, new_hash))
+
+    async def _refresh(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
+        presented = form.get("refresh_token")
+        if not presented:
+            raise InvalidRequest("refresh_token is required")
+        if len(presented) > 256:
+            raise InvalidGrant("the refresh token is invalid")
+
+        users: list[User] = []
+
+        def narrow(grant: RefreshGrant, conn: Connection) -> tuple[frozenset[str], str]:
+            # Runs inside the redemption's transaction: raising here leaves the token unused.
+            user = self.accounts.get_user_by_id(grant.user_id, conn=conn)
+            if user is None or user.disabled:
+                raise InvalidGrant("the refresh token is invalid, expired or revoked")
+            users.append(user)
+            # RFC 6749 §6: the scope may narrow, never widen.
+            return (
+                resolve_scope(form.get("scope"), grant.scopes),
+                resolve_audience(form, client.audiences, grant.audience),
+            )
+
+        now = self.clock()
+        redemption = await in_thread(
+            lambda: self.refresh_tokens.rotate(
+                presented, client_id=client.client_id, now=now, narrow=narrow
+            )
+        )
+        if redemption.status in ("reused", "wrong_client") and redemption.grant is not None:
+            grant = redemption.grant
+            reused = redemption.status == "reused"
+            await in_thread(
+                lambda: self.audit.record(
+                    audit.REFRESH_REUSE if reused else audit.REFRESH_WRONG_CLIENT,
+                    client_id=client.client_id,
+                    subject=f"user:{grant.user_id}",
+                    address=address,
+                    detail=(
+                        f"superseded refresh token presented; family {grant.family_id} revoked"
+                        if reused
+                        else f"refresh token of client {grant.client_id} presented; refused"
+                    ),
+                )
+            )
+        if redemption.status != "ok" or not users:
+            raise InvalidGrant("the refresh token is invalid, expired or revoked")
+        return await self._response(
+            users[0].subject,
+            client,
+            redemption.audience,
+            redemption.scopes,
+            refresh_token=redemption.token,
+        )
