@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.jwks_client import FAILURE_REASONS, JWKSClient
+from shared.jwks_client import JWKSClient
+from shared.jwks_fetch import FAILURE_REASONS
 from shared.verification import BearerAuthenticator
 
 

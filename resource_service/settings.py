@@ -11,7 +11,7 @@ from typing import Any
 
 from serving.limits import ConnectionLimits
 from shared.errors import ConfigurationError
-from shared.jwks_client import JWKSClientSettings
+from shared.jwks_settings import JWKSClientSettings
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 

@@ -3,13 +3,14 @@
 Behaviour, in the order a request meets it:
 
 * Keys are fetched from ``jwks_url``, or from the ``jwks_uri`` of the issuer's RFC 8414
-  metadata when only the issuer URL is known (the metadata's ``issuer`` must match exactly).
+  metadata when only the issuer URL is known (``shared/jwks_fetch.py``).
 * The cache lifetime follows ``Cache-Control: max-age`` clamped to ``[min_ttl, max_ttl]``; the set
   is refreshed in the background ahead of expiry and at least every ``poll_interval`` with
   ``If-None-Match``, so a key the issuer removed is dropped within one poll (plus a fetch), and
   requests never wait on a planned refresh. Both are counted from the *start* of the fetch that
   brought the set, so a slow fetch does not push the next poll; a retry after a failure waits
-  ``retry_backoff`` doubling up to ``max_retry_backoff``, never longer than ``poll_interval``.
+  ``retry_backoff`` doubling up to ``max_retry_backoff``, never longer than ``poll_interval``
+  (the plan: ``shared/jwks_schedule.py``).
 * A kid that leaves the set is remembered as gone (``negative_ttl``): its tokens are refused at
   once, with no fetch.
 * An unknown ``kid`` causes at most one fetch per ``unknown_kid_cooldown``, shared by every
@@ -23,90 +24,31 @@ Behaviour, in the order a request meets it:
 * Every fetch has a total deadline, a byte cap and a key-count cap, and follows no redirect: a
   3xx from the metadata or JWKS endpoint is a failed fetch, logged with its ``Location``.
 * Failed fetches are counted by reason (:attr:`JWKSClient.failure_counts`, on ``/metrics``).
+
+The client ties the parts together: it holds the keys, the negative cache and the clock, asks
+:class:`~shared.jwks_schedule.RefreshSchedule` when to fetch and
+:class:`~shared.jwks_fetch.JWKSFetcher` to fetch, and shares one fetch among the requests
+waiting on it. Settings: :class:`~shared.jwks_settings.JWKSClientSettings`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from shared.clock import Clock, system_clock
-from shared.errors import ConfigurationError, InvalidToken, JWKSError, KeysUnavailable
-from shared.jwks import ParsedJWKS, VerificationKey, parse_jwks
-from shared.jws import strict_json_object
-from shared.protocol import METADATA_PATH
-from shared.urls import check_fetch_url
+from shared.errors import InvalidToken, KeysUnavailable
+from shared.jwks import ParsedJWKS, VerificationKey
+from shared.jwks_fetch import JWKSFetcher, describe_failure, failure_reason
+from shared.jwks_schedule import RefreshSchedule
+from shared.jwks_settings import JWKSClientSettings
 
 logger = logging.getLogger("keyhouse.jwks_client")
-
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
-_NO_CACHE = re.compile(r"(?:^|,)\s*(no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
-_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
-
-# Why a fetch failed: the ``reason`` label of keyhouse_jwks_fetch_failures_total.
-FAILURE_REASONS = (
-    "no_usable_keys",  # a set with no usable key (empty, or every key skipped)
-    "redirect",  # a 3xx from the metadata or JWKS endpoint (never followed)
-    "status",  # any other answer than 200 (or 304)
-    "invalid_document",  # not a JSON object, no keys array, over the key cap, bad metadata
-    "too_large",  # over the byte cap
-    "timeout",  # the total fetch deadline passed
-    "unreachable",  # connection or protocol error
-    "other",
-)
-
-
-class FetchFailed(JWKSError):
-    """A fetch that failed for ``reason`` (one of :data:`FAILURE_REASONS`)."""
-
-    def __init__(self, description: str, *, reason: str) -> None:
-        super().__init__(description)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class JWKSClientSettings:
-    """Every knob of the cache; the resource service builds this from ``RESOURCE_JWKS_*``."""
-
-    issuer: str
-    issuer_url: str | None = None
-    jwks_url: str | None = None
-    min_ttl: float = 30.0
-    max_ttl: float = 3600.0
-    default_ttl: float = 300.0
-    poll_interval: float = 60.0
-    refresh_ahead: float = 0.2
-    unknown_kid_cooldown: float = 30.0
-    negative_ttl: float = 30.0
-    negative_cache_size: int = 10_000
-    max_fetches_per_minute: int = 10
-    retry_backoff: float = 1.0
-    max_retry_backoff: float = 10.0
-    max_stale: float = 86_400.0
-    fetch_timeout: float = 5.0
-    max_bytes: int = 65_536
-    max_keys: int = 32
-    allow_http: bool = False
-
-    def __post_init__(self) -> None:
-        if not (self.jwks_url or self.issuer_url or self.issuer):
-            raise ConfigurationError("a JWKS URL or an issuer URL is required")
-        if self.min_ttl <= 0 or self.max_ttl < self.min_ttl:
-            raise ConfigurationError("JWKS TTL bounds must satisfy 0 < min <= max")
-        if self.fetch_timeout <= 0 or self.max_bytes <= 0 or self.max_keys <= 0:
-            raise ConfigurationError("JWKS fetch limits must be positive")
-        if self.jwks_url:
-            check_fetch_url(self.jwks_url, allow_http=self.allow_http, what="RESOURCE_JWKS_URL")
-        else:
-            check_fetch_url(
-                self.issuer_url or self.issuer, allow_http=self.allow_http, what="issuer URL"
-            )
 
 
 @dataclass
@@ -127,22 +69,16 @@ class JWKSClient:
         clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
-        self._http = http
         self._clock = clock
+        self._fetcher = JWKSFetcher(settings, http)
+        self._schedule = RefreshSchedule(settings)
         self._keys: dict[str, VerificationKey] = {}
         self._known_since: dict[str, float] = {}  # kid -> when a fetch first brought it
         self._have_keys = False
         self._etag: str | None = None
-        self._jwks_url: str | None = settings.jwks_url
         self._last_success: float | None = None
-        self._refresh_at = 0.0
-        self._next_attempt = 0.0
-        self._failures = 0
-        self._last_unknown_fetch = -float("inf")
-        self._negative: dict[str, float] = {}
-        self._fetch_times: deque[float] = deque()
+        self._negative: dict[str, float] = {}  # kid -> until when it is known not to exist
         self._inflight: asyncio.Task[None] | None = None
-        self._logged_skips: set[str] = set()
         self.last_fetch: FetchRecord | None = None
         self.fetch_counts: Counter[str] = Counter()
         self.failure_counts: Counter[str] = Counter()  # failed fetches by reason
@@ -160,7 +96,7 @@ class JWKSClient:
         True while the key set is within ``max_stale``; also starts the planned background
         refresh when it is due (never waits for it), as :meth:`get_key` does.
         """
-        if now >= self._refresh_at:
+        if now >= self._schedule.refresh_at:
             self._start_background_refresh()
         last = self._last_success
         return last is not None and self._have_keys and now - last <= self.settings.max_stale
@@ -177,7 +113,7 @@ class JWKSClient:
             "known_since": {kid: round(at, 3) for kid, at in sorted(self._known_since.items())},
             "age_seconds": None if self.age() is None else round(self.age() or 0.0, 3),
             "usable": self._usable(),
-            "jwks_url": self._jwks_url,
+            "jwks_url": self._fetcher.jwks_url,
             "last_fetch": None
             if last is None
             else {"result": last.result, "detail": last.detail, "at": last.at},
@@ -193,7 +129,7 @@ class JWKSClient:
         now = self._clock()
         if not self._usable():
             await self._fetch_blocking(now)
-        elif now >= self._refresh_at:
+        elif now >= self._schedule.refresh_at:
             self._start_background_refresh()
         key = self._keys.get(kid)
         if key is not None:
@@ -207,11 +143,11 @@ class JWKSClient:
 
     async def refresh_if_due(self) -> None:
         """One tick of the background loop: refresh when the planned refresh time has come."""
-        if self._clock() >= self._refresh_at:
+        if self._clock() >= self._schedule.refresh_at:
             await self.refresh()
 
     def seconds_until_due(self) -> float:
-        return max(0.0, self._refresh_at - self._clock())
+        return self._schedule.seconds_until_due(self._clock())
 
     async def run(self) -> None:
         """Background loop for the app's lifespan: refresh ahead of expiry, poll for removals."""
@@ -233,10 +169,10 @@ class JWKSClient:
         return self._clock() - self._last_success <= self.settings.max_stale
 
     def _retry_after(self) -> int:
-        return max(1, int(self._next_attempt - self._clock() + 0.999))
+        return self._schedule.retry_after(self._clock())
 
     async def _fetch_blocking(self, now: float) -> None:
-        if self._inflight is None and now >= self._next_attempt and self._budget_allows(now):
+        if self._inflight is None and self._schedule.may_fetch(now):
             self._start_fetch()
         if self._inflight is not None:
             await asyncio.shield(self._inflight)
@@ -261,11 +197,7 @@ class JWKSClient:
             if self._inflight is not None:
                 await asyncio.shield(self._inflight)
                 own = False
-            elif (
-                now - self._last_unknown_fetch >= self.settings.unknown_kid_cooldown
-                and self._budget_allows(now)
-            ):
-                self._last_unknown_fetch = now
+            elif self._schedule.may_fetch_unknown_kid(now):
                 await asyncio.shield(self._start_fetch())
                 own = True
             else:
@@ -294,20 +226,14 @@ class JWKSClient:
                 break
             del self._negative[kid]
 
-    def _budget_allows(self, now: float) -> bool:
-        window = self._fetch_times
-        while window and window[0] <= now - 60.0:
-            window.popleft()
-        return len(window) < self.settings.max_fetches_per_minute
-
     def _start_background_refresh(self) -> None:
         now = self._clock()
-        if self._inflight is None and now >= self._next_attempt and self._budget_allows(now):
+        if self._inflight is None and self._schedule.may_fetch(now):
             self._start_fetch()
 
     def _start_fetch(self) -> asyncio.Task[None]:
         assert self._inflight is None
-        self._fetch_times.append(self._clock())
+        self._schedule.fetch_started(self._clock())
         task = asyncio.get_running_loop().create_task(self._fetch_and_store())
         self._inflight = task
         task.add_done_callback(self._clear_inflight)
@@ -322,54 +248,31 @@ class JWKSClient:
     async def _fetch_and_store(self) -> None:
         started = self._clock()
         try:
-            async with asyncio.timeout(self.settings.fetch_timeout):
-                result = await self._fetch()
+            fetched = await self._fetcher.fetch(self._etag, have_keys=self._have_keys)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure keeps the last good keys; never crash a request
-            self._record_failure(started, _describe(exc), _reason(exc))
+            self._record_failure(started, describe_failure(exc), failure_reason(exc))
             return
         now = self._clock()
-        status, parsed, ttl, etag = result
-        if parsed is not None:
-            self._store(parsed, now)
-            self._etag = etag  # a 200 without an ETag must not keep validating an older body
-        elif etag:
-            self._etag = etag
+        if fetched.parsed is not None:
+            self._store(fetched.parsed, now)
+            # A 200 without an ETag must not keep validating an older body.
+            self._etag = fetched.etag
+        elif fetched.etag:
+            self._etag = fetched.etag
         self._have_keys = True
         self._last_success = now
-        self._failures = 0
-        self._next_attempt = now
-        # The answer describes the set as it was when the fetch started: plan from then, so a
-        # slow fetch (say the one an unknown kid triggered) never pushes the next poll further
-        # than poll_interval from the set it saw (issue 13.9). Due at once if it took longer.
-        ahead = ttl * (1.0 - self.settings.refresh_ahead)
-        self._refresh_at = started + min(ahead, self.settings.poll_interval)
-        self.last_fetch = FetchRecord(at=now, result=status)
-        self.fetch_counts[status] += 1
+        self._schedule.succeeded(started, now, fetched.cache_control)
+        self.last_fetch = FetchRecord(at=now, result=fetched.status)
+        self.fetch_counts[fetched.status] += 1
 
     def _record_failure(self, at: float, detail: str, reason: str) -> None:
-        self._failures += 1
-        # Never wait longer than a poll: the promise "a removed key is dropped within one poll
-        # interval" holds again one interval after the issuer recovers (issue 13.9).
-        backoff = min(
-            self.settings.retry_backoff * (2 ** min(self._failures - 1, 30)),
-            self.settings.max_retry_backoff,
-            self.settings.poll_interval,
-        )
-        now = self._clock()
-        self._next_attempt = now + backoff
-        self._refresh_at = now + backoff
+        self._schedule.failed(self._clock())
         self.last_fetch = FetchRecord(at=at, result="error", detail=detail)
         self.fetch_counts["error"] += 1
         self.failure_counts[reason] += 1
         logger.warning("JWKS fetch failed (%s): %s", reason, detail)
-
-    def _log_skipped(self, parsed: ParsedJWKS) -> None:
-        for reason in parsed.skipped:
-            if reason not in self._logged_skips:
-                self._logged_skips.add(reason)
-                logger.warning("JWKS key skipped: %s", reason)
 
     def _store(self, parsed: ParsedJWKS, now: float) -> None:
         if parsed.keys != self._keys:  # kid set or key material changed
@@ -383,135 +286,3 @@ class JWKSClient:
         # A kid that just arrived must not stay in the negative cache.
         for kid in parsed.keys:
             self._negative.pop(kid, None)
-
-    async def _fetch(self) -> tuple[str, ParsedJWKS | None, float, str | None]:
-        url = self._jwks_url or await self._discover()
-        headers = {"Accept": "application/json"}
-        if self._etag and self._have_keys:
-            headers["If-None-Match"] = self._etag
-        response, body = await self._get(url, headers, "JWKS endpoint")
-        ttl = self._ttl(response.headers.get("cache-control"))
-        if response.status_code == 304 and self._have_keys:
-            return "not_modified", None, ttl, response.headers.get("etag")
-        if response.status_code != 200:
-            raise FetchFailed(f"JWKS endpoint answered {response.status_code}", reason="status")
-        try:
-            document = strict_json_object(body)
-        except ValueError as exc:
-            raise JWKSError("JWKS document is not a JSON object") from exc
-        parsed = parse_jwks(document, max_keys=self.settings.max_keys)
-        self._log_skipped(parsed)
-        if not parsed.keys:
-            # An issuer always has a signing key: an empty set is a broken answer, not the
-            # revocation of every key. Keep the last good keys (within max_stale).
-            skipped = len(parsed.skipped)
-            raise FetchFailed(
-                "JWKS has no usable key"
-                + (f" ({skipped} skipped)" if skipped else " (empty key set)"),
-                reason="no_usable_keys",
-            )
-        return "ok", parsed, ttl, response.headers.get("etag")
-
-    async def _discover(self) -> str:
-        base = (self.settings.issuer_url or self.settings.issuer).rstrip("/")
-        response, body = await self._get(
-            base + METADATA_PATH, {"Accept": "application/json"}, "issuer metadata"
-        )
-        if response.status_code != 200:
-            raise FetchFailed(f"issuer metadata answered {response.status_code}", reason="status")
-        try:
-            metadata = strict_json_object(body)
-        except ValueError as exc:
-            raise JWKSError("issuer metadata is not a JSON object") from exc
-        # RFC 8414 §3.3: the metadata must name exactly the issuer we trust.
-        if metadata.get("issuer") != self.settings.issuer:
-            raise JWKSError("issuer metadata names a different issuer")
-        jwks_uri = metadata.get("jwks_uri")
-        if not isinstance(jwks_uri, str):
-            raise JWKSError("issuer metadata has no jwks_uri")
-        check_fetch_url(jwks_uri, allow_http=self.settings.allow_http, what="jwks_uri")
-        self._jwks_url = jwks_uri
-        return jwks_uri
-
-    async def _get(
-        self, url: str, headers: dict[str, str], what: str
-    ) -> tuple[httpx.Response, bytes]:
-        """GET with a byte cap, reading the body as a stream. A redirect is a failed fetch.
-
-        Redirects are never followed, not even to the same origin (panva's ``jose`` does the
-        same): the keys are trusted for where they were configured or discovered, and a
-        compromised path or proxy on the way must not be able to point elsewhere.
-        """
-        request = self._http.build_request("GET", url, headers=headers)
-        response = await self._http.send(request, stream=True, follow_redirects=False)
-        try:
-            # Not is_redirect: that is true for every 3xx, 304 Not Modified included.
-            if response.has_redirect_location:
-                location = _printable(response.headers.get("location", ""))
-                raise FetchFailed(
-                    f"{what} answered {response.status_code} redirecting to {location} "
-                    "(redirects are not followed)",
-                    reason="redirect",
-                )
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.settings.max_bytes:
-                raise FetchFailed("JWKS response is larger than the byte cap", reason="too_large")
-            try:
-                body = response.content  # some transports hand over a body already read
-            except httpx.ResponseNotRead:
-                body = await self._read_capped(response)
-            if len(body) > self.settings.max_bytes:
-                raise FetchFailed("JWKS response is larger than the byte cap", reason="too_large")
-            return response, body
-        finally:
-            await response.aclose()
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > self.settings.max_bytes:
-                raise FetchFailed("JWKS response is larger than the byte cap", reason="too_large")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _ttl(self, cache_control: str | None) -> float:
-        s = self.settings
-        if cache_control:
-            if _NO_CACHE.search(cache_control):
-                return s.min_ttl
-            match = _MAX_AGE.search(cache_control)
-            if match:
-                return float(min(max(int(match.group(1)), s.min_ttl), s.max_ttl))
-        return min(max(s.default_ttl, s.min_ttl), s.max_ttl)
-
-
-def _printable(text: str, limit: int = 100) -> str:
-    """Attacker-chosen text (a Location header) made safe for one log line."""
-    text = _UNPRINTABLE.sub("?", text[:limit]) or "(empty)"
-    return text + ("..." if len(text) >= limit else "")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, FetchFailed):
-        return exc.reason
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, JWKSError):
-        return "invalid_document"
-    if isinstance(exc, ConfigurationError):  # a discovered jwks_uri the URL policy refuses
-        return "invalid_document"
-    if isinstance(exc, httpx.HTTPError | OSError):
-        return "unreachable"
-    return "other"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "fetch deadline exceeded"
-    if isinstance(exc, JWKSError | ConfigurationError):
-        return exc.description
-    if isinstance(exc, httpx.HTTPError | OSError):
-        return f"{type(exc).__name__}: could not reach the issuer"
-    return f"{type(exc).__name__}: unexpected error while fetching keys"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from issuer.cli import build_parser
 from resource_service.settings import ResourceSettings
-from shared.jwks_client import JWKSClientSettings
+from shared.jwks_settings import JWKSClientSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

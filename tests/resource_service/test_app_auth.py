@@ -115,7 +115,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
     from dataclasses import fields
 
     from resource_service.settings import JWKS_KNOBS
-    from shared.jwks_client import JWKSClientSettings
+    from shared.jwks_settings import JWKSClientSettings
 
     doc = (Path(__file__).parents[2] / "docs" / "resource-service-config.md").read_text()
     defaults = {f.name: f.default for f in fields(JWKSClientSettings)}

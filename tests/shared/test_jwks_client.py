@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.clock import FakeClock
 from shared.errors import ConfigurationError, InvalidToken, KeysUnavailable
-from shared.jwks_client import JWKSClient, JWKSClientSettings
+from shared.jwks_client import JWKSClient
+from shared.jwks_settings import JWKSClientSettings
 from tests.support.jwks_fakes import ISSUER, JWKS_URL, FakeIssuer, key, make_client
 
 

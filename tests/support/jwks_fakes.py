@@ -15,7 +15,8 @@ import httpx
 
 from shared.clock import FakeClock
 from shared.jwks import encode_jwks, jwks_etag
-from shared.jwks_client import JWKSClient, JWKSClientSettings
+from shared.jwks_client import JWKSClient
+from shared.jwks_settings import JWKSClientSettings
 from shared.keys import SigningKey, generate_signing_key
 from shared.tokens import TokenSigner, TokenVerifier, access_token_claims
 
