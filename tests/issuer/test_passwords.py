@@ -12,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher, extract_parameters, profiles
 from sqlalchemy import select, update
 
+from issuer import passwords
 from issuer.db import users
 from issuer.passwords import (
     PARAMETERS,
@@ -24,6 +25,7 @@ from tests.issuer.conftest import PASSWORD, App
 
 # What releases before 0.1.3 stored: argon2-cffi's RFC 9106 low-memory profile, four lanes.
 OLD_HASHER = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
+DUMMY_PASSWORD = "keyhouse-dummy-password-for-timing"
 
 
 def test_new_hashes_are_argon2id_64_mib_3_passes_one_lane() -> None:
@@ -35,6 +37,16 @@ def test_new_hashes_are_argon2id_64_mib_3_passes_one_lane() -> None:
         3,
         1,
     )
+
+
+def test_an_unknown_user_costs_one_check_at_todays_parameters() -> None:
+    """The dummy hash an unknown username is checked against is written in the source: it must
+    be a real hash with today's parameters, or an unknown user would answer faster."""
+    dummy = passwords._DUMMY_HASH
+    assert extract_parameters(dummy) == PARAMETERS
+    assert not needs_rehash(dummy)
+    assert PasswordHasher.from_parameters(PARAMETERS).verify(dummy, DUMMY_PASSWORD)
+    assert verify_password(None, DUMMY_PASSWORD) is False  # checked against it, never accepted
 
 
 def test_hashes_from_older_releases_still_verify() -> None:
