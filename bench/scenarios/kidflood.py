@@ -20,7 +20,7 @@ from bench.harness.ratio import Target, measure_ratio
 from bench.harness.stack import Stack, expect_ok, http
 from bench.harness.wrk import WrkResult, finish_wrk, run_wrk, start_wrk
 
-# The resource service's unknown-kid refetch cooldown (shared/jwks_client.py, default 30 s):
+# The resource service's unknown-kid refetch cooldown (shared/jwks_settings.py, default 30 s):
 # "JWKS fetches <= 1 per cooldown" is checked against it.
 KID_COOLDOWN_SECONDS: float = 30.0
 KID_COOLDOWN_ENV: dict[str, str] = {
