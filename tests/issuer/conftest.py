@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 with warnings.catch_warnings():  # starlette nags about httpx; the test client works the same
@@ -166,8 +167,9 @@ MakeApp = Callable[..., App]
 # Every in-process test builds at least one issuer on a database of its own. Two things that
 # build costs, and that no test here is about, are made once and copied: the schema (the
 # migrations themselves are tested in test_migrations.py, on empty databases) and the RSA key
-# pairs (RSA generation is tested in tests/shared). The issuer still creates, seals, stores
-# and loads every key itself; only the prime search is skipped.
+# pairs (generating and loading them is tested in tests/shared and by every process the e2e tier
+# starts). The issuer still creates, seals, stores, unseals and loads every key itself; only the
+# prime search and the PEM's consistency check are skipped.
 
 
 @pytest.fixture(scope="session")
@@ -216,28 +218,44 @@ def issuer_schema_url(
 
 
 _KEY_POOL: list[rsa.RSAPrivateKey] = []  # this worker's generated key pairs, reused by each test
-_KEY_POOL_LOCK = threading.Lock()
+_LOADED: dict[bytes, Any] = {}  # PEM -> the key it loaded to, for this worker's keys
+_KEYS_LOCK = threading.Lock()
 
 
 @pytest.fixture
 def reused_rsa_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """RSA key generation hands out this worker's earlier key pairs, in order, one each: the
     keys within one test are all distinct (a new pair is generated when the test has used every
-    earlier one), and tests on separate databases reuse the same pairs."""
-    real = rsa.generate_private_key
+    earlier one), and tests on separate databases reuse the same pairs. Loading a private key
+    from a PEM this worker has loaded before returns the key it loaded to (the PEM parse checks
+    the RSA key's consistency, which costs as much as the rest of an issuer's start)."""
+    real_generate = rsa.generate_private_key
+    real_load = serialization.load_pem_private_key
     handed_out = 0
 
     def generate(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSAPrivateKey:
         nonlocal handed_out
         if (public_exponent, key_size) != (PUBLIC_EXPONENT, RSA_KEY_SIZE):
-            return real(public_exponent=public_exponent, key_size=key_size)
-        with _KEY_POOL_LOCK:
+            return real_generate(public_exponent=public_exponent, key_size=key_size)
+        with _KEYS_LOCK:
             if handed_out == len(_KEY_POOL):
-                _KEY_POOL.append(real(public_exponent=public_exponent, key_size=key_size))
+                _KEY_POOL.append(real_generate(public_exponent=public_exponent, key_size=key_size))
             handed_out += 1
             return _KEY_POOL[handed_out - 1]
 
+    def load(data: bytes, password: bytes | None, *args: Any, **kwargs: Any) -> Any:
+        if password is not None or args or kwargs:
+            return real_load(data, password, *args, **kwargs)
+        with _KEYS_LOCK:
+            known = _LOADED.get(bytes(data))
+        if known is None:
+            known = real_load(data, None)  # raises for a bad PEM: nothing is remembered
+            with _KEYS_LOCK:
+                _LOADED[bytes(data)] = known
+        return known
+
     monkeypatch.setattr(rsa, "generate_private_key", generate)
+    monkeypatch.setattr(serialization, "load_pem_private_key", load)
 
 
 @pytest.fixture
