@@ -161,7 +161,14 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     asking for another: requests beyond the pool wait their turn instead of deadlocking.
     """
     url = engine_url(database_url)
-    pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
+    # hide_parameters: a statement's bound values (a username, a token's hash) stay out of
+    # database exceptions, which are logged with their message.
+    pool = {
+        "pool_size": pool_size,
+        "max_overflow": 0,
+        "pool_timeout": POOL_TIMEOUT,
+        "hide_parameters": True,
+    }
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not path or path == ":memory:":

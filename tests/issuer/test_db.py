@@ -40,3 +40,16 @@ def test_pool_is_bounded_without_overflow(tmp_path: Path) -> None:
 def test_unusable_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError, match="ISSUER_DATABASE_URL"):
         db.make_engine(url)
+
+
+def test_database_errors_never_carry_the_statement_parameters(tmp_path: Path) -> None:
+    # Database exceptions are logged with their message; a bound value (a username, a token's
+    # hash) must not be in it.
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v TEXT UNIQUE)"))
+        conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": "secret-value-123"})
+    with pytest.raises(sqlalchemy.exc.IntegrityError) as exc, engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": "secret-value-123"})
+    assert "secret-value-123" not in str(exc.value)
+    engine.dispose()
