@@ -61,10 +61,13 @@ class Stack:
         env: Mapping[str, str] | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        # Only `issuer init` and `issuer serve` create the store: an operator runs init first.
+        # Only `issuer init` and `issuer serve` create the store: an operator runs init first,
+        # unless an issuer of this stack has started (serve made it).
         if not self._initialised and args[:1] not in (("init",), ("serve",), ("drill",)):
             self._initialised = True
-            self.cli("init")
+            serving = [s for s in self.servers if s.args[:2] == [str(BIN / "issuer"), "serve"]]
+            if not any(s.proc is not None for s in serving):
+                self.cli("init")
         result = subprocess.run(
             [str(BIN / "issuer"), *args],
             env={**self.issuer_env, **(env or {})},
