@@ -11,22 +11,6 @@ from tests.support.postgres import PostgresServer
 from tests.support.processes import Stack
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (scripts/test): the tests of a module that share
-    a module- or class-scoped fixture (one stack of processes for the module, say) run on one
-    worker, so that fixture is set up once; every other test goes wherever a worker is free."""
-    if not config.getoption("loadgroup", default=False):
-        return
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        scopes = {d.scope for defs in info.name2fixturedefs.values() for d in defs}
-        if scopes & {"module", "class", "package"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_backend(request: pytest.FixtureRequest) -> str:
     """Runs a test once per database backend: ``sqlite`` and ``postgres``."""
