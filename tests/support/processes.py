@@ -6,8 +6,10 @@ free ports, a clean environment, the issuer's CLI, clients and tokens."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,10 +24,27 @@ from bench.harness.processes import Server
 BIN = Path(sys.executable).parent
 
 
+# Ports for the tests' servers: each pytest-xdist worker walks a range of its own, below the
+# kernel's ephemeral ports. A port the kernel hands out for bind(0) is soon handed to another
+# worker too (or taken by an outgoing connection): a test then reached the other worker's server.
+_PORT_SPAN = 1500
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_PORT_BASE = 20000 + (int(_WORKER) % 8 if _WORKER.isdigit() else 0) * _PORT_SPAN
+_next_port = itertools.count(random.randrange(_PORT_SPAN))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on, from this worker's range, not one it handed
+    out lately (the range is walked in turn from a random start)."""
+    for _ in range(_PORT_SPAN):
+        port = _PORT_BASE + next(_next_port) % _PORT_SPAN
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BASE}-{_PORT_BASE + _PORT_SPAN - 1}")
 
 
 def base_env(**extra: str) -> dict[str, str]:
