@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from resource_service.settings import ResourceSettings
-from serving.cli import Parser, add_serve_arguments, run_command
-from serving.server import serve
+from serving.cli import (
+    Parser,
+    add_serve_arguments,
+    configure_logging,
+    run_command,
+    serve_from_args,
+)
 
 PROG = "resource-service"
 
@@ -21,18 +25,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = ResourceSettings.from_env()  # validate now: one line on bad configuration
     # The service's own loggers at RESOURCE_LOG_LEVEL, as the issuer's (uvicorn's log_level
     # covers only uvicorn's: before, keyhouse.resource reached stderr only at WARNING and above).
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-    serve(
-        "resource_service.asgi:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=args.access_log,
-        log_level=settings.log_level,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-        limits=settings.connections,
+    configure_logging(settings.log_level)
+    serve_from_args(
+        "resource_service.asgi:app", args, log_level=settings.log_level, limits=settings.connections
     )
 
 

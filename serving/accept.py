@@ -56,7 +56,6 @@ class Drain:
         self.listener = listener
         self.protocol_factory = protocol_factory
         self.ssl = ssl
-        self.accepted = 0
         self.refused = 0
         sockname = listener.getsockname()
         self.port: int = sockname[1] if isinstance(sockname, tuple) else 0
@@ -83,7 +82,6 @@ class Drain:
                 self.refused += 1
                 continue
             conn.setblocking(False)
-            self.accepted += 1
             self._start(conn)
 
     def _start(self, conn: socket.socket) -> None:

@@ -5,11 +5,13 @@ stderr and an exit status (never a traceback)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
-from serving.server import FORWARDED_ALLOW_IPS_HELP
+from serving.limits import ConnectionLimits
+from serving.server import FORWARDED_ALLOW_IPS_HELP, serve
 from shared.errors import KeyhouseError
 
 Command = Callable[[argparse.Namespace], None]
@@ -36,6 +38,36 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, port: int) -> None:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
     serve.add_argument("--forwarded-allow-ips", metavar="IPS", help=FORWARDED_ALLOW_IPS_HELP)
+
+
+def configure_logging(log_level: str) -> None:
+    """The service's own loggers at ``log_level`` (uvicorn's ``log_level`` covers only
+    uvicorn's), one line a record."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+
+
+def serve_from_args(
+    factory: str,
+    args: argparse.Namespace,
+    *,
+    log_level: str,
+    limits: ConnectionLimits,
+    ssl_keyfile: str | None = None,
+    ssl_certfile: str | None = None,
+) -> None:
+    """``serve()`` with the options :func:`add_serve_arguments` added to ``args``."""
+    serve(
+        factory,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+        log_level=log_level,
+        ssl_keyfile=ssl_keyfile,
+        ssl_certfile=ssl_certfile,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        limits=limits,
+    )
 
 
 def _description(exc: BaseException) -> str:

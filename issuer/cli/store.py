@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from issuer.cli.common import (
 from issuer.db import create_store, describe_database, head_revision
 from issuer.keys import KeySealer, find_secret, prepare_keys
 from issuer.seed import seed_demo, walkthrough
-from serving.server import serve
+from serving.cli import configure_logging, serve_from_args
 from shared.clock import system_clock
 
 
@@ -25,23 +24,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from issuer.container import build_issuer
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     # Fail fast with one line (bad secret, unreachable database) before uvicorn starts.
     issuer = build_issuer(settings)
     issuer.keyring.repo.engine.dispose()
-    serve(
+    serve_from_args(
         "issuer.asgi:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=args.access_log,
+        args,
         log_level=settings.log_level,
+        limits=settings.connections,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-        limits=settings.connections,
     )
 
 
