@@ -3,6 +3,7 @@ context a scenario writes its rows and raw numbers into."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,18 @@ SCOPE = "photos:read"
 
 class BenchError(RuntimeError):
     """A scenario could not be measured (server did not start, requests failed, ...)."""
+
+
+def collect(proc: subprocess.Popen[str], seconds: float, overdue: str) -> str:
+    """The output of a load process meant to run ``seconds``; killed, and ``BenchError``
+    (``overdue`` and the output's tail), when it runs a minute longer."""
+    try:
+        out, _ = proc.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise BenchError(f"{overdue}:\n{out[-2000:]}") from None
+    return out
 
 
 @dataclass

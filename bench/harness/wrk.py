@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from bench.harness import profiler
-from bench.harness.config import WRK_DIR, BenchError, Config, Context, pin
+from bench.harness.config import WRK_DIR, BenchError, Config, Context, collect, pin
 from bench.harness.processes import Server
 
 
@@ -95,12 +95,7 @@ def finish_wrk(
 ) -> WrkResult:
     """wrk's result; refused when errors (or, unless ``allow_errors``, non-2xx answers or no
     answer at all) exceed 1% of the requests."""
-    try:
-        out, _ = proc.communicate(timeout=seconds + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise BenchError(f"wrk ({what}) did not finish:\n{out[-2000:]}") from None
+    out = collect(proc, seconds, f"wrk ({what}) did not finish")
     if proc.returncode != 0:
         raise BenchError(f"wrk ({what}) exited {proc.returncode}:\n{out[-2000:]}")
     res = parse_wrk(out)

@@ -20,6 +20,7 @@ from bench.harness.config import (
     Context,
     Row,
     Scenario,
+    collect,
     pin,
 )
 from bench.harness.processes import Server
@@ -59,12 +60,7 @@ def start_attack(
 
 def finish_attack(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
     """The attack's ATTACK_JSON statistics."""
-    try:
-        out, _ = proc.communicate(timeout=seconds + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise BenchError(f"the slow-client attack did not stop:\n{out[-2000:]}") from None
+    out = collect(proc, seconds, "the slow-client attack did not stop")
     for line in out.splitlines():
         if line.startswith("ATTACK_JSON "):
             result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
