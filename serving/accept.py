@@ -11,11 +11,12 @@ connections still open 12-18 s after ``connect()`` against a 10 s deadline, one 
 :class:`DrainingLoop` keeps uvloop and adds, for each listening socket, a reader on a duplicate
 of it that accepts up to :data:`MAX_ACCEPTS_PER_TURN` connections whenever it is readable (as
 asyncio's own loop does) and hands each to the server's protocol through
-``connect_accepted_socket``. libuv's own watcher stays (it takes its one connection a turn, the
-drain the rest). Running out of descriptors pauses the drain for a second, as asyncio does,
-instead of spinning on a queue it cannot empty. A connection over a connection cap
-(``serving.protocol``) is closed as soon as it is accepted, before a transport and a protocol
-are made for it.
+``connect_accepted_socket``. libuv itself never listens (the server is created with
+``start_serving=False``): one accept path, so connections reach their protocols, and the
+connection caps, in the order they were accepted. Running out of descriptors pauses the drain
+for a second, as asyncio does, instead of spinning on a queue it cannot empty. A connection
+over a connection cap (``serving.protocol``) is closed as soon as it is accepted, before a
+transport and a protocol are made for it.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class DrainingServer(asyncio.AbstractServer):
     def __init__(self, inner: asyncio.AbstractServer, drains: Iterable[Drain]) -> None:
         self.inner = inner
         self.drains = list(drains)
+        self._closed = asyncio.Event()
 
     @property
     def sockets(self) -> Any:
@@ -139,18 +141,19 @@ class DrainingServer(asyncio.AbstractServer):
         for drain in self.drains:
             drain.close()
         self.inner.close()
+        self._closed.set()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self.inner.get_loop()
 
     def is_serving(self) -> bool:
-        return self.inner.is_serving()
+        return not self._closed.is_set()
 
     async def start_serving(self) -> None:
-        await self.inner.start_serving()
+        """Serving already (through the drains); libuv's own accepting stays off."""
 
     async def serve_forever(self) -> None:
-        await self.inner.serve_forever()
+        await self._closed.wait()
 
     async def wait_closed(self) -> None:
         await self.inner.wait_closed()
@@ -161,11 +164,14 @@ def add_drains(
     server: asyncio.AbstractServer,
     protocol_factory: ProtocolFactory,
     ssl: ssl_module.SSLContext | None,
+    backlog: int,
 ) -> DrainingServer:
-    """``server`` with a :class:`Drain` on a duplicate of each of its listening sockets."""
+    """``server`` (created not serving) listening through a :class:`Drain` on a duplicate of
+    each of its sockets."""
     drains = []
     for sock in getattr(server, "sockets", ()) or ():
         listener = socket.socket(fileno=os.dup(sock.fileno()))
+        listener.listen(backlog)
         drains.append(Drain(loop, listener, protocol_factory, ssl))
     return DrainingServer(server, drains)
 
@@ -184,8 +190,13 @@ if uvloop is not None:
         async def create_server(  # type: ignore[override]
             self, protocol_factory: ProtocolFactory, *args: Any, **kwargs: Any
         ) -> asyncio.AbstractServer:
+            # libuv never listens (start_serving=False): the drain is the only accept path, so
+            # connections reach their protocols, and the caps, in the order they were accepted.
+            kwargs["start_serving"] = False
             server = await super().create_server(protocol_factory, *args, **kwargs)
-            return add_drains(self, server, protocol_factory, kwargs.get("ssl"))
+            return add_drains(
+                self, server, protocol_factory, kwargs.get("ssl"), kwargs.get("backlog", 100)
+            )
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

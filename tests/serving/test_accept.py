@@ -151,3 +151,28 @@ def test_a_connection_over_a_cap_is_closed_before_a_protocol_is_made(
     finally:
         _close(loop, server, clients)
     assert guard_at(port) is None  # closing the server forgets it
+
+
+def test_the_drain_is_the_only_accept_path(loop: asyncio.AbstractEventLoop) -> None:
+    """libuv's own accepting stays off: with the drain's reader gone, nothing is accepted (two
+    paths would let a later connection reach the caps before an earlier one)."""
+    made: list[Counting] = []
+    server = loop.run_until_complete(
+        loop.create_server(lambda: Counting(made), "127.0.0.1", 0, backlog=256)
+    )
+    assert isinstance(server, accept.DrainingServer)
+    assert server.is_serving()
+    drain = server.drains[0]
+    loop.remove_reader(drain.listener.fileno())  # the listening socket stays open and listening
+    port = server.sockets[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        _turns(loop, 5)
+        assert made == []
+        drain.on_readable()
+        _turns(loop, 5)
+        assert len(made) == 5
+    finally:
+        loop.add_reader(drain.listener.fileno(), drain.on_readable)
+        _close(loop, server, clients)
+    assert not server.is_serving()
