@@ -19,7 +19,7 @@ from issuer import http
 from issuer.container import build_issuer, close_issuer, reload_keys_forever
 from issuer.endpoints.admin import admin_keys, admin_revoke, admin_rotate
 from issuer.endpoints.discovery import jwks, metadata
-from issuer.endpoints.health import healthz, metrics
+from issuer.endpoints.health import healthz, metrics, readyz
 from issuer.endpoints.introspection import introspect
 from issuer.endpoints.revocation import revoke
 from issuer.endpoints.token import TokenFastPath
@@ -27,10 +27,12 @@ from issuer.settings import IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import KeyhouseError
 from shared.protocol import (
+    HEALTH_PATH,
     INTROSPECTION_PATH,
     JWKS_PATH,
     METADATA_PATH,
     OPENID_CONFIGURATION_PATH,
+    READINESS_PATH,
     REVOCATION_PATH,
 )
 
@@ -62,7 +64,8 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
         Route("/admin/keys", admin_keys, methods=["GET"]),
         Route("/admin/keys/rotate", admin_rotate, methods=["POST"]),
         Route("/admin/keys/{kid}/revoke", admin_revoke, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route(HEALTH_PATH, healthz, methods=["GET"]),  # GET implies HEAD
+        Route(READINESS_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     return Starlette(

@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
+from sqlalchemy.engine import Engine
 
 from issuer.accounts import AccountStore
-from issuer.db import init_schema, make_engine
+from issuer.db import init_schema, make_engine, make_probe_engine
 from issuer.introspection import Introspector
 from issuer.keys import KeyAdmin, KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics
+from issuer.outage import DatabaseOutage
+from issuer.readiness import Readiness, select_one
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
 from issuer.token_service import TokenService
@@ -41,6 +44,9 @@ class Issuer:
     admin: KeyAdmin
     admin_verifier: TokenVerifier
     metrics: IssuerMetrics
+    outage: DatabaseOutage  # is the database down? (logged once per outage)
+    readiness: Readiness  # /readyz
+    probe_engine: Engine  # the readiness probe's one connection
 
 
 def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
@@ -58,6 +64,8 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         engine, ttl=settings.refresh_token_ttl, idle_ttl=settings.refresh_token_idle_ttl
     )
     tokens = TokenService(settings, keyring, accounts, refresh, clock=clock)
+    outage = DatabaseOutage(retry_after=settings.retry_after)
+    probe_engine = make_probe_engine(settings.database_url)
     return Issuer(
         settings=settings,
         keyring=keyring,
@@ -68,6 +76,9 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
             issuer=settings.issuer_url, audience=ADMIN_AUDIENCE, clock=clock
         ),
         metrics=IssuerMetrics(),
+        outage=outage,
+        readiness=Readiness(select_one(probe_engine), lambda: keyring.signer().kid, outage),
+        probe_engine=probe_engine,
     )
 
 
@@ -75,6 +86,7 @@ def close_issuer(issuer: Issuer) -> None:
     """Stop the token service's workers and close the store's connections (blocking)."""
     issuer.tokens.close()
     issuer.keyring.repo.engine.dispose()
+    issuer.probe_engine.dispose()
 
 
 async def reload_keys_forever(

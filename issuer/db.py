@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -179,7 +180,40 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+    # pre-ping: a pooled connection the server dropped (a restart) is replaced before use, so the
+    # issuer recovers from an outage by itself; the connect timeout bounds a request's wait on
+    # an unreachable host (a URL's own connect_timeout wins).
+    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(url), **pool)
+
+
+# Seconds a new PostgreSQL connection may take (libpq's connect_timeout), unless the URL says.
+CONNECT_TIMEOUT = 5
+# The readiness probe's own bound: an answer within a couple of seconds or "not ready".
+PROBE_CONNECT_TIMEOUT = 2
+
+
+def _pg_connect_args(url: str, timeout: int = CONNECT_TIMEOUT) -> dict[str, Any]:
+    return {} if "connect_timeout" in make_url(url).query else {"connect_timeout": timeout}
+
+
+def make_probe_engine(database_url: str) -> Engine:
+    """One connection for the readiness probe, apart from the request pool (a busy pool does not
+    make the issuer "not ready"), pre-pinged, with short timeouts. SQLite: the file is opened
+    read-write and never created (a missing file is a failed probe, not a new empty database).
+    """
+    url = engine_url(database_url)
+    pool: dict[str, Any] = {
+        "pool_size": 1,
+        "max_overflow": 0,
+        "pool_timeout": PROBE_CONNECT_TIMEOUT,
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+    }
+    path = sqlite_path(url)
+    if path is not None:
+        uri = f"sqlite:///file:{quote(str(path))}?mode=rw&uri=true"
+        return create_engine(uri, connect_args={"check_same_thread": False, "timeout": 2}, **pool)
+    return create_engine(url, connect_args=_pg_connect_args(url, PROBE_CONNECT_TIMEOUT), **pool)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

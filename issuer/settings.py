@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from serving.limits import ConnectionLimits
 from shared.errors import ConfigurationError
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_KEY_RETIRE_MARGIN": "60",
     "ISSUER_MAX_BODY_BYTES": "16384",
     "ISSUER_LOG_LEVEL": "info",
+    "ISSUER_RETRY_AFTER": "5",
 }
 
 
@@ -65,6 +67,61 @@ def _publish_ahead(env: Mapping[str, str]) -> int | None:
     return _int(env, "ISSUER_KEY_PUBLISH_AHEAD")
 
 
+def _read_secret_file(name: str, path: str) -> str:
+    """A file's text without its line ending (a password may hold any other character)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigurationError(f"{name}: cannot read {path}: {reason}") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ConfigurationError(f"{name}: {path} is empty")
+    return value
+
+
+def database_url_from_env(env: Mapping[str, str]) -> str:
+    """ISSUER_DATABASE_URL, or the URL in the file ISSUER_DATABASE_URL_FILE names (one of the
+    two), with the password in the file ISSUER_DATABASE_PASSWORD_FILE names put into it,
+    URL-escaped, when that is set (the URL then names a user but no password)."""
+    url_file = env.get("ISSUER_DATABASE_URL_FILE")
+    if url_file and env.get("ISSUER_DATABASE_URL"):
+        raise ConfigurationError("set ISSUER_DATABASE_URL or ISSUER_DATABASE_URL_FILE, not both")
+    if url_file:
+        url = _read_secret_file("ISSUER_DATABASE_URL_FILE", url_file).strip()
+    else:
+        url = env.get("ISSUER_DATABASE_URL") or DEFAULTS["ISSUER_DATABASE_URL"]
+    password_file = env.get("ISSUER_DATABASE_PASSWORD_FILE")
+    if not password_file:
+        return url
+    password = _read_secret_file("ISSUER_DATABASE_PASSWORD_FILE", password_file)
+    return with_password(url, password)
+
+
+def with_password(url: str, password: str) -> str:
+    """``postgresql://USER@HOST/DB`` with ``password`` (any characters) in its user info."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        raise ConfigurationError(
+            "ISSUER_DATABASE_PASSWORD_FILE needs a postgresql:// database URL, "
+            f"got {scheme.split(':', 1)[0]!r}"
+        )
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or not userinfo:
+        raise ConfigurationError(
+            "ISSUER_DATABASE_PASSWORD_FILE needs a user name in the database URL "
+            "(postgresql://USER@HOST/DB)"
+        )
+    if ":" in userinfo:
+        raise ConfigurationError(
+            "the database URL already holds a password: "
+            "set it there or in ISSUER_DATABASE_PASSWORD_FILE, not both"
+        )
+    user = quote(unquote(userinfo), safe="")
+    return f"{scheme}://{user}:{quote(password, safe='')}@{host}{slash}{path}"
+
+
 @dataclass(frozen=True)
 class IssuerSettings:
     issuer_url: str = DEFAULTS["ISSUER_URL"]
@@ -85,6 +142,7 @@ class IssuerSettings:
     secret_key_file: Path | None = None
     max_body_bytes: int = 16_384
     log_level: str = "info"
+    retry_after: int = 5  # seconds, in the Retry-After of a 503 during a database outage
     # ISSUER_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
     connections: ConnectionLimits = field(
         default_factory=lambda: ConnectionLimits(prefix="ISSUER_")
@@ -99,7 +157,7 @@ class IssuerSettings:
         secret_file = env.get("ISSUER_SECRET_KEY_FILE")
         settings = cls(
             issuer_url=issuer_url,
-            database_url=env.get("ISSUER_DATABASE_URL", DEFAULTS["ISSUER_DATABASE_URL"]),
+            database_url=database_url_from_env(env),
             database_pool_size=_int(env, "ISSUER_DATABASE_POOL_SIZE", minimum=1),
             access_token_ttl=_int(env, "ISSUER_ACCESS_TOKEN_TTL", minimum=1),
             refresh_token_ttl=_int(env, "ISSUER_REFRESH_TOKEN_TTL", minimum=1),
@@ -118,6 +176,7 @@ class IssuerSettings:
             secret_key_file=Path(secret_file) if secret_file else None,
             max_body_bytes=_int(env, "ISSUER_MAX_BODY_BYTES", minimum=256),
             log_level=env.get("ISSUER_LOG_LEVEL", DEFAULTS["ISSUER_LOG_LEVEL"]),
+            retry_after=_int(env, "ISSUER_RETRY_AFTER", minimum=1),
             connections=ConnectionLimits.from_env("ISSUER_", env),
         )
         settings = replace(settings, **overrides) if overrides else settings

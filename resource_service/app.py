@@ -1,4 +1,5 @@
-"""The resource service's Starlette app: ``/whoami``, ``/NAME`` and ``/healthz``."""
+"""The resource service's Starlette app: ``/whoami``, ``/NAME``, ``/healthz`` (alive) and
+``/readyz`` (holds usable keys)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from shared.errors import (
 )
 from shared.jwks_client import JWKSClient
 from shared.jws import strict_json
+from shared.protocol import HEALTH_PATH, READINESS_PATH
 from shared.token_cache import TokenCache
 from shared.tokens import TokenVerifier
 from shared.verification import BearerAuthenticator
@@ -191,6 +193,28 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
+async def readyz(request: Request) -> Response:
+    """Ready once it holds usable verification keys: 200 ``{"status": "ready"}``; until then
+    (never reached the issuer, or the last good set went stale) 503 with the reason."""
+    state = _resource(request).jwks.state()
+    if state["usable"]:
+        return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        {"status": "unavailable", "reason": _not_ready_reason(state)},
+        status_code=503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _not_ready_reason(state: dict[str, Any]) -> str:
+    last = state["last_fetch"]
+    if last is None:
+        return "no verification keys yet: the issuer's keys have not been fetched"
+    if last["result"] == "error":
+        return f"no usable verification keys: the last fetch failed: {last['detail']}"
+    return "no usable verification keys: the last good key set is too old"
+
+
 async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(_resource(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
@@ -261,7 +285,8 @@ def create_app(
         Route("/whoami", whoami, methods=["GET"]),
         Route(f"/{name}", list_items, methods=["GET"]),
         Route(f"/{name}", create_item, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route(HEALTH_PATH, healthz, methods=["GET"]),  # GET implies HEAD
+        Route(READINESS_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     return Starlette(

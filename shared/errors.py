@@ -148,8 +148,9 @@ class InsufficientScope(KeyhouseError):
         self.scope = scope
 
 
-class KeysUnavailable(KeyhouseError):
-    """No verification keys could be obtained (cold start, or the last good set expired): 503."""
+class TemporarilyUnavailable(KeyhouseError):
+    """RFC 6749 §4.1.2.1 ``temporarily_unavailable``: the server cannot answer now (its database
+    is unreachable, say) and may later: 503 with ``Retry-After`` (seconds)."""
 
     error = "temporarily_unavailable"
     status_code = 503
@@ -157,6 +158,10 @@ class KeysUnavailable(KeyhouseError):
     def __init__(self, description: str = "", *, retry_after: int = 5) -> None:
         super().__init__(description, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class KeysUnavailable(TemporarilyUnavailable):
+    """No verification keys could be obtained (cold start, or the last good set expired): 503."""
 
 
 # --- Configuration and operator errors ------------------------------------------------------

@@ -15,6 +15,11 @@ JWKS_PATH = "/.well-known/jwks.json"  # RFC 7517, named by the metadata's jwks_u
 METADATA_PATH = "/.well-known/oauth-authorization-server"  # RFC 8414 §3
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"  # the same document
 
+# -- every service's operations endpoints ----------------------------------------------------
+
+HEALTH_PATH = "/healthz"  # liveness: 200 while the process runs
+READINESS_PATH = "/readyz"  # readiness: 200 ready, 503 with a reason while not
+
 # -- RFC 6749 grant types the token endpoint supports ------------------------------------------
 
 GRANT_TYPES = ("client_credentials", "password", "refresh_token")

@@ -1,4 +1,6 @@
-"""Operations: ``/healthz`` (the issuer and its signing key) and ``/metrics`` (Prometheus)."""
+"""Operations: ``/healthz`` (liveness: the process runs; with its signing key), ``/readyz``
+(readiness: a signing key and a reachable database, :mod:`issuer.readiness`) and ``/metrics``
+(Prometheus)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,23 @@ from starlette.responses import JSONResponse, Response
 
 from issuer.http import issuer_of
 
+_NO_STORE = {"Cache-Control": "no-store"}
+
 
 async def healthz(request: Request) -> Response:
     issuer = issuer_of(request)
     signer = issuer.keyring.signer()
     body = {"status": "ok", "issuer": issuer.settings.issuer_url, "signing_kid": signer.kid}
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+async def readyz(request: Request) -> Response:
+    """200 ``{"status": "ready"}``, or 503 ``{"status": "unavailable", "reason": ...}``."""
+    reason = await issuer_of(request).readiness.reason()
+    if reason is None:
+        return JSONResponse({"status": "ready"}, headers=_NO_STORE)
+    body = {"status": "unavailable", "reason": reason}
+    return JSONResponse(body, status_code=503, headers=_NO_STORE)
 
 
 async def metrics(request: Request) -> Response:
