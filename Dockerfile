@@ -7,7 +7,8 @@
 # python:*-slim images, or plain Debian with python3 + python3-venv from Debian's packages
 # (docker/build-base-image.sh makes one where no registry is reachable). Both stages use the
 # same base, so the virtual environment's interpreter path is valid in the final stage.
-# No secret is baked in: ISSUER_SECRET_KEY(_FILE) and ISSUER_DATABASE_URL come at run time.
+# No secret is baked in: ISSUER_SECRET_KEY(_FILE), ISSUER_DATABASE_URL and its password file come
+# at run time.
 ARG BASE_IMAGE=python:3.11-slim
 
 # ---------------------------------------------------------------------------------------------
@@ -38,15 +39,20 @@ FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="keyhouse" \
       org.opencontainers.image.description="Keyhouse OAuth token issuer and resource services"
 
-# credentials/ and secret/: mount points for volumes shared with the one-shot containers
-# (compose: `init` writes the demo credentials, `keygen` the key-encryption secret); created
-# here so that a named volume mounted on them is owned by the keyhouse user, mode 0700.
+# credentials/, secret/, db-password/, var/: mount points for volumes (compose: `init` writes
+# the demo credentials, `keygen` the key-encryption secret and the database password, the
+# resource services keep their items in var/); created here so that a named volume mounted on
+# them is owned by the keyhouse user: mode 0700, except db-password/ (0755: the PostgreSQL
+# server, another uid in another container, reads the password file in it).
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/keyhouse --create-home \
         --shell /usr/sbin/nologin keyhouse \
     && install -d -o keyhouse -g keyhouse -m 0700 /var/lib/keyhouse/credentials \
-        /var/lib/keyhouse/secret /var/lib/keyhouse/var
+        /var/lib/keyhouse/secret /var/lib/keyhouse/var \
+    && install -d -o keyhouse -g keyhouse -m 0755 /var/lib/keyhouse/db-password
 
 COPY --from=builder /opt/keyhouse/venv /opt/keyhouse/venv
+# The compose stack's one-shot `keygen` (standard library only).
+COPY docker/keygen.py /opt/keyhouse/keygen.py
 ENV PATH=/opt/keyhouse/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -57,9 +63,11 @@ WORKDIR /var/lib/keyhouse
 USER keyhouse:keyhouse
 EXPOSE 8000
 
-# Whatever the container runs (issuer or resource service), it answers GET /healthz on
-# HEALTHCHECK_PORT. Uses only the standard library: no curl in the image.
-HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=5 \
-    CMD ["python3", "-c", "import os, sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HEALTHCHECK_PORT', '8000'), timeout=2); sys.exit(0)"]
+# Whatever the container runs (issuer or resource service), it answers GET /readyz on
+# HEALTHCHECK_PORT: 200 when it can serve, 503 with the reason while it cannot (the issuer
+# without its database or a signing key, a resource service without usable keys). /healthz
+# (the process is alive) is for liveness probes. Standard library only: no curl in the image.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python3", "-c", "import os, sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('HEALTHCHECK_PORT', '8000'), timeout=2); sys.exit(0)"]
 
 CMD ["issuer", "serve", "--host", "0.0.0.0", "--port", "8000"]
