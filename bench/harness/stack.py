@@ -58,6 +58,18 @@ def check_rs256(token: str, who: str) -> dict[str, Any]:
     return dict(header)
 
 
+def claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, unverified (the bench only reads what it was just given)."""
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, IndexError) as exc:
+        raise BenchError(f"not a JWT: {token[:20]!r}...") from exc
+    if not isinstance(data, dict):
+        raise BenchError("a JWT whose payload is not a JSON object")
+    return data
+
+
 def expect_ok(url: str, token: str | None = None) -> None:
     """GET ``url`` (with ``token`` as bearer) must answer 200."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -110,15 +122,18 @@ def token_body(audience: str = AUDIENCE, scope: str = SCOPE) -> str:
 class Stack:
     """A private issuer data dir plus helpers to run the CLI and servers against it."""
 
-    def __init__(self, ctx: Context, label: str) -> None:
+    def __init__(self, ctx: Context, label: str, database_url: str | None = None) -> None:
+        """``database_url``: the issuer's database (default: a SQLite file in the stack's own
+        directory)."""
         self.cfg = ctx.cfg
         self.dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.cfg.run_dir))
         self.issuer_port = self.cfg.base_port
         self.resource_port = self.cfg.base_port + 1
         self.issuer_url = f"http://127.0.0.1:{self.issuer_port}"
+        self.database_url = database_url or f"sqlite:///{self.dir / 'issuer.db'}"
         self.env = {
             "ISSUER_URL": self.issuer_url,
-            "ISSUER_DATABASE_URL": f"sqlite:///{self.dir / 'issuer.db'}",
+            "ISSUER_DATABASE_URL": self.database_url,
             "ISSUER_SECRET_KEY": secrets.token_urlsafe(32),
             "ISSUER_ACCESS_TOKEN_TTL": "3600",
         }
@@ -161,22 +176,25 @@ class Stack:
             ["users", "create", username, "--password-stdin", "--scope", scope], password + "\n"
         )
 
-    def issuer(self, workers: int = 1, cpus: str | None = None) -> Server:
-        cmd = [
-            *self.cfg.issuer_cmd,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.issuer_port),
-        ]
+    def issuer(
+        self,
+        workers: int = 1,
+        cpus: str | None = None,
+        *,
+        port: int | None = None,
+        name: str | None = None,
+    ) -> Server:
+        """An issuer on ``port`` (default: the stack's issuer port; a replica behind a balancer
+        listens on a port of its own while ISSUER_URL stays the public one)."""
+        port = port or self.issuer_port
+        cmd = [*self.cfg.issuer_cmd, "serve", "--host", "127.0.0.1", "--port", str(port)]
         if workers != 1:
             cmd += ["--workers", str(workers)]
         return bench_server(
             self.cfg,
-            f"issuer-w{workers}",
+            name or f"issuer-w{workers}",
             cmd,
-            port=self.issuer_port,
+            port=port,
             env=self.env,
             cpus=cpus,
             cwd=self.dir,
@@ -211,15 +229,25 @@ class Stack:
     def token_body(self) -> str:
         return token_body()
 
-    def get_token(self, client: Client) -> str:
+    def post_token(
+        self, client: Client, form: dict[str, str], url: str | None = None
+    ) -> dict[str, Any]:
+        """One ``POST /token`` (to ``url``, default the stack's issuer) that must answer 200 with
+        an RS256 access token; its JSON body."""
         status, _, body = http(
             "POST",
-            f"{self.issuer_url}/token",
-            form={"grant_type": "client_credentials", "audience": AUDIENCE, "scope": SCOPE},
+            f"{url or self.issuer_url}/token",
+            form=form,
             headers={"Authorization": client.authorization},
         )
         if status != 200:
-            raise BenchError(f"POST /token answered {status}: {body[:300]!r}")
-        token = json.loads(body)["access_token"]
-        check_rs256(token, "issuer")
-        return str(token)
+            raise BenchError(
+                f"POST /token ({form.get('grant_type')}) answered {status}: {body[:300]!r}"
+            )
+        data: dict[str, Any] = json.loads(body)
+        check_rs256(str(data["access_token"]), "issuer")
+        return data
+
+    def get_token(self, client: Client, url: str | None = None) -> str:
+        form = {"grant_type": "client_credentials", "audience": AUDIENCE, "scope": SCOPE}
+        return str(self.post_token(client, form, url)["access_token"])

@@ -53,6 +53,11 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
+def wrk_threads(cfg: Config, connections: int, threads: int | None = None) -> int:
+    """The threads wrk runs with (``--threads``, at most one a connection)."""
+    return max(1, min(threads or cfg.threads, connections))
+
+
 def start_wrk(
     cfg: Config,
     url: str,
@@ -66,7 +71,7 @@ def start_wrk(
 ) -> subprocess.Popen[str]:
     """wrk running ``bench/wrk/SCRIPT`` against ``url`` (``env``: the script's BENCH_* knobs)."""
     connections = connections or cfg.connections
-    threads = max(1, min(threads or cfg.threads, connections))
+    threads = wrk_threads(cfg, connections, threads)
     cmd = [
         "wrk",
         "-t",
@@ -90,14 +95,24 @@ def start_wrk(
     )
 
 
+def wrk_output(proc: subprocess.Popen[str], seconds: int, what: str) -> str:
+    """Everything a wrk run printed, once it exited 0 (BenchError otherwise)."""
+    out = collect(proc, seconds, f"wrk ({what}) did not finish")
+    if proc.returncode != 0:
+        raise BenchError(f"wrk ({what}) exited {proc.returncode}:\n{out[-2000:]}")
+    return out
+
+
 def finish_wrk(
     proc: subprocess.Popen[str], seconds: int, what: str, *, allow_errors: bool = False
 ) -> WrkResult:
     """wrk's result; refused when errors (or, unless ``allow_errors``, non-2xx answers or no
     answer at all) exceed 1% of the requests."""
-    out = collect(proc, seconds, f"wrk ({what}) did not finish")
-    if proc.returncode != 0:
-        raise BenchError(f"wrk ({what}) exited {proc.returncode}:\n{out[-2000:]}")
+    return checked(wrk_output(proc, seconds, what), what, allow_errors=allow_errors)
+
+
+def checked(out: str, what: str, *, allow_errors: bool = False) -> WrkResult:
+    """``finish_wrk``'s verdict on a run's output."""
     res = parse_wrk(out)
     if res.requests == 0 and not allow_errors:
         raise BenchError(f"wrk ({what}) completed no request:\n{out[-2000:]}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from bench.harness.config import Scenario
 from bench.scenarios import (
+    balancer,
     baseline,
     ceilings,
     kidflood,
     memory,
     password,
+    refresh,
     slowclients,
     token,
     whoami,
@@ -25,6 +27,8 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory.SCENARIO,
     "password": password.SCENARIO,
     "slowclients": slowclients.SCENARIO,
+    "refresh": refresh.SCENARIO,
+    "balancer": balancer.SCENARIO,
 }
 
 

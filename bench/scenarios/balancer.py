@@ -1,0 +1,58 @@
+"""Scenario 10: the load balancer's cost. POST /token (client_credentials) through HAProxy in
+front of one issuer replica against the same requests straight to that replica, alternated."""
+
+from __future__ import annotations
+
+from bench.harness.balancer import balancer, haproxy_missing, replica_port
+from bench.harness.config import Context, Row, Scenario
+from bench.harness.ratio import Target, measure_ratio, ratio_row, rps
+from bench.harness.stack import Stack
+from bench.harness.wrk import WrkResult, run_wrk
+
+BALANCER_TARGET = Target(">=", 0.9)
+NAME = "issuer POST /token, client_credentials, through HAProxy vs straight to the replica"
+
+METHOD = (
+    "Load balancer: `POST /token` client_credentials (bench/wrk/token.lua) through HAProxy"
+    " (Debian's haproxy with docker/haproxy/haproxy.cfg, access log off, both of its server"
+    " lines on the one replica so that every request reaches the same process) against the"
+    " same load straight to that replica, alternated B A B ... A B (B: straight). HAProxy runs"
+    " on the server CPUs with the replica: its CPU counts against the ratio, as it would on a"
+    " machine of its own only in latency. Without haproxy the row says `not measured` and why."
+)
+
+
+def run(ctx: Context) -> None:
+    """POST /token client_credentials through HAProxy vs straight to the replica: >= 0.9."""
+    cfg = ctx.cfg
+    why = haproxy_missing()
+    if why:
+        ctx.add(
+            Row("10", NAME, f"not measured: {why}", target=f"{BALANCER_TARGET.text} (not checked)")
+        )
+        return
+    stack = Stack(ctx, "s10")
+    client = stack.create_client("bench-s10")
+    env = {"BENCH_AUTHORIZATION": client.authorization, "BENCH_BODY": stack.token_body()}
+    port = replica_port(cfg, 0)
+    with (
+        stack.issuer(port=port, name="issuer-s10-r1") as replica,
+        balancer(cfg, stack.issuer_port, [port], "haproxy-s10") as lb,
+    ):
+        stack.get_token(client, replica.url)  # also checks alg RS256
+        stack.get_token(client, lb.url)
+
+        def through(i: int) -> WrkResult:
+            url = f"{lb.url}/token"
+            return run_wrk(ctx, "POST /token through HAProxy", url, "token.lua", env, warmup=i == 0)
+
+        def straight(i: int) -> float:
+            url = f"{replica.url}/token"
+            what = "POST /token straight to the replica"
+            return run_wrk(ctx, what, url, "token.lua", env, warmup=i == 0).rps
+
+        m = measure_ratio(cfg.rounds, through, straight, rps)
+    ctx.add(ratio_row("10", NAME, m, BALANCER_TARGET))
+
+
+SCENARIO = Scenario("10", run, METHOD)
