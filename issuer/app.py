@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -74,6 +75,7 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
         lifespan=lifespan,
         exception_handlers={
             KeyhouseError: http.handle_keyhouse_error,
+            SQLAlchemyError: http.handle_database_error,
             HTTPException: http.handle_http_exception,
             Exception: http.handle_unexpected,
         },

@@ -21,7 +21,7 @@ from issuer.db import init_schema, make_engine, make_probe_engine
 from issuer.introspection import Introspector
 from issuer.keys import KeyAdmin, KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics
-from issuer.outage import DatabaseOutage
+from issuer.outage import DatabaseOutage, unavailability
 from issuer.readiness import Readiness, select_one
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
@@ -95,7 +95,9 @@ async def reload_keys_forever(
     """Pick up keys rotated or revoked by another process (the CLI, another replica), and run
     the rotation scheduler: whichever process notices that the signing key has no successor
     schedules one (the database makes sure only one is created). Runs until cancelled; a
-    failure is logged (message and traceback) and the next tick tries again."""
+    failure is logged (message and traceback) and the next tick tries again. A database outage
+    is no such failure: it goes to ``issuer.outage`` (one warning per outage, one info line when
+    a reload succeeds again), and the keys in memory keep serving meanwhile."""
     while True:
         await sleep(issuer.settings.key_refresh_interval)
         try:
@@ -107,9 +109,22 @@ async def reload_keys_forever(
                     created["publish_at"],
                     created["activate_at"],
                 )
-        except Exception:  # keep serving; the next tick (or another replica) retries
+        except Exception as exc:  # keep serving; the next tick (or another replica) retries
+            if _outage(issuer, exc):
+                continue  # the reload would meet the same outage
             logger.warning("key rotation scheduler failed", exc_info=True)
         try:
             await anyio.to_thread.run_sync(issuer.keyring.reload)
-        except Exception:  # keep serving with the keys we have
-            logger.warning("reloading signing keys failed", exc_info=True)
+        except Exception as exc:  # keep serving with the keys we have
+            if not _outage(issuer, exc):
+                logger.warning("reloading signing keys failed", exc_info=True)
+        else:
+            issuer.outage.succeeded()
+
+
+def _outage(issuer: Issuer, exc: Exception) -> bool:
+    """Record ``exc`` as a database outage if it is one (logged once per outage)."""
+    reason = unavailability(exc)
+    if reason is not None:
+        issuer.outage.failed(reason)
+    return reason is not None

@@ -1,11 +1,13 @@
 """HTTP glue shared by the issuer's endpoints: the container from the lifespan state, the peer's
-address, bounded body reads, and the app's error handlers (over :func:`shared.errors.render_error`).
+address, bounded body reads, and the app's error handlers (over :func:`shared.errors.render_error`),
+including the one that turns a database outage into 503 ``temporarily_unavailable``.
 """
 
 from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
@@ -99,6 +101,16 @@ async def handle_keyhouse_error(request: Request, exc: Exception) -> Response:
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = error_for_status(exc.status_code, str(exc.detail), exc.headers)
+    return error_response(error, bearer_realm=_realm(request.url.path))
+
+
+async def handle_database_error(request: Request, exc: Exception) -> Response:
+    """A database outage is 503 ``temporarily_unavailable`` with ``Retry-After`` (logged once
+    per outage by ``issuer.outage``, no traceback); any other database error is unexpected."""
+    assert isinstance(exc, SQLAlchemyError)
+    error = issuer_of(request).outage.error_for(exc)
+    if error is None:
+        raise exc  # to handle_unexpected: a 500, as before
     return error_response(error, bearer_realm=_realm(request.url.path))
 
 

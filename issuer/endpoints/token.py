@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -61,6 +62,12 @@ class TokenEndpoint:
             result = await issuer.tokens.token(
                 form, authorization, client[0] if client else UNKNOWN_ADDRESS
             )
+        except SQLAlchemyError as exc:
+            error = issuer.outage.error_for(exc)  # a database outage: 503, logged once
+            if error is None:
+                raise  # anything else is unexpected: Starlette's 500
+            issuer.metrics.token_error(error.error)
+            raise error from None
         except KeyhouseError as exc:
             issuer.metrics.token_error(exc.error)
             raise

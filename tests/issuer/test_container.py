@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -50,3 +51,37 @@ def test_the_reload_loop_logs_a_failure_with_its_message_and_traceback(
     formatted = caplog.text
     assert formatted.count("Traceback (most recent call last)") >= 4
     assert "signing_keys" in formatted  # the message reaches the log, not just the class name
+
+
+def test_the_reload_loop_logs_a_database_outage_once_without_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that cannot be opened, tick after tick (the SQLite file moved away and a
+    directory in its place: a real failure even for root), is one warning for the whole outage
+    and no traceback; once it is back, one info line."""
+    db = tmp_path / "issuer.db"
+    issuer = build_issuer(settings_for(f"sqlite:///{db}"), clock=FakeClock())
+    ticks: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        ticks.append(seconds)
+        if len(ticks) == 2:  # the database goes away: no connection can be opened
+            issuer.keyring.repo.engine.dispose()
+            db.rename(tmp_path / "moved.db")
+            db.mkdir()
+        if len(ticks) == 6:  # and comes back
+            db.rmdir()
+            (tmp_path / "moved.db").rename(db)
+        if len(ticks) > 7:
+            raise _Stop
+
+    try:
+        with caplog.at_level(logging.INFO, logger="keyhouse.issuer"), pytest.raises(_Stop):
+            asyncio.run(reload_keys_forever(issuer, sleep=sleep))
+    finally:
+        close_issuer(issuer)
+    records = [r for r in caplog.records if r.name == "keyhouse.issuer"]
+    assert [r.levelname for r in records] == ["WARNING", "INFO"], [r.getMessage() for r in records]
+    assert records[0].getMessage().startswith("database unavailable: unable to open database file")
+    assert records[1].getMessage().startswith("database reachable again after")
+    assert all(r.exc_info is None for r in records)

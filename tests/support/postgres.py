@@ -4,6 +4,7 @@
     with PostgresServer() as pg:
         url = pg.url                        # postgresql://keyhouse:...@127.0.0.1:PORT/keyhouse_test
         other = pg.create_database("t1")    # a fresh, empty database on the same server
+        pg.pause(); pg.resume()             # an outage: stopped, then started on the same port
 
 The cluster lives in a temporary directory (data, unix socket, log) that is removed on stop().
 It listens on 127.0.0.1 on a free port and on a unix socket in that directory, with fsync off
@@ -204,28 +205,8 @@ class PostgresServer:
             last_error: Exception | None = None
             for _attempt in range(3):  # a free port can be taken between probe and bind
                 self.port = _free_port()
-                opts = (
-                    f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                    f"-c unix_socket_directories={self.socket_dir} "
-                    f"-c max_connections={self.max_connections} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                    "-c timezone=UTC"
-                )
                 try:
-                    self._run(
-                        "pg_ctl",
-                        "-D",
-                        str(self.datadir),
-                        "-l",
-                        str(self.logfile),
-                        "-w",
-                        "-t",
-                        str(_START_TIMEOUT_S),
-                        "-o",
-                        opts,
-                        "start",
-                        timeout=_START_TIMEOUT_S + 30,
-                    )
+                    self._pg_ctl_start()
                 except RuntimeError as exc:
                     last_error = exc
                     continue
@@ -239,6 +220,48 @@ class PostgresServer:
             self.stop()
             raise
         return self.url
+
+    def _pg_ctl_start(self) -> None:
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} "
+            f"-c unix_socket_directories={self.socket_dir} "
+            f"-c max_connections={self.max_connections} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c timezone=UTC"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            str(_START_TIMEOUT_S),
+            "-o",
+            opts,
+            "start",
+            timeout=_START_TIMEOUT_S + 30,
+        )
+
+    # -- an outage: the same server stopped, then started again ----------------------------
+    def pause(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data directory and port, for :meth:`resume`.
+
+        ``fast`` (the default) ends every session with "terminating connection due to
+        administrator command" first, as a normal shutdown does; ``immediate`` does not."""
+        assert self._started, "server not started"
+        with self._admin_lock:
+            admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def resume(self) -> None:
+        """Start the server :meth:`pause` stopped: same data, same port, same URL."""
+        assert self._started, "server not started"
+        self._pg_ctl_start()
 
     def _admin_sql(self, statement: str) -> bool:
         """Run one statement on the server's maintenance database over a connection kept open
