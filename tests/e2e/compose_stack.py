@@ -2,8 +2,9 @@
 its own name, images and free host ports, so it never meets a user's `keyhouse` project or
 another test; brought up once per test module and always removed with its volumes.
 
-Images are tagged keyhouse-e2e:compose and keyhouse-haproxy-e2e:compose: a rebuild replaces the
-tag, and the image it replaced is removed (no dangling images pile up run after run).
+Images are tagged keyhouse-e2e:compose, keyhouse-haproxy-e2e:compose and
+keyhouse-postgres-e2e:compose: a rebuild replaces the tag, and the image it replaced is removed
+(no dangling images pile up run after run).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ FILES = ("compose.yaml", "compose.ci.yaml")
 IMAGES = {
     "KEYHOUSE_IMAGE": "keyhouse-e2e:compose",
     "KEYHOUSE_HAPROXY_IMAGE": "keyhouse-haproxy-e2e:compose",
+    "KEYHOUSE_POSTGRES_IMAGE": "keyhouse-postgres-e2e:compose",
 }
 CREDENTIALS = "/var/lib/keyhouse/credentials/demo.json"
 BUILD_TIMEOUT = 900  # the first build installs the dependencies from the package index
