@@ -17,8 +17,9 @@ METHOD = (
     " (Debian's haproxy with docker/haproxy/haproxy.cfg, access log off, both of its server"
     " lines on the one replica so that every request reaches the same process) against the"
     " same load straight to that replica, alternated B A B ... A B (B: straight). HAProxy runs"
-    " on the server CPUs with the replica: its CPU counts against the ratio, as it would on a"
-    " machine of its own only in latency. Without haproxy the row says `not measured` and why."
+    " on the server CPUs beside the replica, so its CPU time counts against the ratio (on a"
+    " machine of its own it would cost latency, not throughput). Without haproxy the row says"
+    " `not measured` and why."
 )
 
 
