@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--base-port",
         type=int,
         default=18000,
-        help="issuer=BASE, resource=BASE+1, baseline=BASE+9, peer=BASE+100",
+        help="issuer (or HAProxy)=BASE, resource=BASE+1, baseline=BASE+9, issuer replicas"
+        " BASE+20 and +21, HAProxy stats BASE+30, peer=BASE+100",
     )
     ap.add_argument(
         "--out",
