@@ -16,6 +16,7 @@ Waits are polls with deadlines; the fixed pauses only give the load time to hit 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ from tests.e2e.compose_stack import ComposeStack
 PHASES = ["warm-up", "replica-killed", "replica-back", "database-down", "database-back", "after"]
 ISSUERS = ("issuer1", "issuer2")
 HAPROXY_UP = "Server issuers/issuer1 is UP"
+# An HAProxy access-log line whose retry counter (act/fe/be/srv/retries) is not 0: a request
+# that was sent again ("+" when to another server).
+RETRIED = re.compile(r' \d+/\d+/\d+/\d+/\+?[1-9]\d* \d+/\d+ "')
 
 
 @dataclass
@@ -39,6 +43,8 @@ class FailoverRun:
     # issuer containers' (StartedAt, RestartCount) before the database stop and at the end
     issuers_before_db: dict[str, tuple[str, int]] = field(default_factory=dict)
     issuers_after: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # HAProxy's log lines of requests it sent again (no token in them: no bodies are logged)
+    retried: list[str] = field(default_factory=list)
     report: str = ""
 
 
@@ -100,7 +106,7 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
         ups_before = stack.logs("haproxy", tail=100000).count(HAPROXY_UP)
         stack.docker("kill", issuer1)
         note("docker kill issuer1")
-        time.sleep(8)
+        time.sleep(12)
 
         stack.docker("start", issuer1)
         phase.set("replica-back")
@@ -146,10 +152,13 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
         time.sleep(3)
 
         phase.set("after")
-        time.sleep(4)
+        time.sleep(6)
     finally:
         load.stop()
         note("load stopped")
     run.issuers_after = _started(stack)
-    run.report = report(load, PHASES, run.notes)
+    log = stack.logs("haproxy", tail=100000).splitlines()
+    run.retried = [line.split("| ", 1)[-1] for line in log if RETRIED.search(line)]
+    retried = [f"  HAProxy sent {len(run.retried)} requests again:", *run.retried[:20]]
+    run.report = report(load, PHASES, [*run.notes, *retried])
     return run
