@@ -108,18 +108,33 @@ def replica_port(cfg: Config, i: int) -> int:
     return cfg.base_port + REPLICA_OFFSET + i
 
 
+@dataclass
+class Serving:
+    url: str  # where clients connect: the replica itself, or HAProxy in front of them
+    replicas: list[Server]
+    balancer: Server | None = None
+
+    def cpu_groups(self) -> dict[str, list[int]]:
+        """The processes whose CPU time a measurement reports (bench/harness/cpu.py)."""
+        groups = {"issuer": [r.proc.pid for r in self.replicas if r.proc is not None]}
+        if self.balancer is not None and self.balancer.proc is not None:
+            groups["HAProxy"] = [self.balancer.proc.pid]
+        return groups
+
+
 @contextmanager
-def serving(cfg: Config, stack: Stack, replicas: int, tag: str) -> Iterator[str]:
+def serving(cfg: Config, stack: Stack, replicas: int, tag: str) -> Iterator[Serving]:
     """``replicas`` issuers of ``stack`` on ports of their own (ISSUER_URL stays the stack's
     public one) and the URL a client uses: the replica itself when there is one, else HAProxy
     in front of them on the stack's issuer port."""
     ports = [replica_port(cfg, i) for i in range(replicas)]
     with ExitStack() as started:
-        for i, port in enumerate(ports):
+        servers = [
             started.enter_context(stack.issuer(port=port, name=f"issuer-{tag}-r{i + 1}"))
+            for i, port in enumerate(ports)
+        ]
         if replicas == 1:
-            yield f"http://127.0.0.1:{ports[0]}"
+            yield Serving(servers[0].url, servers)
         else:
-            yield started.enter_context(
-                balancer(cfg, stack.issuer_port, ports, f"haproxy-{tag}")
-            ).url
+            lb = started.enter_context(balancer(cfg, stack.issuer_port, ports, f"haproxy-{tag}"))
+            yield Serving(lb.url, servers, lb.server)

@@ -10,12 +10,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, select
 
 from bench.harness.chains import Ledger
 from bench.harness.config import BenchError, Config
+from bench.harness.cpu import process_tree
 from issuer.db import open_store, refresh_tokens
 from issuer.refresh import RefreshTokenStore
 from shared.scopes import parse_scope
@@ -32,18 +33,6 @@ def postgres_missing() -> str | None:
     return None
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc)."""
-    found = [pid]
-    for p in found:
-        try:
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        found += [int(k) for k in kids]
-    return found
-
-
 def pin_tree(cfg: Config, pid: int) -> None:
     """Moves a running process and its children to the server CPUs (``taskset``); the children
     a PostgreSQL postmaster forks later (a backend per connection) inherit its CPUs."""
@@ -58,9 +47,15 @@ def pin_tree(cfg: Config, pid: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Postgres:
+    url: str  # of an empty database
+    pid: int  # the postmaster's (its backends are its children)
+
+
 @contextmanager
-def postgres(cfg: Config) -> Iterator[str]:
-    """A throwaway PostgreSQL server on the server CPUs; the URL of an empty database."""
+def postgres(cfg: Config) -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on the server CPUs."""
     try:
         server = PostgresServer()
     except PostgresUnavailable as exc:
@@ -71,9 +66,9 @@ def postgres(cfg: Config) -> Iterator[str]:
         server.stop()
         raise BenchError(f"PostgreSQL did not start: {exc}") from exc
     try:
-        pidfile = server.datadir / "postmaster.pid"
-        pin_tree(cfg, int(pidfile.read_text().split()[0]))
-        yield server.url
+        pid = int((server.datadir / "postmaster.pid").read_text().split()[0])
+        pin_tree(cfg, pid)
+        yield Postgres(server.url, pid)
     finally:
         server.stop()
 

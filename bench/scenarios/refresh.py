@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
-from bench.harness import database
+from bench.harness import cpu, database, profiler
 from bench.harness.balancer import haproxy_missing, serving
 from bench.harness.chains import (
     ChainStats,
@@ -21,6 +21,7 @@ from bench.harness.chains import (
     seeds_per_run,
 )
 from bench.harness.config import AUDIENCE, SCOPE, BenchError, Context, Row, Scenario
+from bench.harness.processes import Server
 from bench.harness.ratio import Target, measure_ratio, ratio_row
 from bench.harness.stack import Client, Stack, claims
 from bench.harness.wrk import WrkResult, checked, start_wrk, wrk_output, wrk_threads
@@ -48,8 +49,10 @@ METHOD = (
     " replica reached directly and with two replicas behind HAProxy (docker/haproxy/haproxy.cfg,"
     " access log off). The replicas, HAProxy and PostgreSQL all run on the server CPUs: on a"
     " two-core machine the two replicas share one core, so that row shows what the balancer"
-    " and a second process cost, not what a second machine adds. Rows say `not measured` with"
-    " the reason when PostgreSQL's binaries or haproxy are missing."
+    " and a second process cost, not what a second machine adds. The Notes say where the server"
+    " CPUs went during the median run (issuer, HAProxy, PostgreSQL: CPU seconds from /proc);"
+    " `--profile` samples the first replica. Rows say `not measured` with the reason when"
+    " PostgreSQL's binaries or haproxy are missing."
 )
 
 
@@ -77,13 +80,13 @@ def not_measured(ctx: Context, kind: str, replicas: int, why: str) -> None:
 
 
 @contextmanager
-def database_url(ctx: Context, kind: str) -> Iterator[str | None]:
-    """The issuer's database: None for a SQLite file of the stack's own, else PostgreSQL's URL."""
+def database_server(ctx: Context, kind: str) -> Iterator[database.Postgres | None]:
+    """The issuer's database server: None for a SQLite file of the stack's own."""
     if kind == "sqlite":
         yield None
         return
-    with database.postgres(ctx.cfg) as url:
-        yield url
+    with database.postgres(ctx.cfg) as pg:
+        yield pg
 
 
 def password_form(password: str) -> dict[str, str]:
@@ -114,10 +117,17 @@ def check_path(stack: Stack, client: Client, password: str, url: str) -> str:
 
 
 def refresh_run(
-    ctx: Context, client: Client, url: str, pool: SeedPool, what: str, seconds: int
+    ctx: Context,
+    client: Client,
+    url: str,
+    pool: SeedPool,
+    what: str,
+    seconds: int,
+    profile: Server | None = None,
 ) -> tuple[WrkResult, ChainStats]:
     """One wrk run of refresh.lua with seeds of its own; refused unless every request presented
-    a refresh token never presented before."""
+    a refresh token never presented before. With --profile and ``profile``, py-spy samples that
+    server meanwhile."""
     cfg = ctx.cfg
     seeds = pool.take(seeds_per_run(cfg.connections))
     path = cfg.run_dir / f"seeds-{secrets.token_hex(6)}.txt"
@@ -128,8 +138,11 @@ def refresh_run(
             "BENCH_SEEDS_FILE": str(path),
             "BENCH_THREADS": str(wrk_threads(cfg, cfg.connections)),
         }
+        prof = profiler.start(cfg, profile, what) if cfg.profile and profile else None
         proc = start_wrk(cfg, f"{url}/token", "refresh.lua", env, seconds=seconds)
         out = wrk_output(proc, seconds, what)
+        if prof is not None:
+            profiler.finish(ctx, prof)
     finally:
         path.unlink(missing_ok=True)  # live refresh tokens of the bench's database
     res = checked(out, what)
@@ -141,11 +154,22 @@ def refresh_run(
 
 
 def measure(
-    ctx: Context, stack: Stack, client: Client, password: str, kind: str, replicas: int
+    ctx: Context,
+    stack: Stack,
+    client: Client,
+    password: str,
+    pg: database.Postgres | None,
+    replicas: int,
 ) -> None:
     cfg = ctx.cfg
+    kind = "sqlite" if pg is None else "postgresql"
     what = f"refresh_token {kind} x{replicas}"
-    with serving(cfg, stack, replicas, f"{kind}-x{replicas}") as url:
+    with serving(cfg, stack, replicas, f"{kind}-x{replicas}") as served:
+        url = served.url
+        groups = served.cpu_groups()
+        if pg is not None:
+            groups["PostgreSQL"] = [pg.pid]
+        splits: list[str] = []  # where the server CPUs went, each A run (its best repeat)
         user_id = check_path(stack, client, password, url)
         runs = max(1, cfg.rounds) * max(1, cfg.repeat) + (1 if cfg.warmup > 0 else 0)
         pool = SeedPool(
@@ -164,12 +188,16 @@ def measure(
         def refresh(i: int) -> WrkResult:
             if i == 0 and cfg.warmup > 0:
                 chains.append(refresh_run(ctx, client, url, pool, what + " warm-up", cfg.warmup)[1])
-            best: WrkResult | None = None
-            for _ in range(max(1, cfg.repeat)):
-                res, stats = refresh_run(ctx, client, url, pool, what, cfg.duration)
+            tries: list[tuple[WrkResult, str]] = []  # best of --repeat
+            for r in range(max(1, cfg.repeat)):
+                # --profile: the first replica during the first measured run
+                profile = served.replicas[0] if i == 0 and r == 0 else None
+                before_cpu = cpu.snapshot(groups)
+                res, stats = refresh_run(ctx, client, url, pool, what, cfg.duration, profile)
+                tries.append((res, cpu.split_text(before_cpu, cpu.snapshot(groups))))
                 chains.append(stats)
-                best = res if best is None or res.rps > best.rps else best
-            assert best is not None
+            best, split = max(tries, key=lambda t: t[0].rps)
+            splits.append(split)
             ctx.raw.setdefault("wrk", {})[what] = asdict(best)
             print(f"    wrk {what}: {best.short()}", flush=True)
             return best
@@ -183,6 +211,7 @@ def measure(
     seeded = sum(c.from_seeds for c in chains)
     renewed = sum(c.successors for c in chains)
     note = (
+        f"{splits[m.alt.median_index]}; "
         f"each request presented a refresh token never presented before: {seeded} seeds and"
         f" {renewed} successors in {len(chains)} wrk runs; the database redeemed"
         f" {delta.redeemed} and revoked none; "
@@ -209,8 +238,8 @@ def run(ctx: Context) -> None:
             for replicas in REPLICAS:
                 not_measured(ctx, kind, replicas, no_postgres)
             continue
-        with database_url(ctx, kind) as url:
-            stack = Stack(ctx, f"s9-{kind}", database_url=url)
+        with database_server(ctx, kind) as pg:
+            stack = Stack(ctx, f"s9-{kind}", database_url=pg.url if pg else None)
             client = stack.create_client("bench-s9", grants=("password", "refresh_token"))
             password = secrets.token_urlsafe(18)
             stack.create_user("bench-user", password)
@@ -218,7 +247,7 @@ def run(ctx: Context) -> None:
                 if replicas > 1 and no_haproxy:
                     not_measured(ctx, kind, replicas, no_haproxy)
                     continue
-                measure(ctx, stack, client, password, kind, replicas)
+                measure(ctx, stack, client, password, pg, replicas)
 
 
 SCENARIO = Scenario("9", run, METHOD)
