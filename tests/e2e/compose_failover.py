@@ -158,7 +158,14 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
         note("load stopped")
     run.issuers_after = _started(stack)
     log = stack.logs("haproxy", tail=100000).splitlines()
-    run.retried = [line.split("| ", 1)[-1] for line in log if RETRIED.search(line)]
-    retried = [f"  HAProxy sent {len(run.retried)} requests again:", *run.retried[:20]]
-    run.report = report(load, PHASES, [*run.notes, *retried])
+    lines = [line.split("| ", 1)[-1] for line in log]
+    run.retried = [line for line in lines if RETRIED.search(line)]
+    states = [line[:160] for line in lines if line.startswith("Server issuers/")]
+    extra = [
+        "  HAProxy's replica states:",
+        *states,
+        f"  HAProxy sent {len(run.retried)} requests again:",
+        *run.retried[:20],
+    ]
+    run.report = report(load, PHASES, [*run.notes, *extra])
     return run
