@@ -3,11 +3,12 @@ front of one issuer replica against the same requests straight to that replica, 
 
 from __future__ import annotations
 
+from bench.harness import cpu
 from bench.harness.balancer import balancer, haproxy_missing, replica_port
 from bench.harness.config import Context, Row, Scenario
 from bench.harness.ratio import Target, measure_ratio, ratio_row, rps
 from bench.harness.stack import Stack
-from bench.harness.wrk import WrkResult, run_wrk
+from bench.harness.wrk import WrkResult, finish_wrk, run_wrk, start_wrk
 
 BALANCER_TARGET = Target(">=", 0.9)
 NAME = "issuer POST /token, client_credentials, through HAProxy vs straight to the replica"
@@ -18,8 +19,9 @@ METHOD = (
     " lines on the one replica so that every request reaches the same process) against the"
     " same load straight to that replica, alternated B A B ... A B (B: straight). HAProxy runs"
     " on the server CPUs beside the replica, so its CPU time counts against the ratio (on a"
-    " machine of its own it would cost latency, not throughput). Without haproxy the row says"
-    " `not measured` and why."
+    " machine of its own it would cost latency, not throughput); the Notes give the two"
+    " processes' shares of it during the median run. Without haproxy the row says `not"
+    " measured` and why."
 )
 
 
@@ -42,10 +44,21 @@ def run(ctx: Context) -> None:
     ):
         stack.get_token(client, replica.url)  # also checks alg RS256
         stack.get_token(client, lb.url)
+        assert replica.proc is not None
+        assert lb.server.proc is not None
+        groups = {"issuer": [replica.proc.pid], "HAProxy": [lb.server.proc.pid]}
+        splits: list[str] = []  # where the server CPUs went, each run through HAProxy
 
         def through(i: int) -> WrkResult:
             url = f"{lb.url}/token"
-            return run_wrk(ctx, "POST /token through HAProxy", url, "token.lua", env, warmup=i == 0)
+            what = "POST /token through HAProxy"
+            if i == 0 and cfg.warmup > 0:  # apart, so that the CPU split is the measured run's
+                warm = start_wrk(cfg, url, "token.lua", env, seconds=cfg.warmup)
+                finish_wrk(warm, cfg.warmup, what + " warm-up")
+            before = cpu.snapshot(groups)
+            res = run_wrk(ctx, what, url, "token.lua", env, warmup=False)
+            splits.append(cpu.split_text(before, cpu.snapshot(groups)))
+            return res
 
         def straight(i: int) -> float:
             url = f"{replica.url}/token"
@@ -53,7 +66,8 @@ def run(ctx: Context) -> None:
             return run_wrk(ctx, what, url, "token.lua", env, warmup=i == 0).rps
 
         m = measure_ratio(cfg.rounds, through, straight, rps)
-    ctx.add(ratio_row("10", NAME, m, BALANCER_TARGET))
+    note = f"through HAProxy, {splits[m.alt.median_index]}; "
+    ctx.add(ratio_row("10", NAME, m, BALANCER_TARGET, note=note))
 
 
 SCENARIO = Scenario("10", run, METHOD)

@@ -83,6 +83,9 @@ def test_every_refresh_setup_is_measured_each_token_presented_once(quick_run: Ru
         assert "signs/s" in row["reference"], row
         assert "never presented before" in row["note"], row
         assert "revoked none" in row["note"], row
+        assert "server CPU: issuer " in row["note"], row
+        assert ("PostgreSQL " in row["note"]) == ("PostgreSQL" in row["name"]), row
+        assert ("HAProxy " in row["note"]) == ("HAProxy" in row["name"]), row
     for runs in quick_run.data["refresh_chains"].values():
         for chain in runs:
             assert chain["starved"] == 0, chain
@@ -97,6 +100,8 @@ def test_the_balancers_cost_is_measured(quick_run: Run) -> None:
     assert row["name"].startswith("issuer POST /token, client_credentials, through HAProxy")
     assert row["ratio"] > 0
     assert row["target"] == ">= 0.9"
+    assert "server CPU: issuer " in row["note"]
+    assert "HAProxy " in row["note"]
     assert "## Method" in quick_run.report
     assert "bench/wrk/refresh.lua" in quick_run.report
 
