@@ -43,7 +43,8 @@ METHOD = (
     " by design; one real password login and one refresh through the same URL check the path"
     " first. A run is refused unless its counters add up (no request without a fresh token) and"
     " the database agrees: no refresh token revoked (a token presented twice revokes its"
-    " family), and as many redeemed as successors answered, at most as many as presented."
+    " family), at least as many redeemed as successors answered (a request in flight when wrk"
+    " stops may be redeemed unanswered) and at most as many as presented."
     " Four set-ups, each alternated with raw signing: SQLite (a file) and PostgreSQL (a"
     " throwaway server from Debian's binaries, tests/support/postgres.py, fsync off), with one"
     " replica reached directly and with two replicas behind HAProxy (docker/haproxy/haproxy.cfg,"
@@ -52,7 +53,8 @@ METHOD = (
     " and a second process cost, not what a second machine adds. The Notes say where the server"
     " CPUs went during the median run (issuer, HAProxy, PostgreSQL: CPU seconds from /proc);"
     " `--profile` samples the first replica. Rows say `not measured` with the reason when"
-    " PostgreSQL's binaries or haproxy are missing."
+    " PostgreSQL's binaries or haproxy are missing. The `authorization_code` exchange joins"
+    " this scenario once the issuer has it."
 )
 
 
