@@ -1,4 +1,5 @@
-"""The security audit log: failed logins, throttling, refresh-token reuse, key revocation.
+"""The security audit log: failed logins, throttling, refresh-token reuse and replays, key
+revocation.
 
 Rows go to the ``audit_events`` table and are shown by ``issuer audit``. An event carries only
 identifiers the issuer itself assigned or observed (event name, client_id, ``user:<id>`` subject,
@@ -27,6 +28,7 @@ USER_AUTH_FAILED = "user_auth_failed"
 THROTTLED = "auth_throttled"
 REFRESH_REUSE = "refresh_token_reuse"
 REFRESH_WRONG_CLIENT = "refresh_token_wrong_client"
+REFRESH_REPLAY_GRACE = "refresh_replay_within_grace"
 REFRESH_REVOKED = "refresh_family_revoked"
 USER_DISABLED = "user_disabled"
 USER_ENABLED = "user_enabled"
@@ -39,6 +41,7 @@ EVENTS = frozenset(
         THROTTLED,
         REFRESH_REUSE,
         REFRESH_WRONG_CLIENT,
+        REFRESH_REPLAY_GRACE,
         REFRESH_REVOKED,
         USER_DISABLED,
         USER_ENABLED,

@@ -101,8 +101,12 @@ refresh_tokens = Table(
     Column("family_expires_at", Float, nullable=False),
     Column("used_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
+    # The hash of the token this one succeeded (NULL: the login's first token, or rotated before
+    # migration 0004). Finds a redeemed token's successor for the replay grace (issuer/refresh.py).
+    Column("parent_hash", String(64), nullable=True),
     Index("ix_refresh_tokens_family", "family_id"),
     Index("ix_refresh_tokens_user", "user_id"),
+    Index("ix_refresh_tokens_parent", "parent_hash"),
 )
 
 audit_events = Table(

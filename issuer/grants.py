@@ -166,9 +166,27 @@ class Grants(AccessTokens, FailedAttempts):
         now = self.clock()
         redemption = await in_thread(
             lambda: self.refresh_tokens.rotate(
-                presented, client_id=client.client_id, now=now, narrow=narrow
+                presented,
+                client_id=client.client_id,
+                now=now,
+                narrow=narrow,
+                replay_grace=self.settings.refresh_replay_grace,
             )
         )
+        if redemption.replayed and redemption.grant is not None:
+            family = redemption.grant
+            await in_thread(
+                lambda: self.audit.record(
+                    audit.REFRESH_REPLAY_GRACE,
+                    client_id=client.client_id,
+                    subject=f"user:{family.user_id}",
+                    address=address,
+                    detail=(
+                        "redeemed refresh token presented again within the replay grace; "
+                        f"its unused successor spent, a new one issued; family {family.family_id}"
+                    ),
+                )
+            )
         if redemption.status in ("reused", "wrong_client") and redemption.grant is not None:
             grant = redemption.grant
             reused = redemption.status == "reused"

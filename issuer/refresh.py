@@ -3,6 +3,35 @@
 Each token belongs to a family started by one login. Redeeming a token is one conditional
 ``UPDATE ... WHERE used_at IS NULL``: of two concurrent redemptions exactly one changes the row.
 Presenting a token that was already redeemed revokes its whole family (reuse detection).
+
+Replay grace (``ISSUER_REFRESH_REPLAY_GRACE``, seconds; 0 turns it off). A refresh whose answer
+was lost after its rotation was committed (a replica killed between its commit and its answer,
+HAProxy resending the request to the other replica; a client retrying after a timeout) presents
+a token that is already redeemed. Without a grace that is reuse, and the user is logged out by
+an infrastructure failure. RFC 9700 §4.14.2 names the trade-off; Okta ("grace period for token
+rotation") and Auth0 ("reuse interval") accept such a replay for a few seconds. Here a replay is
+honoured when the token is the presenting client's, not revoked, not expired, was redeemed at
+most the grace ago, and its successor (the row whose ``parent_hash`` is the presented token's
+hash) has been neither used nor revoked. Then, in one transaction, that successor is *spent*
+(``used_at`` set: it was never delivered, or someone else holds it), the presented token's
+``used_at`` moves to now, and a new successor is issued. Every other case is reuse, as before.
+
+What that costs: within the window, a thief holding the just-rotated token can take the chain
+over instead of ending it, but only while the owner has not used its successor (a used successor
+makes the replay reuse). The owner's next refresh then presents a spent token, which is reuse and
+ends the family, the thief's new tokens included. A spent successor has no successor of its own,
+so it never qualifies for the grace. Tokens rotated before migration 0004 have no recorded
+successor: their replays are reuse.
+
+Concurrency. Concurrent replays of one token end as if they had come one after the other: each
+is honoured in turn, and only the last one's successor stays usable (exactly one live chain).
+On SQLite the failed claim already holds the write lock, so they are serialised. On PostgreSQL
+the replay locks the presented row and its successor (``FOR UPDATE``, in ``token_hash`` order)
+and moves the presented row's ``used_at`` with an ``UPDATE ... WHERE used_at = <the value read>``:
+of two replays exactly one changes the row; the other, already holding the lock when it
+re-reads, decides again on the winner's state (the winner's successor is the one it spends).
+Every path that locks several rows of a family locks them in ``token_hash`` order, so a replay
+and a family revocation cannot deadlock.
 """
 
 from __future__ import annotations
@@ -11,7 +40,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
@@ -19,6 +48,9 @@ from issuer.db import refresh_tokens
 from shared.scopes import format_scope, parse_scope
 
 TOKEN_BYTES = 32  # 256 bits
+# Decisions a replay may take (see the module docstring): the second one runs holding the lock
+# on the presented row, where no other transaction can change it, so it cannot lose again.
+REPLAY_ATTEMPTS = 2
 
 
 # Refresh tokens are 256-bit random values like client secrets: the same fast hash serves both.
@@ -57,6 +89,9 @@ class Redemption:
     token: str | None = None  # the successor, when status is "ok"
     scopes: frozenset[str] = frozenset()
     audience: str = ""
+    # "ok" for a replay within the grace: the presented token had been redeemed already, its
+    # unused successor was spent and a new one issued (grants.py audits it).
+    replayed: bool = False
 
 
 class RefreshTokenStore:
@@ -77,6 +112,7 @@ class RefreshTokenStore:
         family_id: str | None = None,
         family_expires_at: float | None = None,
         conn: Connection | None = None,
+        parent_hash: str | None = None,
     ) -> str:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         family_end = family_expires_at if family_expires_at is not None else now + self.ttl
@@ -92,6 +128,7 @@ class RefreshTokenStore:
             "family_expires_at": family_end,
             "used_at": None,
             "revoked_at": None,
+            "parent_hash": parent_hash,
         }
         if conn is not None:
             conn.execute(refresh_tokens.insert().values(**row))
@@ -107,6 +144,7 @@ class RefreshTokenStore:
         client_id: str,
         now: float,
         narrow: Callable[[RefreshGrant, Connection], tuple[frozenset[str], str]],
+        replay_grace: float = 0.0,
     ) -> Redemption:
         """Redeem ``token`` and issue its successor in one transaction.
 
@@ -115,6 +153,9 @@ class RefreshTokenStore:
         holding the write lock deadlocks once every pooled connection waits on that lock). If it
         raises, the transaction rolls back and the presented token stays usable. On success the
         redemption carries the new refresh token and the narrowed scopes and audience.
+
+        ``replay_grace``: seconds within which a redeemed token whose successor is unused is
+        honoured again (the module docstring says when and why); 0 (the default): never.
         """
         digest = token_hash(token)
         with self.engine.begin() as conn:
@@ -137,6 +178,7 @@ class RefreshTokenStore:
             if row is None:
                 return Redemption("unknown")
             grant = RefreshGrant.from_row(row)
+            replayed = False
             if claimed != 1:
                 if row["client_id"] != client_id:
                     # RFC 6749 §6: bound to its client. Not a replay by the owner: the family
@@ -144,10 +186,12 @@ class RefreshTokenStore:
                     return Redemption("wrong_client", grant)
                 if row["revoked_at"] is not None:
                     return Redemption("revoked", grant)
-                if row["used_at"] is not None:
+                if row["used_at"] is None:
+                    return Redemption("expired", grant)
+                if not self._replay_within_grace(conn, row, now=now, grace=replay_grace):
                     self._revoke_family(conn, grant.family_id, now)
                     return Redemption("reused", grant)
-                return Redemption("expired", grant)
+                replayed = True
             scopes, audience = narrow(grant, conn)
             new_token = self.issue(
                 client_id=client_id,
@@ -158,13 +202,73 @@ class RefreshTokenStore:
                 family_id=grant.family_id,
                 family_expires_at=grant.family_expires_at,
                 conn=conn,
+                parent_hash=digest,
             )
-        return Redemption("ok", grant, new_token, scopes, audience)
+        return Redemption("ok", grant, new_token, scopes, audience, replayed=replayed)
+
+    def _replay_within_grace(
+        self, conn: Connection, row: RowMapping, *, now: float, grace: float
+    ) -> bool:
+        """Honour a replay of the redeemed token ``row`` (see the module docstring): spend its
+        unused successor and move its ``used_at`` to ``now``. False: it is reuse."""
+        digest = row["token_hash"]
+        for _ in range(REPLAY_ATTEMPTS):
+            used_at = row["used_at"]
+            if (
+                grace <= 0
+                or used_at is None
+                or row["revoked_at"] is not None
+                or row["expires_at"] <= now  # an expired token or family stays refused
+                or now - used_at > grace
+            ):
+                return False
+            successors = (
+                conn.execute(
+                    select(refresh_tokens.c.token_hash)
+                    .where(refresh_tokens.c.parent_hash == digest)
+                    .where(refresh_tokens.c.used_at.is_(None))
+                    .where(refresh_tokens.c.revoked_at.is_(None))
+                )
+                .scalars()
+                .all()
+            )
+            if len(successors) != 1:  # used (the owner has moved on) or revoked, or pre-0004
+                return False
+            successor = successors[0]
+            _lock_in_order(conn, refresh_tokens.c.token_hash.in_([digest, successor]))
+            # The arbiter between concurrent replays: exactly one moves ``used_at`` from the
+            # value it read.
+            moved = conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == digest)
+                .where(refresh_tokens.c.used_at == used_at)
+                .where(refresh_tokens.c.revoked_at.is_(None))
+                .values(used_at=now)
+            ).rowcount
+            if moved == 1:
+                # Conditional too: a successor the owner redeemed meanwhile makes this reuse.
+                spent = conn.execute(
+                    update(refresh_tokens)
+                    .where(refresh_tokens.c.token_hash == successor)
+                    .where(refresh_tokens.c.used_at.is_(None))
+                    .where(refresh_tokens.c.revoked_at.is_(None))
+                    .values(used_at=now)
+                ).rowcount
+                return bool(spent == 1)
+            # Another replay won: decide again on its state (we hold the row's lock now).
+            row = (
+                conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == digest))
+                .mappings()
+                .one()
+            )
+        return False
 
     def _revoke_family(self, conn: Connection, family_id: str, now: float) -> None:
+        family = refresh_tokens.c.family_id == family_id
+        _lock_in_order(conn, family)
         conn.execute(
             update(refresh_tokens)
-            .where(refresh_tokens.c.family_id == family_id)
+            .where(family)
             .where(refresh_tokens.c.revoked_at.is_(None))
             .values(revoked_at=now)
         )
@@ -184,9 +288,24 @@ class RefreshTokenStore:
 
     def revoke_user(self, user_id: str, now: float) -> int:
         with self.engine.begin() as conn:
+            _lock_in_order(conn, refresh_tokens.c.user_id == user_id)
             return conn.execute(
                 update(refresh_tokens)
                 .where(refresh_tokens.c.user_id == user_id)
                 .where(refresh_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             ).rowcount
+
+
+def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
+    """PostgreSQL: lock the rows ``where`` selects in ``token_hash`` order (``FOR UPDATE``), so
+    two transactions that each lock several refresh-token rows (a replay, a family or user
+    revocation) take them in the same order and cannot deadlock. SQLite has no row locks (the
+    transaction's write lock serialises writers): there it is a plain read."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            select(refresh_tokens.c.token_hash)
+            .where(where)
+            .order_by(refresh_tokens.c.token_hash)
+            .with_for_update()
+        ).all()

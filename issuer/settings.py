@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_ACCESS_TOKEN_TTL": "900",
     "ISSUER_REFRESH_TOKEN_TTL": "2592000",
     "ISSUER_REFRESH_TOKEN_IDLE_TTL": "1209600",
+    "ISSUER_REFRESH_REPLAY_GRACE": "10",
     "ISSUER_LOGIN_MAX_FAILURES": "10",
     "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS": "100",
     "ISSUER_LOGIN_FAILURE_WINDOW": "300",
@@ -53,6 +55,22 @@ def _float(env: Mapping[str, str], name: str, *, minimum: float = 0.0) -> float:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+# The longest replay grace accepted: the window exists for a retry of a refresh whose answer was
+# lost (seconds after it), and every second of it is a second of weaker reuse detection.
+MAX_REPLAY_GRACE = 60.0
+
+
+def _replay_grace(env: Mapping[str, str]) -> float:
+    name = "ISSUER_REFRESH_REPLAY_GRACE"
+    value = _float(env, name)
+    if not math.isfinite(value) or value > MAX_REPLAY_GRACE:
+        raise ConfigurationError(
+            f"{name} must be a number of seconds from 0 to {MAX_REPLAY_GRACE:g}, "
+            f"got {env.get(name)!r}"
+        )
     return value
 
 
@@ -130,6 +148,9 @@ class IssuerSettings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2_592_000  # a refresh family's absolute lifetime
     refresh_token_idle_ttl: int = 1_209_600  # each refresh token's own lifetime (idle timeout)
+    # Seconds a redeemed refresh token may be presented again while its successor is unused
+    # (a retry of a refresh whose answer was lost); 0: never (issuer/refresh.py).
+    refresh_replay_grace: float = 10.0
     login_max_failures: int = 10  # per client_id and per username, within the window
     login_max_failures_per_address: int = 100  # per client address, within the window
     login_failure_window: int = 300
@@ -162,6 +183,7 @@ class IssuerSettings:
             access_token_ttl=_int(env, "ISSUER_ACCESS_TOKEN_TTL", minimum=1),
             refresh_token_ttl=_int(env, "ISSUER_REFRESH_TOKEN_TTL", minimum=1),
             refresh_token_idle_ttl=_int(env, "ISSUER_REFRESH_TOKEN_IDLE_TTL", minimum=1),
+            refresh_replay_grace=_replay_grace(env),
             login_max_failures=_int(env, "ISSUER_LOGIN_MAX_FAILURES", minimum=1),
             login_max_failures_per_address=_int(
                 env, "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS", minimum=1
