@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from sqlalchemy import select
 
 from issuer import cli
+from issuer.db import refresh_tokens
+from issuer.settings import IssuerSettings
+from shared.errors import ConfigurationError
 from tests.issuer.conftest import PASSWORD, App, MakeApp
 
 
@@ -19,6 +23,7 @@ def test_every_use_rotates_and_reuse_revokes_the_whole_family(app: App) -> None:
     rt2 = second.json()["refresh_token"]
     assert rt2 != rt1
 
+    app.advance(app.settings.refresh_replay_grace + 1)  # past the replay grace
     replay = app.refresh(creds, rt1)
     assert replay.status_code == 400
     assert replay.json()["error"] == "invalid_grant"
@@ -31,6 +36,65 @@ def test_every_use_rotates_and_reuse_revokes_the_whole_family(app: App) -> None:
     # A separate login is a separate family and is untouched.
     other = app.login(creds, "alice")["refresh_token"]
     assert app.refresh(creds, other).status_code == 200
+
+
+def test_a_replay_within_the_grace_answers_again_and_spends_the_undelivered_successor(
+    app: App,
+) -> None:
+    """A refresh whose answer was lost (a replica killed after its commit, a client timeout)
+    is sent again: within ISSUER_REFRESH_REPLAY_GRACE it is answered with a new successor."""
+    creds = app.new_client()
+    app.new_user("alice")
+    rt1 = app.login(creds, "alice")["refresh_token"]
+    lost = app.refresh(creds, rt1).json()["refresh_token"]  # committed, never delivered
+    app.advance(3)
+    again = app.refresh(creds, rt1)
+    assert again.status_code == 200, again.text
+    rt3 = again.json()["refresh_token"]
+    assert rt3 not in (rt1, lost)
+    assert app.introspect(creds, again.json()["access_token"])["active"] is True
+    events = app.issuer.tokens.audit.recent(100)
+    replays = [e for e in events if e.event == "refresh_replay_within_grace"]
+    assert len(replays) == 1
+    assert "refresh_token_reuse" not in app.audit_events()
+    assert replays[0].client_id == creds.client_id
+    family = app.issuer.tokens.refresh_tokens  # the detail names the family, never a token
+    with family.engine.connect() as conn:
+        family_id = conn.execute(select(refresh_tokens.c.family_id).limit(1)).scalar_one()
+    assert family_id in replays[0].detail
+    for token in (rt1, lost, rt3):
+        assert token not in replays[0].detail
+    # The new successor works; the spent one, presented later, ends the family.
+    rt4 = app.refresh(creds, rt3).json()["refresh_token"]
+    spent = app.refresh(creds, lost)
+    assert spent.status_code == 400
+    assert spent.json()["error"] == "invalid_grant"
+    assert app.refresh(creds, rt4).status_code == 400
+    assert app.audit_events().count("refresh_token_reuse") == 1
+
+
+def test_with_the_grace_off_a_replay_is_reuse_at_once(make_app: MakeApp) -> None:
+    app = make_app(refresh_replay_grace=0.0)
+    creds = app.new_client()
+    app.new_user("alice")
+    rt1 = app.login(creds, "alice")["refresh_token"]
+    rt2 = app.refresh(creds, rt1).json()["refresh_token"]
+    assert app.refresh(creds, rt1).status_code == 400
+    assert app.refresh(creds, rt2).status_code == 400
+    assert "refresh_replay_within_grace" not in app.audit_events()
+
+
+def test_replay_grace_setting_is_read_and_checked() -> None:
+    assert IssuerSettings.from_env({}).refresh_replay_grace == 10.0
+    for raw, value in (("0", 0.0), ("2.5", 2.5), ("60", 60.0)):
+        env = {"ISSUER_REFRESH_REPLAY_GRACE": raw}
+        assert IssuerSettings.from_env(env).refresh_replay_grace == value
+    for raw in ("-1", "61", "ten", "nan", "inf", ""):
+        with pytest.raises(ConfigurationError) as caught:
+            IssuerSettings.from_env({"ISSUER_REFRESH_REPLAY_GRACE": raw})
+        message = str(caught.value)
+        assert message.startswith("ISSUER_REFRESH_REPLAY_GRACE must ")
+        assert "\n" not in message
 
 
 def test_idle_timeout_ends_an_unused_family(make_app: MakeApp) -> None:

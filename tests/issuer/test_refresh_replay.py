@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.db import make_engine, refresh_tokens
-from issuer.refresh import RefreshGrant, RefreshTokenStore, Redemption, token_hash
+from issuer.refresh import Redemption, RefreshGrant, RefreshTokenStore, token_hash
 
 GRACE = 10.0
 OWNER = "owner-client"
@@ -110,7 +110,8 @@ def test_replay_within_the_grace_spends_the_successor_and_issues_a_new_one(
     rt3 = ok_token(replay)
     assert replay.replayed
     assert rt3 not in (rt1, rt2)
-    assert replay.grant is not None and replay.scopes == frozenset({"photos:read"})
+    assert replay.grant is not None
+    assert replay.scopes == frozenset({"photos:read"})
     assert row(store, rt2)["used_at"] == T0 + 1 + after  # spent, never delivered
     assert row(store, rt1)["used_at"] == T0 + 1 + after  # the window restarts from the replay
     assert row(store, rt3)["parent_hash"] == token_hash(rt1)
@@ -118,7 +119,8 @@ def test_replay_within_the_grace_spends_the_successor_and_issues_a_new_one(
     assert revoked(store) == 0
     # The new successor is an ordinary token: it rotates, and is no replay.
     onward = rotate(store, rt3, T0 + 20)
-    assert ok_token(onward) and not onward.replayed
+    assert ok_token(onward)
+    assert not onward.replayed
 
 
 def test_replay_after_the_grace_is_reuse_and_ends_the_family(store: RefreshTokenStore) -> None:
@@ -257,7 +259,8 @@ def test_concurrent_replays_leave_exactly_one_live_successor(store: RefreshToken
     assert all(r.replayed for r in results)
     successors = [token_hash(ok_token(r)) for r in results]
     alive = live(store)
-    assert len(alive) == 1 and alive[0] in successors
+    assert len(alive) == 1
+    assert alive[0] in successors
     assert revoked(store) == 0
     assert row(store, rt2)["used_at"] is not None
     # The other replay's successor is spent: presenting it ends the family.
