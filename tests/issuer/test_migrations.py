@@ -4,6 +4,7 @@
   without a migration fails here.
 - Upgrading keeps keys, clients, users and refresh tokens, both from a database at revision 0001
   and from one created by the pre-migration ``create_all`` path (adopted: stamped, upgraded).
+- 0004 adds ``refresh_tokens.parent_hash`` (indexed) to a 0003 database, its rows keep working.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from issuer import db
 from issuer.accounts import AccountStore, password_matches
+from issuer.refresh import RefreshTokenStore, token_hash
 from shared.scopes import parse_scope
 
 
@@ -130,3 +132,58 @@ def test_create_all_database_is_adopted(engine: Engine, era: str) -> None:
     assert db.schema_revision(engine) == _head()
     assert set(inspect(engine).get_table_names()) >= {t.name for t in db.metadata.sorted_tables}
     _assert_seeded_data_kept(engine, password)
+
+
+def test_upgrade_from_0003_adds_parent_hash_and_keeps_refresh_tokens(engine: Engine) -> None:
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(conn), "0003")
+    columns = {c["name"] for c in inspect(engine).get_columns("refresh_tokens")}
+    assert "parent_hash" not in columns
+    with engine.begin() as conn:  # a 0003 row, written without the column
+        conn.execute(
+            text(
+                "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes,"
+                " audience, created_at, expires_at, family_expires_at) VALUES"
+                " (:h, 'f1', 'c1', 'u1', 'photos:read', 'photos', 2.0, 9e9, 9e9)"
+            ),
+            {"h": token_hash("old-token")},
+        )
+    db.init_schema(engine)
+    db.init_schema(engine)  # idempotent
+    assert db.schema_revision(engine) == _head()
+    inspector = inspect(engine)
+    assert "parent_hash" in {c["name"] for c in inspector.get_columns("refresh_tokens")}
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("refresh_tokens")}
+    assert indexes["ix_refresh_tokens_parent"] == ["parent_hash"]
+    # The old row is intact (no parent) and still rotates; its successor records it.
+    store = RefreshTokenStore(engine, ttl=1000)
+    redemption = store.rotate(
+        "old-token",
+        client_id="c1",
+        now=3.0,
+        narrow=lambda grant, _conn: (grant.scopes, grant.audience),
+        replay_grace=10,
+    )
+    assert redemption.status == "ok"
+    assert redemption.token is not None
+    with engine.connect() as conn:
+        parents = dict(
+            conn.execute(
+                select(db.refresh_tokens.c.token_hash, db.refresh_tokens.c.parent_hash)
+            ).all()
+        )
+    assert parents == {
+        token_hash("old-token"): None,
+        token_hash(redemption.token): token_hash("old-token"),
+    }
+    # And back: 0004's downgrade drops the column and its index, keeping the rows.
+    with engine.begin() as conn:
+        command.downgrade(db.alembic_config(conn), "0003")
+    inspector = inspect(engine)
+    assert "parent_hash" not in {c["name"] for c in inspector.get_columns("refresh_tokens")}
+    assert "ix_refresh_tokens_parent" not in {
+        i["name"] for i in inspector.get_indexes("refresh_tokens")
+    }
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(db.refresh_tokens))
+        assert count.scalar() == 2
