@@ -38,14 +38,25 @@ class Replicas:
     client: dict[str, Any]
 
 
+NO_GRACE = {"ISSUER_REFRESH_REPLAY_GRACE": "0"}
+
+
 @pytest.fixture
-def replicas(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[Replicas]:
+def replica_env() -> dict[str, str]:
+    """Extra environment of both replicas (a test overrides it with ``parametrize``)."""
+    return {}
+
+
+@pytest.fixture
+def replicas(
+    tmp_path: Path, postgres_server: PostgresServer, replica_env: dict[str, str]
+) -> Iterator[Replicas]:
     name = f"replicas_{uuid.uuid4().hex[:16]}"
     url = postgres_server.create_database(name)
     stack = Stack(tmp_path, database_url=url)
     try:
         # Start both at once: two processes creating the schema and the first key concurrently.
-        a, b = stack.issuer(), stack.issuer_replica("b")
+        a, b = stack.issuer(**replica_env), stack.issuer_replica("b", **replica_env)
         threads = [threading.Thread(target=s.start) for s in (a, b)]
         for t in threads:
             t.start()
@@ -88,6 +99,17 @@ def _post_token(r: Replicas, issuer: Server, **form: str) -> httpx.Response:
         auth=(r.client["client_id"], r.client["client_secret"]),
         timeout=30,
     )
+
+
+def _introspect(r: Replicas, token: str) -> dict[str, Any]:
+    response = httpx.post(
+        r.a.url + "/introspect",
+        data={"token": token},
+        auth=(r.client["client_id"], r.client["client_secret"]),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return dict(response.json())
 
 
 def _kid(token: str) -> str:
@@ -157,7 +179,42 @@ def test_rotation_on_a_is_served_by_b(replicas: Replicas) -> None:
     assert _whoami(r.photos, new_photos).status_code == 200
 
 
+def test_refresh_replayed_on_b_within_the_grace_is_answered_again(replicas: Replicas) -> None:
+    """A's answer lost after its commit (a replica killed, HAProxy resending the request to B):
+    within ISSUER_REFRESH_REPLAY_GRACE (10 s by default) B answers the same refresh token again,
+    with a working new successor. A's successor, never delivered, is spent: presented later it
+    ends the family."""
+    r = replicas
+    rt1 = _login(r, r.a)
+    from_a = _token_at(r, r.a, grant_type="refresh_token", refresh_token=rt1)["refresh_token"]
+
+    replay = _post_token(r, r.b, grant_type="refresh_token", refresh_token=rt1)
+    assert replay.status_code == 200, replay.text
+    from_b = replay.json()["refresh_token"]
+    assert from_b not in (rt1, from_a)
+    assert _whoami(r.photos, replay.json()["access_token"]).status_code == 200
+    onward = _post_token(r, r.a, grant_type="refresh_token", refresh_token=from_b)
+    assert onward.status_code == 200, onward.text  # B's successor works, at either replica
+
+    spent = _post_token(r, r.a, grant_type="refresh_token", refresh_token=from_a)
+    assert spent.status_code == 400, spent.text
+    assert spent.json()["error"] == "invalid_grant"
+    # The family is revoked: the chain that went on from B's answer is dead too, at both.
+    latest = onward.json()["refresh_token"]
+    for issuer in (r.b, r.a):
+        dead = _post_token(r, issuer, grant_type="refresh_token", refresh_token=latest)
+        assert dead.status_code == 400, dead.text
+        assert dead.json()["error"] == "invalid_grant"
+    events = r.stack.cli("audit", "--json", "--limit", "100").stdout
+    assert "refresh_replay_within_grace" in events
+    assert "refresh_token_reuse" in events
+    for token in (rt1, from_a, from_b, latest):
+        assert token not in events
+
+
+@pytest.mark.parametrize("replica_env", [NO_GRACE])
 def test_refresh_rotated_on_a_and_replayed_on_b_is_reuse(replicas: Replicas) -> None:
+    """ISSUER_REFRESH_REPLAY_GRACE=0: a replay is reuse at once, as before the grace existed."""
     r = replicas
     rt1 = _login(r, r.a)
     rotated = _token_at(r, r.a, grant_type="refresh_token", refresh_token=rt1)
@@ -175,7 +232,9 @@ def test_refresh_rotated_on_a_and_replayed_on_b_is_reuse(replicas: Replicas) -> 
         assert successor.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize("replica_env", [NO_GRACE])
 def test_same_refresh_token_at_both_replicas_at_once_succeeds_once(replicas: Replicas) -> None:
+    """Without the grace the database's conditional UPDATE is the only arbiter: one 200."""
     r = replicas
     trials = 25
     for trial in range(trials):
@@ -210,3 +269,46 @@ def test_same_refresh_token_at_both_replicas_at_once_succeeds_once(replicas: Rep
         assert statuses == [200, 400], (trial, {k: v.text for k, v in results.items()})
         loser = next(resp for resp in results.values() if resp.status_code == 400)
         assert loser.json()["error"] == "invalid_grant"
+
+
+def test_same_refresh_token_at_both_replicas_at_once_leaves_one_live_chain(
+    replicas: Replicas,
+) -> None:
+    """With the grace (the default) two presentations at once look like a retry whose answer
+    was lost: both are answered, one after the other, and only the later answer's successor
+    is live (the earlier one's is spent). Never two live chains, never a revoked family."""
+    r = replicas
+    for trial in range(6):
+        rt = _login(r, r.a if trial % 2 else r.b)
+        barrier = threading.Barrier(2, timeout=30)
+        results: dict[str, httpx.Response] = {}
+        errors: list[BaseException] = []
+
+        def redeem(issuer: Server, label: str, token: str = rt, gate: Any = barrier) -> None:
+            try:
+                with httpx.Client(timeout=30) as http:
+                    http.get(issuer.url + "/healthz")  # connection up before the race
+                    gate.wait()
+                    results[label] = http.post(
+                        issuer.url + "/token",
+                        data={"grant_type": "refresh_token", "refresh_token": token},
+                        auth=(r.client["client_id"], r.client["client_secret"]),
+                    )
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=redeem, args=(r.a, "a")),
+            threading.Thread(target=redeem, args=(r.b, "b")),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        assert sorted(resp.status_code for resp in results.values()) == [200, 200], (
+            trial,
+            {k: v.text for k, v in results.items()},
+        )
+        active = [_introspect(r, resp.json()["refresh_token"]) for resp in results.values()]
+        assert sorted(bool(a.get("active")) for a in active) == [False, True], (trial, active)
