@@ -20,7 +20,7 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_ACCESS_TOKEN_TTL": "900",
     "ISSUER_REFRESH_TOKEN_TTL": "2592000",
     "ISSUER_REFRESH_TOKEN_IDLE_TTL": "1209600",
-    "ISSUER_REFRESH_REPLAY_GRACE": "10",
+    "ISSUER_REFRESH_REPLAY_GRACE": "0",
     "ISSUER_LOGIN_MAX_FAILURES": "10",
     "ISSUER_LOGIN_MAX_FAILURES_PER_ADDRESS": "100",
     "ISSUER_LOGIN_FAILURE_WINDOW": "300",
@@ -150,7 +150,7 @@ class IssuerSettings:
     refresh_token_idle_ttl: int = 1_209_600  # each refresh token's own lifetime (idle timeout)
     # Seconds a redeemed refresh token may be presented again while its successor is unused
     # (a retry of a refresh whose answer was lost); 0: never (issuer/refresh.py).
-    refresh_replay_grace: float = 10.0
+    refresh_replay_grace: float = 0.0
     login_max_failures: int = 10  # per client_id and per username, within the window
     login_max_failures_per_address: int = 100  # per client address, within the window
     login_failure_window: int = 300

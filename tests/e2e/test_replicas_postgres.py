@@ -39,6 +39,7 @@ class Replicas:
 
 
 NO_GRACE = {"ISSUER_REFRESH_REPLAY_GRACE": "0"}
+GRACE = {"ISSUER_REFRESH_REPLAY_GRACE": "10"}
 
 
 @pytest.fixture
@@ -179,11 +180,12 @@ def test_rotation_on_a_is_served_by_b(replicas: Replicas) -> None:
     assert _whoami(r.photos, new_photos).status_code == 200
 
 
+@pytest.mark.parametrize("replica_env", [GRACE])
 def test_refresh_replayed_on_b_within_the_grace_is_answered_again(replicas: Replicas) -> None:
     """A's answer lost after its commit (a replica killed, HAProxy resending the request to B):
-    within ISSUER_REFRESH_REPLAY_GRACE (10 s by default) B answers the same refresh token again,
-    with a working new successor. A's successor, never delivered, is spent: presented later it
-    ends the family."""
+    within ISSUER_REFRESH_REPLAY_GRACE (10 s here; off by default) B answers the same refresh
+    token again, with a working new successor. A's successor, never delivered, is spent:
+    presented later it ends the family."""
     r = replicas
     rt1 = _login(r, r.a)
     from_a = _token_at(r, r.a, grant_type="refresh_token", refresh_token=rt1)["refresh_token"]
@@ -271,12 +273,14 @@ def test_same_refresh_token_at_both_replicas_at_once_succeeds_once(replicas: Rep
         assert loser.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize("replica_env", [GRACE])
 def test_same_refresh_token_at_both_replicas_at_once_leaves_one_live_chain(
     replicas: Replicas,
 ) -> None:
-    """With the grace (the default) two presentations at once look like a retry whose answer
-    was lost: both are answered, one after the other, and only the later answer's successor
-    is live (the earlier one's is spent). Never two live chains, never a revoked family."""
+    """With the grace on (ISSUER_REFRESH_REPLAY_GRACE=10) two presentations at once look like a
+    retry whose answer was lost: both are answered, one after the other, and only the later
+    answer's successor is live (the earlier one's is spent). Never two live chains, never a
+    revoked family."""
     r = replicas
     for trial in range(6):
         rt = _login(r, r.a if trial % 2 else r.b)

@@ -39,10 +39,11 @@ def test_every_use_rotates_and_reuse_revokes_the_whole_family(app: App) -> None:
 
 
 def test_a_replay_within_the_grace_answers_again_and_spends_the_undelivered_successor(
-    app: App,
+    make_app: MakeApp,
 ) -> None:
     """A refresh whose answer was lost (a replica killed after its commit, a client timeout)
     is sent again: within ISSUER_REFRESH_REPLAY_GRACE it is answered with a new successor."""
+    app = make_app(refresh_replay_grace=10.0)
     creds = app.new_client()
     app.new_user("alice")
     rt1 = app.login(creds, "alice")["refresh_token"]
@@ -85,7 +86,7 @@ def test_with_the_grace_off_a_replay_is_reuse_at_once(make_app: MakeApp) -> None
 
 
 def test_replay_grace_setting_is_read_and_checked() -> None:
-    assert IssuerSettings.from_env({}).refresh_replay_grace == 10.0
+    assert IssuerSettings.from_env({}).refresh_replay_grace == 0.0  # off unless chosen
     for raw, value in (("0", 0.0), ("2.5", 2.5), ("60", 60.0)):
         env = {"ISSUER_REFRESH_REPLAY_GRACE": raw}
         assert IssuerSettings.from_env(env).refresh_replay_grace == value
