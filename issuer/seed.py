@@ -120,13 +120,16 @@ curl -sf -H "Authorization: Bearer $TOKEN" {photos}/photos; echo
 # 3. contacts refuses a token whose audience is photos (401 invalid_token)
 curl -s -o /dev/null -w '%{{http_code}}\\n' -H "Authorization: Bearer $TOKEN" {contacts}/whoami
 
-# 4. The user logs in (password grant) and refreshes; the old refresh token is then spent
+# 4. The user logs in (password grant) and refreshes twice; the first refresh token, spent,
+#    is then refused (invalid_grant) and its whole family revoked (reuse detection)
 RESP=$(curl -sf -u {cid}:{secret} -d grant_type=password -d username={user} \\
   -d password={password} -d audience=contacts {issuer}/token)
 RT=$(echo "$RESP" | {field} refresh_token)
 UT=$(echo "$RESP" | {field} access_token)
 curl -sf -H "Authorization: Bearer $UT" {contacts}/contacts; echo
-curl -sf -u {cid}:{secret} -d grant_type=refresh_token -d refresh_token=$RT {issuer}/token; echo
+RT2=$(curl -sf -u {cid}:{secret} -d grant_type=refresh_token -d refresh_token=$RT \\
+  {issuer}/token | {field} refresh_token)
+curl -sf -u {cid}:{secret} -d grant_type=refresh_token -d refresh_token=$RT2 {issuer}/token; echo
 curl -s -u {cid}:{secret} -d grant_type=refresh_token -d refresh_token=$RT {issuer}/token; echo
 
 # 5. The public keys every resource service verifies with
