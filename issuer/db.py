@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Iterator
+import select
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, InvalidatePoolError
 
 from shared.errors import ConfigurationError
 
@@ -184,10 +186,68 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # pre-ping: a pooled connection the server dropped (a restart) is replaced before use, so the
-    # issuer recovers from an outage by itself; the connect timeout bounds a request's wait on
-    # an unreachable host (a URL's own connect_timeout wins).
-    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(url), **pool)
+    # The connect timeout bounds a request's wait on an unreachable host (a URL's own
+    # connect_timeout wins); the idle ping replaces a pooled connection the server dropped.
+    engine = create_engine(url, connect_args=_pg_connect_args(url), **pool)
+    ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle longer than this is pinged before use (seconds).
+PING_IDLE_AFTER = 1.0
+_IDLE_SINCE = "keyhouse_idle_since"
+
+
+def ping_when_idle(
+    engine: Engine,
+    *,
+    idle_after: float = PING_IDLE_AFTER,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """Ping a pooled connection on checkout only when it may have died while in the pool: it sat
+    there more than ``idle_after`` seconds, or its socket has input (a server that shut down or
+    ended the session has sent its last message and closed). A ping that meets a dropped
+    connection invalidates the pool (every connection older than that moment is replaced) and
+    the checkout gets a new connection, as ``pool_pre_ping`` does; any other error is raised.
+
+    ``pool_pre_ping`` pings on every checkout, one round trip per transaction; a busy issuer's
+    connections come back to the pool many times a second, so this pings almost never under
+    load. A connection that breaks in use (or in the pool within ``idle_after`` without a
+    word from the server) fails its statement with a disconnect error, which SQLAlchemy turns
+    into an invalidated pool, and that request into a 503 (issuer/outage.py).
+    """
+    dialect = engine.dialect
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None:  # None: invalidated, a new one is made on checkout
+            record.info[_IDLE_SINCE] = monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None:  # a new connection
+            return
+        if monotonic() - since <= idle_after and not _has_input(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise InvalidatePoolError("a pooled connection was dropped") from exc
+            raise
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
+
+
+def _has_input(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket is readable (or closed): the server said something."""
+    try:
+        fd = dbapi_connection.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except Exception:  # closed or unusable: let the ping find out
+        return True
 
 
 # Seconds a new PostgreSQL connection may take (libpq's connect_timeout), unless the URL says.
