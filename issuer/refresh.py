@@ -161,7 +161,7 @@ class RefreshTokenStore:
         with self.engine.begin() as conn:
             # Write first: the conditional UPDATE is the only arbiter between concurrent
             # redemptions (and in SQLite it takes the write lock before any read happens).
-            claimed = conn.execute(
+            claim = (
                 update(refresh_tokens)
                 .where(refresh_tokens.c.token_hash == digest)
                 .where(refresh_tokens.c.client_id == client_id)
@@ -169,17 +169,26 @@ class RefreshTokenStore:
                 .where(refresh_tokens.c.revoked_at.is_(None))
                 .where(refresh_tokens.c.expires_at > now)
                 .values(used_at=now)
-            ).rowcount
-            row = (
-                conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == digest))
-                .mappings()
-                .first()
             )
+            row: RowMapping | None = None
+            if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35: a claim reads nothing
+                row = conn.execute(claim.returning(*refresh_tokens.c)).mappings().first()
+                claimed = row is not None
+            else:
+                claimed = conn.execute(claim).rowcount == 1
+            if row is None:
+                row = (
+                    conn.execute(
+                        select(refresh_tokens).where(refresh_tokens.c.token_hash == digest)
+                    )
+                    .mappings()
+                    .first()
+                )
             if row is None:
                 return Redemption("unknown")
             grant = RefreshGrant.from_row(row)
             replayed = False
-            if claimed != 1:
+            if not claimed:
                 if row["client_id"] != client_id:
                     # RFC 6749 §6: bound to its client. Not a replay by the owner: the family
                     # is left alone.
