@@ -78,7 +78,12 @@ class User:
 
     @property
     def subject(self) -> str:
-        return f"user:{self.user_id}"
+        return user_subject(self.user_id)
+
+
+def user_subject(user_id: str) -> str:
+    """``sub`` of a user's tokens."""
+    return f"user:{user_id}"
 
 
 def check_client_secret(client: Client | None, presented: str) -> bool:

@@ -16,10 +16,17 @@ from sqlalchemy.engine import Connection
 
 from issuer import audit
 from issuer.access_tokens import AccessTokens
-from issuer.accounts import MAX_USERNAME, AccountStore, Client, User, password_matches
+from issuer.accounts import (
+    MAX_USERNAME,
+    AccountStore,
+    Client,
+    User,
+    password_matches,
+    user_subject,
+)
 from issuer.failed_attempts import FailedAttempts
 from issuer.passwords import PasswordPool, hash_password, needs_rehash
-from issuer.refresh import RefreshGrant, RefreshTokenStore
+from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms
 from issuer.token_memos import MEMO_ENTRIES
 from shared.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from shared.scopes import format_scope, parse_scope
@@ -42,20 +49,26 @@ def resolve_scope(requested: str | None, allowed: frozenset[str]) -> frozenset[s
     return scopes
 
 
-def resolve_audience(form: dict[str, str], allowed: tuple[str, ...], default: str | None) -> str:
-    """``audience=ID`` or RFC 8707 ``resource=ID``; omitted, the only (or the given) default."""
+def requested_target(form: dict[str, str], allowed: tuple[str, ...]) -> str | None:
+    """``audience=ID`` or RFC 8707 ``resource=ID`` when one of ``allowed``; None: omitted."""
     audience, resource = form.get("audience"), form.get("resource")
     if audience is not None and resource is not None and audience != resource:
         raise InvalidRequest("audience and resource name different targets")
     target = audience if audience is not None else resource
+    if target is not None and target not in allowed:
+        raise InvalidTarget("the requested audience is not allowed for this client")
+    return target
+
+
+def resolve_audience(form: dict[str, str], allowed: tuple[str, ...], default: str | None) -> str:
+    """``audience=ID`` or RFC 8707 ``resource=ID``; omitted, the only (or the given) default."""
+    target = requested_target(form, allowed)
     if target is None:
         if default is not None:
             return default
         if len(allowed) == 1:
             return allowed[0]
         raise InvalidRequest("this client has several audiences: name one with audience=")
-    if target not in allowed:
-        raise InvalidTarget("the requested audience is not allowed for this client")
     return target
 
 
@@ -149,20 +162,29 @@ class Grants(AccessTokens, FailedAttempts):
         if len(presented) > 256:
             raise InvalidGrant("the refresh token is invalid")
 
-        users: list[User] = []
-
         def narrow(grant: RefreshGrant, conn: Connection) -> tuple[frozenset[str], str]:
             # Runs inside the redemption's transaction: raising here leaves the token unused.
             user = self.accounts.get_user_by_id(grant.user_id, conn=conn)
             if user is None or user.disabled:
                 raise InvalidGrant("the refresh token is invalid, expired or revoked")
-            users.append(user)
             # RFC 6749 §6: the scope may narrow, never widen.
             return (
                 resolve_scope(form.get("scope"), grant.scopes),
                 resolve_audience(form, client.audiences, grant.audience),
             )
 
+        # The same decision made ahead of the grant (SuccessorTerms): what narrow returns for an
+        # enabled user whose grant allows the requested scopes. A request narrow would refuse
+        # gets no terms, so it is refused by narrow, in narrow's order.
+        requested = form.get("scope")
+        terms: SuccessorTerms | None
+        try:
+            terms = SuccessorTerms(
+                parse_scope(requested) if requested is not None else None,
+                requested_target(form, client.audiences),
+            )
+        except (InvalidRequest, InvalidScope, InvalidTarget):
+            terms = None
         now = self.clock()
         redemption = await in_thread(
             lambda: self.refresh_tokens.rotate(
@@ -171,6 +193,7 @@ class Grants(AccessTokens, FailedAttempts):
                 now=now,
                 narrow=narrow,
                 replay_grace=self.settings.refresh_replay_grace,
+                terms=terms,
             )
         )
         if redemption.replayed and redemption.grant is not None:
@@ -203,10 +226,10 @@ class Grants(AccessTokens, FailedAttempts):
                     ),
                 )
             )
-        if redemption.status != "ok" or not users:
+        if redemption.status != "ok" or redemption.grant is None:
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
         return await self._response(
-            users[0].subject,
+            user_subject(redemption.grant.user_id),
             client,
             redemption.audience,
             redemption.scopes,

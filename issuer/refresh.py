@@ -40,7 +40,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, select, text, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
@@ -94,12 +94,67 @@ class Redemption:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class SuccessorTerms:
+    """What a refresh request asks of its successor, known before the stored grant is read:
+    ``scopes`` None keeps the grant's (else they must lie within the grant's), ``audience`` None
+    keeps the grant's (else the caller has checked it against the client's). Given to
+    :meth:`RefreshTokenStore.rotate` as a promise that, for an enabled user, ``narrow`` would
+    decide exactly this: PostgreSQL then rotates in one statement (see :data:`_ROTATE_AT_ONCE`).
+    """
+
+    scopes: frozenset[str] | None = None
+    audience: str | None = None
+
+
+# PostgreSQL: the whole of a successful rotation as one statement, run outside a transaction
+# block (one statement is atomic): one round trip instead of BEGIN, UPDATE, SELECTs, INSERT and
+# COMMIT. The claim is the same conditional UPDATE as in the transaction below, so it stays the
+# only arbiter; it also requires what ``narrow`` checks first (the user exists and is enabled)
+# and, with requested scopes, that they lie within the grant's. The successor is the row
+# ``issue`` writes. No row back: nothing changed (data-modifying CTEs run together or not at
+# all), and the transaction path decides and answers exactly as before.
+_ROTATE_AT_ONCE = """
+WITH claimed AS (
+    UPDATE refresh_tokens SET used_at = :now
+    WHERE token_hash = :digest AND client_id = :client_id AND used_at IS NULL
+      AND revoked_at IS NULL AND expires_at > :now
+      AND EXISTS (
+        SELECT 1 FROM users WHERE users.user_id = refresh_tokens.user_id AND NOT users.disabled
+      ){scope_check}
+    RETURNING family_id, client_id, user_id, scopes, audience, expires_at, family_expires_at
+), successor AS (
+    INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, audience,
+        created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash)
+    SELECT :new_hash, family_id, client_id, user_id, {scopes}, COALESCE(:audience, audience),
+        :now, LEAST(:idle_end, family_expires_at), family_expires_at, NULL, NULL, :digest
+    FROM claimed
+    RETURNING scopes, audience
+)
+SELECT claimed.*, successor.scopes AS new_scopes, successor.audience AS new_audience
+FROM claimed, successor
+"""
+_KEEP_SCOPES = text(_ROTATE_AT_ONCE.format(scope_check="", scopes="scopes"))
+_NARROW_SCOPES = text(
+    _ROTATE_AT_ONCE.format(
+        scope_check="\n      AND string_to_array(scopes, ' ') @> CAST(:requested AS text[])",
+        scopes="CAST(:scopes AS text)",
+    )
+)
+
+
 class RefreshTokenStore:
     def __init__(self, engine: Engine, *, ttl: int, idle_ttl: int | None = None) -> None:
         self.engine = engine
         self.ttl = ttl  # the family's absolute lifetime, counted from the login
         # Each token's own lifetime: unused this long, the family is dead. Never beyond ``ttl``.
         self.idle_ttl = min(idle_ttl, ttl) if idle_ttl is not None else ttl
+        # The same pool, its connections in autocommit while checked out through this one.
+        self._at_once = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
 
     def issue(
         self,
@@ -145,6 +200,7 @@ class RefreshTokenStore:
         now: float,
         narrow: Callable[[RefreshGrant, Connection], tuple[frozenset[str], str]],
         replay_grace: float = 0.0,
+        terms: SuccessorTerms | None = None,
     ) -> Redemption:
         """Redeem ``token`` and issue its successor in one transaction.
 
@@ -156,8 +212,15 @@ class RefreshTokenStore:
 
         ``replay_grace``: seconds within which a redeemed token whose successor is unused is
         honoured again (the module docstring says when and why); 0 (the default): never.
+
+        ``terms``: what ``narrow`` would decide for an enabled user (:class:`SuccessorTerms`);
+        on PostgreSQL a rotation that needs nothing else is then one statement.
         """
         digest = token_hash(token)
+        if terms is not None and self._at_once is not None:
+            done = self._rotate_at_once(digest, client_id=client_id, now=now, terms=terms)
+            if done is not None:
+                return done
         with self.engine.begin() as conn:
             # Write first: the conditional UPDATE is the only arbiter between concurrent
             # redemptions (and in SQLite it takes the write lock before any read happens).
@@ -214,6 +277,34 @@ class RefreshTokenStore:
                 parent_hash=digest,
             )
         return Redemption("ok", grant, new_token, scopes, audience, replayed=replayed)
+
+    def _rotate_at_once(
+        self, digest: str, *, client_id: str, now: float, terms: SuccessorTerms
+    ) -> Redemption | None:
+        """The common rotation as one statement (:data:`_ROTATE_AT_ONCE`); None when it claimed
+        nothing (every other case), which changed nothing."""
+        assert self._at_once is not None
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        params: dict[str, object] = {
+            "now": now,
+            "digest": digest,
+            "client_id": client_id,
+            "new_hash": token_hash(token),
+            "audience": terms.audience,
+            "idle_end": now + self.idle_ttl,
+        }
+        statement = _KEEP_SCOPES
+        if terms.scopes is not None:
+            statement = _NARROW_SCOPES
+            params["requested"] = sorted(terms.scopes)
+            params["scopes"] = format_scope(terms.scopes)
+        with self._at_once.connect() as conn:
+            row = conn.execute(statement, params).mappings().first()
+        if row is None:
+            return None
+        grant = RefreshGrant.from_row(row)
+        scopes = grant.scopes if terms.scopes is None else terms.scopes
+        return Redemption("ok", grant, token, scopes, row["new_audience"])
 
     def _replay_within_grace(
         self, conn: Connection, row: RowMapping, *, now: float, grace: float
