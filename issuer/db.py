@@ -6,7 +6,7 @@ import fcntl
 import logging
 import select
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DatabaseError, InvalidatePoolError
+from sqlalchemy.exc import DatabaseError, DBAPIError, InvalidatePoolError
 
 from shared.errors import ConfigurationError
 
@@ -191,6 +191,47 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     engine = create_engine(url, connect_args=_pg_connect_args(url), **pool)
     ping_when_idle(engine)
     return engine
+
+
+def execute_autocommit(
+    engine: Engine, statement: str, params: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """PostgreSQL: run one ``statement`` (psycopg's ``%(name)s`` parameters) on a pooled
+    connection outside a transaction block (a single statement is atomic) and return its first
+    row as a dict, or None. For the refresh grant's one-statement rotation: SQLAlchemy's
+    execution layers cost more CPU there than psycopg and the statement (measured here: 236 us
+    against 96 us a call). Errors are SQLAlchemy's ``DBAPIError`` like any statement's, the
+    parameters hidden; a dropped connection is invalidated and the error says so
+    (``connection_invalidated``), so issuer/outage.py answers a 503 as for any statement.
+    """
+    dialect = engine.dialect
+    pooled = engine.raw_connection()  # the pool's checkout, its errors already wrapped
+    driver: Any = pooled.driver_connection
+    try:
+        driver.autocommit = True
+        try:
+            cursor = driver.execute(statement, params)
+            row = cursor.fetchone()
+            names = [column.name for column in cursor.description or ()]
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+    except dialect.loaded_dbapi.Error as exc:
+        dropped = dialect.is_disconnect(exc, driver, None)
+        if dropped:
+            pooled.invalidate(exc)
+        raise DBAPIError.instance(
+            statement,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=dropped,
+            dialect=dialect,
+        ) from exc
+    finally:
+        pooled.close()
+    return dict(zip(names, row, strict=True)) if row is not None else None
 
 
 # A pooled connection idle longer than this is pinged before use (seconds).

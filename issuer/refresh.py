@@ -37,14 +37,15 @@ and a family revocation cannot deadlock.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, select, text, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
-from issuer.db import refresh_tokens
+from issuer.db import execute_autocommit, refresh_tokens
 from shared.scopes import format_scope, parse_scope
 
 TOKEN_BYTES = 32  # 256 bits
@@ -68,7 +69,7 @@ class RefreshGrant:
     family_expires_at: float
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> RefreshGrant:
+    def from_row(cls, row: Mapping[Any, Any]) -> RefreshGrant:
         return cls(
             family_id=row["family_id"],
             client_id=row["client_id"],
@@ -116,9 +117,9 @@ class SuccessorTerms:
 # all), and the transaction path decides and answers exactly as before.
 _ROTATE_AT_ONCE = """
 WITH claimed AS (
-    UPDATE refresh_tokens SET used_at = :now
-    WHERE token_hash = :digest AND client_id = :client_id AND used_at IS NULL
-      AND revoked_at IS NULL AND expires_at > :now
+    UPDATE refresh_tokens SET used_at = %(now)s
+    WHERE token_hash = %(digest)s AND client_id = %(client_id)s AND used_at IS NULL
+      AND revoked_at IS NULL AND expires_at > %(now)s
       AND EXISTS (
         SELECT 1 FROM users WHERE users.user_id = refresh_tokens.user_id AND NOT users.disabled
       ){scope_check}
@@ -126,20 +127,19 @@ WITH claimed AS (
 ), successor AS (
     INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, audience,
         created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash)
-    SELECT :new_hash, family_id, client_id, user_id, {scopes}, COALESCE(:audience, audience),
-        :now, LEAST(:idle_end, family_expires_at), family_expires_at, NULL, NULL, :digest
+    SELECT %(new_hash)s, family_id, client_id, user_id, {scopes},
+        COALESCE(%(audience)s, audience), %(now)s, LEAST(%(idle_end)s, family_expires_at),
+        family_expires_at, NULL, NULL, %(digest)s
     FROM claimed
     RETURNING scopes, audience
 )
 SELECT claimed.*, successor.scopes AS new_scopes, successor.audience AS new_audience
 FROM claimed, successor
 """
-_KEEP_SCOPES = text(_ROTATE_AT_ONCE.format(scope_check="", scopes="scopes"))
-_NARROW_SCOPES = text(
-    _ROTATE_AT_ONCE.format(
-        scope_check="\n      AND string_to_array(scopes, ' ') @> CAST(:requested AS text[])",
-        scopes="CAST(:scopes AS text)",
-    )
+_KEEP_SCOPES = _ROTATE_AT_ONCE.format(scope_check="", scopes="scopes")
+_NARROW_SCOPES = _ROTATE_AT_ONCE.format(
+    scope_check="\n      AND string_to_array(scopes, ' ') @> %(requested)s::text[]",
+    scopes="%(scopes)s::text",
 )
 
 
@@ -149,12 +149,7 @@ class RefreshTokenStore:
         self.ttl = ttl  # the family's absolute lifetime, counted from the login
         # Each token's own lifetime: unused this long, the family is dead. Never beyond ``ttl``.
         self.idle_ttl = min(idle_ttl, ttl) if idle_ttl is not None else ttl
-        # The same pool, its connections in autocommit while checked out through this one.
-        self._at_once = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else None
-        )
+        self._at_once = engine.dialect.name == "postgresql"
 
     def issue(
         self,
@@ -217,7 +212,7 @@ class RefreshTokenStore:
         on PostgreSQL a rotation that needs nothing else is then one statement.
         """
         digest = token_hash(token)
-        if terms is not None and self._at_once is not None:
+        if terms is not None and self._at_once:
             done = self._rotate_at_once(digest, client_id=client_id, now=now, terms=terms)
             if done is not None:
                 return done
@@ -283,7 +278,6 @@ class RefreshTokenStore:
     ) -> Redemption | None:
         """The common rotation as one statement (:data:`_ROTATE_AT_ONCE`); None when it claimed
         nothing (every other case), which changed nothing."""
-        assert self._at_once is not None
         token = secrets.token_urlsafe(TOKEN_BYTES)
         params: dict[str, object] = {
             "now": now,
@@ -298,8 +292,7 @@ class RefreshTokenStore:
             statement = _NARROW_SCOPES
             params["requested"] = sorted(terms.scopes)
             params["scopes"] = format_scope(terms.scopes)
-        with self._at_once.connect() as conn:
-            row = conn.execute(statement, params).mappings().first()
+        row = execute_autocommit(self.engine, statement, params)
         if row is None:
             return None
         grant = RefreshGrant.from_row(row)

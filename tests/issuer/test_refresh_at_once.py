@@ -1,17 +1,18 @@
 """PostgreSQL's one-statement rotation (issuer/refresh.py ``_ROTATE_AT_ONCE``, taken when the
 caller gives ``SuccessorTerms``): a rotation that needs nothing else is one statement, outside a
-transaction block, and writes exactly the successor the transaction path writes; every other
-case claims nothing there and ends as the transaction path alone ends it (the same outcome, the
-same rows). Each case runs twice on twin tokens in the same state, once with terms and once
-without."""
+transaction block and SQLAlchemy's execution layers (issuer/db.py ``execute_autocommit``), and
+writes exactly the successor the transaction path writes; every other case claims nothing there
+and ends as the transaction path alone ends it (the same outcome, the same rows). Each case runs
+twice on twin tokens in the same state, once with terms and once without."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from issuer.accounts import AccountStore
@@ -133,6 +134,19 @@ def outcome(
     return (r.status, r.scopes, r.audience, r.grant.family_id if r.grant else None)
 
 
+def session_of(store: RefreshTokenStore, pid: int) -> tuple[str, str]:
+    """What the server says the session ``pid`` last ran, and its state (from a session of its
+    own, outside the pool)."""
+    with psycopg.connect(
+        store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    ) as conn:
+        row = conn.execute(
+            "SELECT query, state FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
 def login(store: RefreshTokenStore, user_id: str = "u1") -> str:
     return store.issue(
         client_id=OWNER, user_id=user_id, scopes=frozenset({"a", "b"}), audience="photos", now=T0
@@ -162,14 +176,21 @@ def test_a_rotation_is_one_statement_writing_the_same_successor(
     fast, slow = login(store), login(store)
     if now > T0 + 500:  # the login's token has expired by then: present its successor
         fast, slow = _hop(store, fast), _hop(store, slow)
+    with store.engine.connect() as conn:  # the pool's one connection
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     statements.clear()
     fast_outcome = outcome(store, fast, now, form, fast=True)
-    assert len(statements) == 1, statements
-    assert statements[0].lstrip().startswith("WITH claimed AS")
-    with store.engine.connect() as conn:  # the pool's one connection, back from autocommit
+    assert statements == []  # nothing through SQLAlchemy's execution layers
+    # One statement, outside a transaction block: without it, BEGIN and COMMIT around it (the
+    # last query would be COMMIT), or an open transaction (the state 'idle in transaction').
+    query, state = session_of(store, pid)
+    assert query.lstrip().startswith("WITH claimed AS")
+    assert state == "idle"
+    with store.engine.connect() as conn:  # the same connection, back from autocommit
         driver = conn.connection.driver_connection
         assert driver is not None
         assert driver.autocommit is False
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
     slow_outcome = outcome(store, slow, now, form, fast=False)
     assert fast_outcome[0] == "ok"
     assert fast_outcome[:3] == slow_outcome[:3]
