@@ -17,7 +17,8 @@ import anyio.to_thread
 from sqlalchemy.engine import Engine
 
 from issuer.accounts import AccountStore
-from issuer.db import init_schema, make_engine, make_probe_engine
+from issuer.db import init_schema
+from issuer.engines import make_engine, make_probe_engine
 from issuer.introspection import Introspector
 from issuer.keys import KeyAdmin, KeyRing, open_key_repository
 from issuer.metrics import IssuerMetrics

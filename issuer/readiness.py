@@ -2,7 +2,7 @@
 its database answers ``SELECT 1``.
 
 The database check runs in a worker thread on a connection of its own
-(:func:`issuer.db.make_probe_engine`), at most one at a time, and its result is kept for
+(:func:`issuer.engines.make_probe_engine`), at most one at a time, and its result is kept for
 :data:`CACHE_SECONDS`: a flood of probes costs one query a second. A probe that has not answered
 within :data:`WAIT_SECONDS` is "not ready" (the check goes on; the next probe waits for it).
 Outcomes are reported to the issuer's :class:`~issuer.outage.DatabaseOutage`, so an outage is

@@ -45,7 +45,8 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
-from issuer.db import execute_autocommit, refresh_tokens
+from issuer.db import refresh_tokens
+from issuer.engines import execute_autocommit
 from shared.scopes import format_scope, parse_scope
 
 TOKEN_BYTES = 32  # 256 bits

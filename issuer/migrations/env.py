@@ -12,7 +12,8 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from issuer.db import make_engine, metadata
+from issuer.db import metadata
+from issuer.engines import make_engine
 
 config = context.config
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from bench.harness.processes import Server
-from issuer.db import make_engine
+from issuer.engines import make_engine
 from issuer.keys import KeyRepository, KeySealer
 from shared.keys import SigningKey
 from tests.support.processes import Stack

@@ -30,11 +30,12 @@ with warnings.catch_warnings():  # starlette nags about httpx; the test client w
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from issuer import db
+from issuer import engines
 from issuer.accounts import AccountStore
 from issuer.app import create_app
 from issuer.container import Issuer
-from issuer.db import init_schema, make_engine
+from issuer.db import init_schema
+from issuer.engines import make_engine
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, FakeClock
 from shared.keys import PUBLIC_EXPONENT, RSA_KEY_SIZE
@@ -145,7 +146,7 @@ def one_connection_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     deadlocks a loaded server once every pooled connection waits on the first one's lock)
     fails here at once instead of under load in production.
     """
-    monkeypatch.setattr(db, "POOL_TIMEOUT", 2.0)
+    monkeypatch.setattr(engines, "POOL_TIMEOUT", 2.0)
 
 
 def settings_for(database_url: str, **overrides: Any) -> IssuerSettings:

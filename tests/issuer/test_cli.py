@@ -21,7 +21,8 @@ from alembic import command
 from sqlalchemy import inspect
 
 from issuer import cli
-from issuer.db import alembic_config, create_store, head_revision, make_engine
+from issuer.db import alembic_config, create_store, head_revision
+from issuer.engines import make_engine
 from tests.support.postgres import PostgresServer
 from tests.support.processes import BIN, base_env, free_port
 

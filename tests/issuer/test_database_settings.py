@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from issuer.db import engine_url, make_engine
+from issuer.engines import engine_url, make_engine
 from issuer.settings import IssuerSettings
 from shared.errors import ConfigurationError
 from tests.support.postgres import PostgresServer

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
 
-from issuer import db
+from issuer import engines
 from issuer.settings import IssuerSettings
 from shared.errors import ConfigurationError
 
@@ -23,7 +23,7 @@ def test_pool_size_setting() -> None:
 
 def test_pool_is_bounded_without_overflow(tmp_path: Path) -> None:
     # tests/issuer/conftest.py shortens POOL_TIMEOUT for every test in this directory.
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'i.db'}", pool_size=2)
+    engine = engines.make_engine(f"sqlite:///{tmp_path / 'i.db'}", pool_size=2)
     first, second = engine.connect(), engine.connect()
     try:
         with pytest.raises(sqlalchemy.exc.TimeoutError):
@@ -39,13 +39,13 @@ def test_pool_is_bounded_without_overflow(tmp_path: Path) -> None:
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "mysql://x/y"])
 def test_unusable_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError, match="ISSUER_DATABASE_URL"):
-        db.make_engine(url)
+        engines.make_engine(url)
 
 
 def test_database_errors_never_carry_the_statement_parameters(tmp_path: Path) -> None:
     # Database exceptions are logged with their message; a bound value (a username, a token's
     # hash) must not be in it.
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = engines.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (v TEXT UNIQUE)"))
         conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": "secret-value-123"})

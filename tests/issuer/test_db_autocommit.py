@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from issuer.db import execute_autocommit, make_engine
+from issuer.engines import execute_autocommit, make_engine
 from issuer.outage import unavailability
 from tests.support.postgres import PostgresServer
 
@@ -67,3 +67,17 @@ def test_a_session_lost_during_the_statement_is_an_outage_and_its_connection_rep
     after = execute_autocommit(engine, "SELECT pg_backend_pid() AS pid", {})
     assert after is not None
     assert after["pid"] != before["pid"]
+
+
+def test_a_server_that_refuses_connections_is_an_outage_not_a_driver_error() -> None:
+    """The pool's checkout raises the driver's own error; execute_autocommit wraps it, so a
+    database that is down (here: nothing listens on the port) is a 503, never a 500."""
+    from tests.support.processes import free_port
+
+    eng = make_engine(f"postgresql://keyhouse@127.0.0.1:{free_port()}/none", pool_size=1)
+    try:
+        with pytest.raises(OperationalError) as caught:
+            execute_autocommit(eng, "SELECT 1", {})
+        assert unavailability(caught.value) is not None
+    finally:
+        eng.dispose()

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from issuer.db import engine_url, make_engine, ping_when_idle
+from issuer.engines import engine_url, make_engine, ping_when_idle
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres

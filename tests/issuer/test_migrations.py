@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
-from issuer import db
+from issuer import db, engines
 from issuer.accounts import AccountStore, password_matches
 from issuer.refresh import RefreshTokenStore, token_hash
 from shared.scopes import parse_scope
@@ -27,7 +27,7 @@ from shared.scopes import parse_scope
 
 @pytest.fixture
 def engine(issuer_database_url: str) -> Iterator[Engine]:
-    eng = db.make_engine(issuer_database_url)
+    eng = engines.make_engine(issuer_database_url)
     try:
         yield eng
     finally:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from issuer.app import create_app
-from issuer.db import engine_url, make_engine
+from issuer.engines import engine_url, make_engine
 from issuer.outage import DatabaseOutage, unavailability
 from tests.issuer.conftest import ISSUER, MakeApp, settings_for
 from tests.support.postgres import PostgresServer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from issuer.db import make_probe_engine
+from issuer.engines import make_probe_engine
 from issuer.outage import DatabaseOutage
 from issuer.readiness import Readiness, select_one
 from shared.errors import ConfigurationError

@@ -16,7 +16,8 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from issuer.accounts import AccountStore
-from issuer.db import make_engine, refresh_tokens, users
+from issuer.db import refresh_tokens, users
+from issuer.engines import make_engine
 from issuer.grants import resolve_audience, resolve_scope
 from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms, token_hash
 

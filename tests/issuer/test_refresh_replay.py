@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from issuer.db import make_engine, refresh_tokens
+from issuer.db import refresh_tokens
+from issuer.engines import make_engine
 from issuer.refresh import Redemption, RefreshGrant, RefreshTokenStore, token_hash
 
 GRACE = 10.0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from issuer.db import init_schema, make_engine
+from issuer.db import init_schema
+from issuer.engines import make_engine
 from issuer.keys import (
     KeyRepository,
     KeyRing,
