@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, StatementError
 
 from shared.errors import ConfigurationError
 
@@ -91,14 +91,7 @@ def execute_autocommit(
         # wrap it here, so a database that refuses connections is an outage like any other.
         pooled = engine.raw_connection()
     except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            statement,
-            params,
-            exc,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            dialect=dialect,
-        ) from exc
+        raise _wrapped(engine, statement, params, exc) from exc
     driver: Any = pooled.driver_connection
     try:
         driver.autocommit = True
@@ -113,18 +106,32 @@ def execute_autocommit(
         dropped = dialect.is_disconnect(exc, driver, None)
         if dropped:
             pooled.invalidate(exc)
-        raise DBAPIError.instance(
-            statement,
-            params,
-            exc,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            connection_invalidated=dropped,
-            dialect=dialect,
-        ) from exc
+        raise _wrapped(engine, statement, params, exc, dropped=dropped) from exc
     finally:
         pooled.close()
     return dict(zip(names, row, strict=True)) if row is not None else None
+
+
+def _wrapped(
+    engine: Engine,
+    statement: str,
+    params: Mapping[str, Any],
+    exc: Exception,
+    *,
+    dropped: bool = False,
+) -> StatementError:
+    """The driver's ``exc`` as SQLAlchemy raises it for any statement: ``DBAPIError`` (its
+    OperationalError etc.), the parameters hidden, ``connection_invalidated`` when dropped."""
+    dialect = engine.dialect
+    return DBAPIError.instance(
+        statement,
+        params,
+        exc,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=dropped,
+        dialect=dialect,
+    )
 
 
 # A pooled connection idle longer than this is pinged before use (seconds).

@@ -202,7 +202,7 @@ class Grants(AccessTokens, FailedAttempts):
                 lambda: self.audit.record(
                     audit.REFRESH_REPLAY_GRACE,
                     client_id=client.client_id,
-                    subject=f"user:{family.user_id}",
+                    subject=user_subject(family.user_id),
                     address=address,
                     detail=(
                         "redeemed refresh token presented again within the replay grace; "
@@ -217,7 +217,7 @@ class Grants(AccessTokens, FailedAttempts):
                 lambda: self.audit.record(
                     audit.REFRESH_REUSE if reused else audit.REFRESH_WRONG_CLIENT,
                     client_id=client.client_id,
-                    subject=f"user:{grant.user_id}",
+                    subject=user_subject(grant.user_id),
                     address=address,
                     detail=(
                         f"superseded refresh token presented; family {grant.family_id} revoked"

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from issuer.accounts import Client
+from issuer.accounts import Client, user_subject
 from issuer.db import refresh_tokens
 from issuer.keys import KeyRing
 from issuer.refresh import RefreshTokenStore, token_hash
@@ -105,7 +105,7 @@ class Introspector:
             "active": True,
             "token_type": "refresh_token",
             "client_id": row["client_id"],
-            "sub": f"user:{row['user_id']}",
+            "sub": user_subject(row["user_id"]),
             "scope": row["scopes"],
             "aud": row["audience"],
             "iss": self.settings.issuer_url,

@@ -236,13 +236,7 @@ class RefreshTokenStore:
             else:
                 claimed = conn.execute(claim).rowcount == 1
             if row is None:
-                row = (
-                    conn.execute(
-                        select(refresh_tokens).where(refresh_tokens.c.token_hash == digest)
-                    )
-                    .mappings()
-                    .first()
-                )
+                row = _read(conn, digest)
             if row is None:
                 return Redemption("unknown")
             grant = RefreshGrant.from_row(row)
@@ -350,11 +344,9 @@ class RefreshTokenStore:
                 ).rowcount
                 return bool(spent == 1)
             # Another replay won: decide again on its state (we hold the row's lock now).
-            row = (
-                conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == digest))
-                .mappings()
-                .one()
-            )
+            again = _read(conn, digest)
+            assert again is not None  # it was read above, and nothing deletes refresh-token rows
+            row = again
         return False
 
     def _revoke_family(self, conn: Connection, family_id: str, now: float) -> None:
@@ -395,7 +387,7 @@ def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
     """PostgreSQL: lock the rows ``where`` selects in ``token_hash`` order (``FOR UPDATE``), so
     two transactions that each lock several refresh-token rows (a replay, a family or user
     revocation) take them in the same order and cannot deadlock. SQLite has no row locks (the
-    transaction's write lock serialises writers): there it is a plain read."""
+    transaction's write lock serialises writers): there it does nothing."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             select(refresh_tokens.c.token_hash)
@@ -403,3 +395,12 @@ def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
             .order_by(refresh_tokens.c.token_hash)
             .with_for_update()
         ).all()
+
+
+def _read(conn: Connection, digest: str) -> RowMapping | None:
+    """The refresh-token row of ``digest``, if any."""
+    return (
+        conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == digest))
+        .mappings()
+        .first()
+    )

@@ -234,6 +234,38 @@ def test_refresh_rotated_on_a_and_replayed_on_b_is_reuse(replicas: Replicas) -> 
         assert successor.json()["error"] == "invalid_grant"
 
 
+def _refresh_at_both_at_once(r: Replicas, rt: str) -> dict[str, httpx.Response]:
+    """Present refresh token ``rt`` to replica a and replica b at the same moment (each on a
+    connection opened before the race); their answers by replica label."""
+    barrier = threading.Barrier(2, timeout=30)
+    results: dict[str, httpx.Response] = {}
+    errors: list[BaseException] = []
+
+    def redeem(issuer: Server, label: str) -> None:
+        try:
+            with httpx.Client(timeout=30) as http:
+                http.get(issuer.url + "/healthz")  # connection up before the race
+                barrier.wait()
+                results[label] = http.post(
+                    issuer.url + "/token",
+                    data={"grant_type": "refresh_token", "refresh_token": rt},
+                    auth=(r.client["client_id"], r.client["client_secret"]),
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=redeem, args=(r.a, "a")),
+        threading.Thread(target=redeem, args=(r.b, "b")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
 @pytest.mark.parametrize("replica_env", [NO_GRACE])
 def test_same_refresh_token_at_both_replicas_at_once_succeeds_once(replicas: Replicas) -> None:
     """Without the grace the database's conditional UPDATE is the only arbiter: one 200."""
@@ -241,32 +273,7 @@ def test_same_refresh_token_at_both_replicas_at_once_succeeds_once(replicas: Rep
     trials = 25
     for trial in range(trials):
         rt = _login(r, r.a if trial % 2 else r.b)
-        barrier = threading.Barrier(2, timeout=30)
-        results: dict[str, httpx.Response] = {}
-        errors: list[BaseException] = []
-
-        def redeem(issuer: Server, label: str, token: str = rt, gate: Any = barrier) -> None:
-            try:
-                with httpx.Client(timeout=30) as http:
-                    http.get(issuer.url + "/healthz")  # connection up before the race
-                    gate.wait()
-                    results[label] = http.post(
-                        issuer.url + "/token",
-                        data={"grant_type": "refresh_token", "refresh_token": token},
-                        auth=(r.client["client_id"], r.client["client_secret"]),
-                    )
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=redeem, args=(r.a, "a")),
-            threading.Thread(target=redeem, args=(r.b, "b")),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert not errors, errors
+        results = _refresh_at_both_at_once(r, rt)
         statuses = sorted(resp.status_code for resp in results.values())
         assert statuses == [200, 400], (trial, {k: v.text for k, v in results.items()})
         loser = next(resp for resp in results.values() if resp.status_code == 400)
@@ -284,32 +291,7 @@ def test_same_refresh_token_at_both_replicas_at_once_leaves_one_live_chain(
     r = replicas
     for trial in range(6):
         rt = _login(r, r.a if trial % 2 else r.b)
-        barrier = threading.Barrier(2, timeout=30)
-        results: dict[str, httpx.Response] = {}
-        errors: list[BaseException] = []
-
-        def redeem(issuer: Server, label: str, token: str = rt, gate: Any = barrier) -> None:
-            try:
-                with httpx.Client(timeout=30) as http:
-                    http.get(issuer.url + "/healthz")  # connection up before the race
-                    gate.wait()
-                    results[label] = http.post(
-                        issuer.url + "/token",
-                        data={"grant_type": "refresh_token", "refresh_token": token},
-                        auth=(r.client["client_id"], r.client["client_secret"]),
-                    )
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=redeem, args=(r.a, "a")),
-            threading.Thread(target=redeem, args=(r.b, "b")),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert not errors, errors
+        results = _refresh_at_both_at_once(r, rt)
         assert sorted(resp.status_code for resp in results.values()) == [200, 200], (
             trial,
             {k: v.text for k, v in results.items()},
