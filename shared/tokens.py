@@ -29,6 +29,7 @@ from shared.scopes import format_scope
 
 ALGORITHM = "RS256"
 TOKEN_TYPE = "at+jwt"
+ID_TOKEN_TYPE = "JWT"  # OpenID Connect ID tokens (shared/id_tokens.py)
 # RFC 9068 §4: verifiers accept "at+jwt" or its full media type.
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
@@ -66,9 +67,20 @@ class TokenSigner:
         self._private_key = key.private_key
         header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
         self._header_b64 = b64url(compact_json(header).encode())
+        # OpenID Connect ID tokens (shared/id_tokens.py): the same key, ``typ: JWT``, so no
+        # RFC 9068 verifier takes one for an access token.
+        id_header = {"alg": ALGORITHM, "typ": ID_TOKEN_TYPE, "kid": key.kid}
+        self._id_header_b64 = b64url(compact_json(id_header).encode())
 
     def sign(self, claims: Mapping[str, Any]) -> str:
+        # The hot path: written out, not shared with sign_id_token through one more call.
         signing_input = self._header_b64 + b"." + b64url(compact_json(claims).encode())
+        signature = self._private_key.sign(signing_input, _PADDING, _SHA256)
+        return (signing_input + b"." + b64url(signature)).decode("ascii")
+
+    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        """An OpenID Connect ID token with these claims (header ``typ: JWT``, this ``kid``)."""
+        signing_input = self._id_header_b64 + b"." + b64url(compact_json(claims).encode())
         signature = self._private_key.sign(signing_input, _PADDING, _SHA256)
         return (signing_input + b"." + b64url(signature)).decode("ascii")
 
@@ -105,10 +117,13 @@ def access_token_claims(
     now: float,
     ttl: int,
     jti: str | None = None,
+    sid: str | None = None,
 ) -> dict[str, Any]:
-    """RFC 9068 §2.2 claims. ``aud`` is a single string: one token, one resource."""
+    """RFC 9068 §2.2 claims. ``aud`` is a single string: one token, one resource. ``sid``: the
+    issuer session a person signed in with (tokens from the authorization code flow and those
+    refreshed from them), as in the ID token."""
     issued = int(now)
-    return {
+    claims = {
         "iss": issuer,
         "sub": subject,
         "aud": audience,
@@ -119,6 +134,9 @@ def access_token_claims(
         "client_id": client_id,
         "scope": format_scope(scopes),
     }
+    if sid is not None:
+        claims["sid"] = sid
+    return claims
 
 
 _FLOAT_MAX = sys.float_info.max
