@@ -10,7 +10,10 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
@@ -23,6 +26,12 @@ from shared.protocol import GRANT_TYPES
 from shared.scopes import format_scope, parse_scope
 
 MAX_USERNAME = 200
+MAX_REDIRECT_URI = 2000
+# Grants a public client (no secret, token_endpoint_auth_method none) may use: those where a
+# person signs in; client_credentials and password would hand tokens to anyone with the id.
+PUBLIC_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
+# http is allowed for these hosts only (RFC 8252 §7.3 loopback redirects; OAuth 2.1 §2.3.1).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _DUMMY_SECRET_HASH = hashlib.sha256(b"keyhouse-dummy-client-secret").hexdigest()
 
 
@@ -39,6 +48,12 @@ class Client:
     audiences: tuple[str, ...]
     grant_types: frozenset[str]
     disabled: bool
+    # Exact redirect URIs (RFC 6749 §3.1.2; compared as strings, no wildcards), in the order
+    # registered; post-logout redirect URIs (OIDC RP-Initiated Logout 1.0 §3).
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    public: bool = False  # no secret: token_endpoint_auth_method "none" (RFC 7591 §2)
+    first_party: bool = False  # its users are not asked for consent
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Client:
@@ -50,7 +65,15 @@ class Client:
             audiences=tuple(row["audiences"].split()),
             grant_types=frozenset(row["grant_types"].split()),
             disabled=bool(row["disabled"]),
+            redirect_uris=tuple(row["redirect_uris"].split()),
+            post_logout_redirect_uris=tuple(row["post_logout_redirect_uris"].split()),
+            public=bool(row["public"]),
+            first_party=bool(row["first_party"]),
         )
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return "none" if self.public else "client_secret_basic"
 
     @property
     def subject(self) -> str:
@@ -87,10 +110,47 @@ def user_subject(user_id: str) -> str:
 
 
 def check_client_secret(client: Client | None, presented: str) -> bool:
-    """Constant-time comparison; an unknown client costs the same as a wrong secret."""
-    expected = client.secret_hash if client is not None else _DUMMY_SECRET_HASH
+    """Constant-time comparison; an unknown client costs the same as a wrong secret. A public
+    client has no secret: no presented secret authenticates it."""
+    expected = (
+        client.secret_hash if client is not None and not client.public else _DUMMY_SECRET_HASH
+    )
     ok = hmac.compare_digest(hash_secret(presented), expected)
-    return ok and client is not None and not client.disabled
+    return ok and client is not None and not client.public and not client.disabled
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be registered as a redirect URI, or None when it can.
+
+    Absolute, no fragment (RFC 6749 §3.1.2), ``https``, or ``http`` for a loopback host only
+    (127.0.0.1, [::1], localhost: RFC 8252 §7.3, OAuth 2.1 §2.3.1); printable ASCII without
+    spaces (URIs are stored space-separated and compared as exact strings).
+    """
+    if not uri or len(uri) > MAX_REDIRECT_URI:
+        return f"must be 1-{MAX_REDIRECT_URI} characters"
+    if not (uri.isascii() and uri.isprintable()) or " " in uri:
+        return "must be printable ASCII without spaces (percent-encode the rest)"
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "is not a valid URI"
+    if "#" in uri:
+        return "must not contain a fragment (#...)"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an absolute https:// URI (http:// only for 127.0.0.1, [::1], localhost)"
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        return "may use http:// only for 127.0.0.1, [::1] or localhost; use https://"
+    return None
+
+
+def _check_redirect_uris(option: str, uris: Sequence[str]) -> tuple[str, ...]:
+    for uri in uris:
+        problem = redirect_uri_problem(uri)
+        if problem is not None:
+            raise ConfigurationError(f"{option} {uri[:100]!r} {problem}")
+    return tuple(dict.fromkeys(uris))
 
 
 class AccountStore:
@@ -98,6 +158,40 @@ class AccountStore:
         self.engine = engine
 
     # -- clients ----------------------------------------------------------------------------
+
+    @overload
+    def create_client(
+        self,
+        *,
+        name: str,
+        scopes: frozenset[str],
+        audiences: list[str],
+        grant_types: list[str],
+        now: float,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        redirect_uris: Sequence[str] = (),
+        post_logout_redirect_uris: Sequence[str] = (),
+        public: Literal[False] = False,
+        first_party: bool = False,
+    ) -> tuple[Client, str]: ...
+
+    @overload
+    def create_client(
+        self,
+        *,
+        name: str,
+        scopes: frozenset[str],
+        audiences: list[str],
+        grant_types: list[str],
+        now: float,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        redirect_uris: Sequence[str] = (),
+        post_logout_redirect_uris: Sequence[str] = (),
+        public: bool,
+        first_party: bool = False,
+    ) -> tuple[Client, str | None]: ...
 
     def create_client(
         self,
@@ -109,7 +203,15 @@ class AccountStore:
         now: float,
         client_id: str | None = None,
         client_secret: str | None = None,
-    ) -> tuple[Client, str]:
+        redirect_uris: Sequence[str] = (),
+        post_logout_redirect_uris: Sequence[str] = (),
+        public: bool = False,
+        first_party: bool = False,
+    ) -> tuple[Client, str | None]:
+        """Register a client; returns it and its secret (None for a public client).
+
+        Raises :class:`ConfigurationError` with one line naming the option at fault.
+        """
         if not name.strip():
             raise ConfigurationError("--name must not be empty")
         if not audiences:
@@ -123,17 +225,40 @@ class AccountStore:
                 f"--grant must be one of {', '.join(GRANT_TYPES)}"
                 + (f" (got {unknown[0]!r})" if unknown else "")
             )
+        redirects = _check_redirect_uris("--redirect-uri", redirect_uris)
+        after_logout = _check_redirect_uris("--post-logout-redirect-uri", post_logout_redirect_uris)
+        code_flow = "authorization_code" in grant_types
+        if code_flow and not redirects:
+            raise ConfigurationError("--grant authorization_code needs at least one --redirect-uri")
+        if not code_flow and (redirects or after_logout):
+            raise ConfigurationError(
+                "redirect URIs are for the authorization_code grant: add --grant authorization_code"
+            )
+        if public:
+            refused = [g for g in dict.fromkeys(grant_types) if g not in PUBLIC_GRANT_TYPES]
+            if refused:
+                raise ConfigurationError(
+                    f"a public client (--public) has no secret and may use only the "
+                    f"authorization_code and refresh_token grants (not {refused[0]})"
+                )
+            if client_secret is not None:
+                raise ConfigurationError("a public client (--public) has no secret")
         client_id = client_id or "c-" + secrets.token_urlsafe(12)
-        secret = client_secret or secrets.token_urlsafe(32)  # 256 bits
+        secret = None if public else client_secret or secrets.token_urlsafe(32)  # 256 bits
         row = {
             "client_id": client_id,
             "name": name,
-            "secret_hash": hash_secret(secret),
+            # A public client's hash matches no secret (a SHA-256 hex digest is never empty).
+            "secret_hash": hash_secret(secret) if secret is not None else "",
             "scopes": format_scope(scopes),
             "audiences": " ".join(dict.fromkeys(audiences)),
             "grant_types": " ".join(dict.fromkeys(grant_types)),
             "created_at": now,
             "disabled": False,
+            "redirect_uris": " ".join(redirects),
+            "post_logout_redirect_uris": " ".join(after_logout),
+            "public": public,
+            "first_party": first_party,
         }
         try:
             with self.engine.begin() as conn:

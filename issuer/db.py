@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     inspect,
     text,
 )
@@ -72,6 +73,13 @@ clients = Table(
     Column("grant_types", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    # Migration 0005 (sign-in for people): space-separated exact redirect URIs (RFC 6749 §3.1.2)
+    # and post-logout redirect URIs (OIDC RP-Initiated Logout); a public client has no secret
+    # (token_endpoint_auth_method none); a first-party client skips the consent page.
+    Column("redirect_uris", Text, nullable=False, server_default=""),
+    Column("post_logout_redirect_uris", Text, nullable=False, server_default=""),
+    Column("public", Boolean, nullable=False, server_default=false()),
+    Column("first_party", Boolean, nullable=False, server_default=false()),
 )
 
 users = Table(
@@ -102,9 +110,75 @@ refresh_tokens = Table(
     # The hash of the token this one succeeded (NULL: the login's first token, or rotated before
     # migration 0004). Finds a redeemed token's successor for the replay grace (issuer/refresh.py).
     Column("parent_hash", String(64), nullable=True),
+    # The issuer session (login_sessions.sid) the family was started from (NULL: not from a
+    # sign-in, or issued before migration 0005). Logout ends the families of its session.
+    Column("sid", String(64), nullable=True),
     Index("ix_refresh_tokens_family", "family_id"),
     Index("ix_refresh_tokens_user", "user_id"),
     Index("ix_refresh_tokens_parent", "parent_hash"),
+    Index("ix_refresh_tokens_sid", "sid"),
+)
+
+# Issuer sessions of people signed in on the login page (issuer/sessions.py). ``sid`` is public
+# (it goes into tokens); the cookie's value is secret and stored only as its SHA-256.
+login_sessions = Table(
+    "login_sessions",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("cookie_hash", String(64), nullable=False, unique=True),
+    Column("user_id", String(64), nullable=False),
+    Column("auth_time", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),  # the absolute end
+    Column("ended_at", Float, nullable=True),
+    Index("ix_login_sessions_user", "user_id"),
+    Index("ix_login_sessions_expires", "expires_at"),
+)
+
+# A user's approval of a client's scopes and audiences (issuer/consents.py), until revoked.
+consents = Table(
+    "consents",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("client_id", String(128), primary_key=True),
+    Column("scopes", Text, nullable=False),
+    Column("audiences", Text, nullable=False),
+    Column("granted_at", Float, nullable=False),
+)
+
+# Authorization codes (issuer/codes.py), stored only as their SHA-256. A redeemed code keeps
+# what its redemption issued (refresh family, access token jti), so a replay can revoke them.
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(128), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("audience", String(200), nullable=False),
+    Column("nonce", Text, nullable=True),
+    Column("sid", String(64), nullable=False),
+    Column("auth_time", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("redeemed_at", Float, nullable=True),
+    Column("family_id", String(64), nullable=True),
+    Column("access_jti", String(64), nullable=True),
+    Column("access_expires_at", Float, nullable=True),
+    Index("ix_authorization_codes_expires", "expires_at"),
+)
+
+# Access tokens revoked before their ``exp`` (a replayed authorization code's first tokens):
+# introspection and /userinfo refuse them. Rows past ``expires_at`` are purged.
+revoked_access_tokens = Table(
+    "revoked_access_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_revoked_access_tokens_expires", "expires_at"),
 )
 
 audit_events = Table(

@@ -5,6 +5,7 @@
 - Upgrading keeps keys, clients, users and refresh tokens, both from a database at revision 0001
   and from one created by the pre-migration ``create_all`` path (adopted: stamped, upgraded).
 - 0004 adds ``refresh_tokens.parent_hash`` (indexed) to a 0003 database, its rows keep working.
+- 0005 adds the sign-in columns (clients, refresh_tokens.sid) and tables to a 0004 database.
 """
 
 from __future__ import annotations
@@ -41,16 +42,17 @@ def _head() -> str:
 
 
 def _seed(engine: Engine) -> str:
-    """Rows in the 0001 tables, written the way the issuer writes them. Returns the password."""
+    """Rows in the 0001 tables, written the way the issuer wrote them. Returns the password."""
     accounts = AccountStore(engine)
-    accounts.create_client(
-        name="old",
-        scopes=parse_scope("photos:read"),
-        audiences=["photos"],
-        grant_types=["client_credentials", "password", "refresh_token"],
-        now=1.0,
-        client_id="old-client",
-    )
+    with engine.begin() as conn:  # the 0001 columns only (today's create_client writes more)
+        conn.execute(
+            text(
+                "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences,"
+                " grant_types, created_at, disabled) VALUES ('old-client', 'old', :s,"
+                " 'photos:read', 'photos', 'client_credentials password refresh_token', 1.0, :f)"
+            ),
+            {"s": token_hash("old-secret"), "f": False},
+        )
     accounts.create_user(
         username="alice", password="alice-password", scopes=parse_scope("photos:read"), now=1.0
     )
@@ -187,3 +189,60 @@ def test_upgrade_from_0003_adds_parent_hash_and_keeps_refresh_tokens(engine: Eng
     with engine.connect() as conn:
         count = conn.execute(select(func.count()).select_from(db.refresh_tokens))
         assert count.scalar() == 2
+
+
+def test_upgrade_from_0004_adds_sign_in_columns_and_tables(engine: Engine) -> None:
+    """0005: old clients read as confidential, not first-party, without redirect URIs; old refresh
+    tokens have no session and still rotate; the new tables exist; downgrade keeps the rows."""
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(conn), "0004")
+        conn.execute(  # a 0004 client and refresh token, written without the new columns
+            text(
+                "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences,"
+                " grant_types, created_at, disabled) VALUES ('c1', 'old', :s, 'photos:read',"
+                " 'photos', 'password refresh_token', 1.0, :f)"
+            ),
+            {"s": token_hash("old-secret"), "f": False},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes,"
+                " audience, created_at, expires_at, family_expires_at) VALUES"
+                " (:h, 'f1', 'c1', 'u1', 'photos:read', 'photos', 2.0, 9e9, 9e9)"
+            ),
+            {"h": token_hash("old-token")},
+        )
+    db.init_schema(engine)
+    db.init_schema(engine)  # idempotent
+    assert db.schema_revision(engine) == _head()
+    inspector = inspect(engine)
+    assert {"login_sessions", "consents", "authorization_codes", "revoked_access_tokens"} <= set(
+        inspector.get_table_names()
+    )
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("refresh_tokens")}
+    assert indexes["ix_refresh_tokens_sid"] == ["sid"]
+    client = AccountStore(engine).get_client("c1")
+    assert client is not None
+    assert (client.redirect_uris, client.post_logout_redirect_uris) == ((), ())
+    assert (client.public, client.first_party) == (False, False)
+    assert client.token_endpoint_auth_method == "client_secret_basic"
+    redemption = RefreshTokenStore(engine, ttl=1000).rotate(
+        "old-token",
+        client_id="c1",
+        now=3.0,
+        narrow=lambda grant, _conn: (grant.scopes, grant.audience),
+    )
+    assert redemption.status == "ok"
+    assert redemption.token is not None
+    with engine.connect() as conn:
+        sids = set(conn.execute(select(db.refresh_tokens.c.sid)).scalars())
+    assert sids == {None}
+    with engine.begin() as conn:
+        command.downgrade(db.alembic_config(conn), "0004")
+    inspector = inspect(engine)
+    assert "public" not in {c["name"] for c in inspector.get_columns("clients")}
+    assert "sid" not in {c["name"] for c in inspector.get_columns("refresh_tokens")}
+    assert not inspector.has_table("login_sessions")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.refresh_tokens)).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM clients")).scalar() == 1
