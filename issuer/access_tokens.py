@@ -1,4 +1,5 @@
-"""Building the token response: the access token's claims (RFC 9068), its ``jti``, its signature.
+"""Building the token response: the access token's claims (RFC 9068), its ``jti``, its signature,
+and the OpenID Connect ID token that goes with it for scope ``openid`` (``shared/id_tokens.py``).
 
 :class:`AccessTokens` is the part of :class:`~issuer.token_service.TokenService` that every grant
 ends in; the claims are signed with the other tokens of the same event-loop turn
@@ -10,12 +11,15 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from issuer.accounts import Client
 from issuer.batch_signer import BatchSigner
+from issuer.keys import KeyRing
 from issuer.settings import IssuerSettings
 from shared.clock import Clock
+from shared.id_tokens import id_token_claims
 from shared.tokens import access_token_claims
 
 
@@ -41,10 +45,19 @@ class TokenIds:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True)
+class IdTokenTerms:
+    """What an ID token says beyond the access token's claims (from the authorization code)."""
+
+    auth_time: float
+    nonce: str | None
+
+
 class AccessTokens:
     """The token response of a granted request (a mixin of ``TokenService``, which sets these)."""
 
     settings: IssuerSettings
+    keyring: KeyRing
     clock: Clock
     signatures: BatchSigner
     _token_ids: TokenIds
@@ -57,7 +70,14 @@ class AccessTokens:
         scopes: frozenset[str],
         *,
         refresh_token: str | None,
+        sid: str | None = None,
+        jti: str | None = None,
+        now: float | None = None,
+        id_token: IdTokenTerms | None = None,
     ) -> dict[str, Any]:
+        """The response body. ``jti`` and ``now``: decided by the caller ahead of the response
+        (the code grant records them before it signs); ``sid``: the issuer session the tokens
+        descend from; ``id_token``: an OpenID Connect ID token goes with the access token."""
         ttl = self.settings.access_token_ttl
         claims = access_token_claims(
             issuer=self.settings.issuer_url,
@@ -65,17 +85,45 @@ class AccessTokens:
             audience=audience,
             client_id=client.client_id,
             scopes=scopes,
-            now=self.clock(),
+            now=self.clock() if now is None else now,
             ttl=ttl,
-            jti=self._token_ids.next(),
+            jti=jti or self._token_ids.next(),
+            sid=sid,
         )
+        access_token = await self.signatures.sign(claims)
         body: dict[str, Any] = {
             # Signed with the other tokens of this event-loop turn (issuer/batch_signer.py).
-            "access_token": await self.signatures.sign(claims),
+            "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": ttl,
             "scope": claims["scope"],
         }
         if refresh_token is not None:
             body["refresh_token"] = refresh_token
+        if id_token is not None and sid is not None:
+            body["id_token"] = self._id_token(subject, client, claims, access_token, sid, id_token)
         return body
+
+    def _id_token(
+        self,
+        subject: str,
+        client: Client,
+        access_claims: dict[str, Any],
+        access_token: str,
+        sid: str,
+        terms: IdTokenTerms,
+    ) -> str:
+        """OIDC Core §2: for the client, as long-lived as the access token it came with, signed
+        by the key that signs now (the access token's, bar a rotation in between)."""
+        claims = id_token_claims(
+            issuer=self.settings.issuer_url,
+            subject=subject,
+            client_id=client.client_id,
+            now=access_claims["iat"],
+            ttl=self.settings.access_token_ttl,
+            auth_time=terms.auth_time,
+            sid=sid,
+            access_token=access_token,
+            nonce=terms.nonce,
+        )
+        return self.keyring.signer().sign_id_token(claims)

@@ -1,4 +1,5 @@
-"""Discovery: the RFC 8414 metadata document (at both well-known paths) and the JWKS."""
+"""Discovery: the RFC 8414 metadata document, which is also the OpenID Connect Discovery 1.0
+document (one document at both well-known paths), and the JWKS."""
 
 from __future__ import annotations
 
@@ -10,32 +11,50 @@ from starlette.responses import JSONResponse, Response
 
 from issuer.http import issuer_of
 from issuer.settings import IssuerSettings
+from shared.id_tokens import CLAIMS_SUPPORTED
+from shared.pkce import METHODS as PKCE_METHODS
 from shared.protocol import (
+    AUTHORIZE_PATH,
+    END_SESSION_PATH,
     GRANT_TYPES,
     INTROSPECTION_PATH,
     JWKS_PATH,
     REVOCATION_PATH,
     TOKEN_PATH,
+    USERINFO_PATH,
 )
 
 _CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+# Public clients (no secret) at /token and /revoke; /introspect is for confidential clients.
+_PUBLIC_CLIENT = "none"
+# Scopes of the protocol itself (OpenID Connect Core §3.1.2.1, §5.4), whatever clients hold.
+_PROTOCOL_SCOPES = ("openid", "profile")
 
 
 def metadata_document(settings: IssuerSettings, scopes: list[str]) -> dict[str, Any]:
-    """RFC 8414 §2 authorization server metadata."""
+    """RFC 8414 §2 authorization server metadata with OpenID Connect Discovery 1.0 §3's."""
     base = settings.issuer_url
     return {
         "issuer": base,
+        "authorization_endpoint": base + AUTHORIZE_PATH,
         "token_endpoint": base + TOKEN_PATH,
+        "userinfo_endpoint": base + USERINFO_PATH,
+        "end_session_endpoint": base + END_SESSION_PATH,
         "jwks_uri": base + JWKS_PATH,
         "revocation_endpoint": base + REVOCATION_PATH,
         "introspection_endpoint": base + INTROSPECTION_PATH,
         "grant_types_supported": list(GRANT_TYPES),
-        "token_endpoint_auth_methods_supported": list(_CLIENT_AUTH_METHODS),
-        "revocation_endpoint_auth_methods_supported": list(_CLIENT_AUTH_METHODS),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": list(PKCE_METHODS),
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        "token_endpoint_auth_methods_supported": [*_CLIENT_AUTH_METHODS, _PUBLIC_CLIENT],
+        "revocation_endpoint_auth_methods_supported": [*_CLIENT_AUTH_METHODS, _PUBLIC_CLIENT],
         "introspection_endpoint_auth_methods_supported": list(_CLIENT_AUTH_METHODS),
-        "response_types_supported": [],
-        "scopes_supported": scopes,
+        "scopes_supported": sorted({*scopes, *_PROTOCOL_SCOPES}),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "claims_supported": list(CLAIMS_SUPPORTED),
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "access_token_signing_alg_values_supported": ["RS256"],
     }

@@ -26,8 +26,27 @@ def test_metadata_both_paths(client: TestClient, demo: dict[str, str]) -> None:
     assert a["issuer"] == ISSUER
     assert a["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert a["token_endpoint"] == f"{ISSUER}/token"
-    assert set(a["grant_types_supported"]) == {"client_credentials", "password", "refresh_token"}
+    assert set(a["grant_types_supported"]) == {
+        "client_credentials",
+        "password",
+        "refresh_token",
+        "authorization_code",
+    }
     assert "photos:read" in a["scopes_supported"]
+    # OpenID Connect Discovery 1.0 §3 and what issue 16 added.
+    assert a["authorization_endpoint"] == f"{ISSUER}/authorize"
+    assert a["userinfo_endpoint"] == f"{ISSUER}/userinfo"
+    assert a["end_session_endpoint"] == f"{ISSUER}/logout"
+    assert a["response_types_supported"] == ["code"]
+    assert a["response_modes_supported"] == ["query"]
+    assert a["code_challenge_methods_supported"] == ["S256"]
+    assert a["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert a["subject_types_supported"] == ["public"]
+    assert a["authorization_response_iss_parameter_supported"] is True
+    assert {"sub", "aud", "nonce", "auth_time", "sid", "at_hash"} <= set(a["claims_supported"])
+    assert {"openid", "profile"} <= set(a["scopes_supported"])
+    assert "none" in a["token_endpoint_auth_methods_supported"]
+    assert "none" not in a["introspection_endpoint_auth_methods_supported"]
     for key in (
         "revocation_endpoint",
         "introspection_endpoint",
@@ -111,7 +130,9 @@ def _error(client: TestClient, demo: dict[str, str] | None, **form: str) -> tupl
 def test_error_codes(client: TestClient, demo: dict[str, str]) -> None:
     assert _error(client, demo) == (400, "invalid_request")
     assert _error(client, demo, grant_type="client_credentials") == (400, "invalid_request")
-    assert _error(client, demo, grant_type="authorization_code") == (400, "unsupported_grant_type")
+    assert _error(client, demo, grant_type="urn:example:other") == (400, "unsupported_grant_type")
+    # A grant the issuer has but this client was not registered for.
+    assert _error(client, demo, grant_type="authorization_code") == (400, "unauthorized_client")
     assert _error(
         client, demo, grant_type="client_credentials", audience="photos", scope="photos:delete"
     ) == (400, "invalid_scope")
