@@ -168,7 +168,9 @@ authorization_codes = Table(
     Column("family_id", String(64), nullable=True),
     Column("access_jti", String(64), nullable=True),
     Column("access_expires_at", Float, nullable=True),
+    Column("replayed_at", Float, nullable=True),  # first presented again (what it issued revoked)
     Index("ix_authorization_codes_expires", "expires_at"),
+    Index("ix_authorization_codes_family", "family_id"),
 )
 
 # Access tokens revoked before their ``exp`` (a replayed authorization code's first tokens):

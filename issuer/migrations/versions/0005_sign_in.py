@@ -87,8 +87,10 @@ def upgrade() -> None:
             sa.Column("family_id", sa.String(64), nullable=True),
             sa.Column("access_jti", sa.String(64), nullable=True),
             sa.Column("access_expires_at", sa.Float, nullable=True),
+            sa.Column("replayed_at", sa.Float, nullable=True),
         )
         op.create_index("ix_authorization_codes_expires", "authorization_codes", ["expires_at"])
+        op.create_index("ix_authorization_codes_family", "authorization_codes", ["family_id"])
     if not inspector.has_table("revoked_access_tokens"):
         op.create_table(
             "revoked_access_tokens",
