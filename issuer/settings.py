@@ -33,6 +33,9 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_MAX_BODY_BYTES": "16384",
     "ISSUER_LOG_LEVEL": "info",
     "ISSUER_RETRY_AFTER": "5",
+    "ISSUER_SESSION_IDLE_TTL": "1800",
+    "ISSUER_SESSION_TTL": "28800",
+    "ISSUER_CODE_TTL": "60",
 }
 
 
@@ -77,6 +80,19 @@ def _replay_grace(env: Mapping[str, str]) -> float:
 # The default publish-ahead is one JWKS max-age plus this margin: a verifier that fetched the set
 # just before the next key was published still learns it before it signs.
 PUBLISH_MARGIN = 60
+
+
+# The longest authorization-code lifetime accepted (RFC 6749 §4.1.2: "a maximum authorization
+# code lifetime of 10 minutes is RECOMMENDED"); the default is 60 s.
+MAX_CODE_TTL = 600
+
+
+def _code_ttl(env: Mapping[str, str]) -> int:
+    name = "ISSUER_CODE_TTL"
+    value = _int(env, name, minimum=1)
+    if value > MAX_CODE_TTL:
+        raise ConfigurationError(f"{name} must be from 1 to {MAX_CODE_TTL} seconds, got {value}")
+    return value
 
 
 def _publish_ahead(env: Mapping[str, str]) -> int | None:
@@ -164,6 +180,11 @@ class IssuerSettings:
     max_body_bytes: int = 16_384
     log_level: str = "info"
     retry_after: int = 5  # seconds, in the Retry-After of a 503 during a database outage
+    # Sign-in sessions (the login page's): ended after this long unused, and this long after
+    # the login whatever happens (OWASP session management: 30 min idle, 8 h absolute).
+    session_idle_ttl: int = 1800
+    session_ttl: int = 28_800
+    code_ttl: int = 60  # an authorization code's lifetime, 1..MAX_CODE_TTL seconds
     # ISSUER_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
     connections: ConnectionLimits = field(
         default_factory=lambda: ConnectionLimits(prefix="ISSUER_")
@@ -199,6 +220,9 @@ class IssuerSettings:
             max_body_bytes=_int(env, "ISSUER_MAX_BODY_BYTES", minimum=256),
             log_level=env.get("ISSUER_LOG_LEVEL", DEFAULTS["ISSUER_LOG_LEVEL"]),
             retry_after=_int(env, "ISSUER_RETRY_AFTER", minimum=1),
+            session_idle_ttl=_int(env, "ISSUER_SESSION_IDLE_TTL", minimum=1),
+            session_ttl=_int(env, "ISSUER_SESSION_TTL", minimum=1),
+            code_ttl=_code_ttl(env),
             connections=ConnectionLimits.from_env("ISSUER_", env),
         )
         settings = replace(settings, **overrides) if overrides else settings
@@ -206,6 +230,11 @@ class IssuerSettings:
             raise ConfigurationError(
                 "ISSUER_KEY_PUBLISH_AHEAD must be at least ISSUER_JWKS_MAX_AGE "
                 f"({settings.jwks_max_age}), got {settings.key_publish_ahead}"
+            )
+        if settings.session_idle_ttl > settings.session_ttl:
+            raise ConfigurationError(
+                "ISSUER_SESSION_IDLE_TTL must be at most ISSUER_SESSION_TTL "
+                f"({settings.session_ttl}), got {settings.session_idle_ttl}"
             )
         return settings
 
