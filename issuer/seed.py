@@ -1,4 +1,12 @@
-"""The demo client and user that ``./scripts/up`` and the compose init service create."""
+"""The demo clients and user that ``./scripts/up`` and the compose init service create.
+
+``demo-client`` is the confidential client of the walkthrough (client_credentials, password,
+refresh_token). ``demo-webapp`` is the web app's: confidential, first-party (no consent page),
+authorization_code and refresh_token, one redirect URI (``WEBAPP_URL/callback``) and one
+post-logout redirect URI (``WEBAPP_URL/signed-out``); its secret is kept in a file of its own
+beside the credentials file (``webapp-client-secret``, mode 0600), which the web app reads
+(``WEBAPP_CLIENT_SECRET_FILE``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import update
 
-from issuer.accounts import AccountStore, hash_secret
+from issuer.accounts import AccountStore, hash_secret, redirect_uri_problem
 from issuer.db import clients, users
 from issuer.passwords import hash_password
+from shared.errors import ConfigurationError
 from shared.scopes import parse_scope
 
 DEMO_CLIENT_ID = "demo-client"
@@ -21,18 +30,34 @@ DEMO_SCOPES = "photos:read photos:write contacts:read contacts:write"
 DEMO_AUDIENCES = ["photos", "contacts"]
 DEMO_GRANTS = ["client_credentials", "password", "refresh_token"]
 
+WEBAPP_CLIENT_ID = "demo-webapp"
+WEBAPP_SCOPES = "openid profile photos:read contacts:read"
+WEBAPP_GRANTS = ["authorization_code", "refresh_token"]
+WEBAPP_SECRET_FILE = "webapp-client-secret"  # beside the credentials file
+DEFAULT_WEBAPP_URL = "http://127.0.0.1:8003"
 
-def seed_demo(accounts: AccountStore, credentials_file: Path, now: float) -> dict[str, Any]:
-    """Create the demo client and user once; afterwards return the saved credentials.
+
+def seed_demo(
+    accounts: AccountStore,
+    credentials_file: Path,
+    now: float,
+    *,
+    webapp_url: str = DEFAULT_WEBAPP_URL,
+) -> dict[str, Any]:
+    """Create the demo clients and user once; afterwards return the saved credentials.
 
     If the database has them but the credentials file is gone, fresh secrets are set, since
-    stored secrets are hashes and cannot be shown again.
+    stored secrets are hashes and cannot be shown again. The web app's client is kept in step
+    with ``webapp_url`` (its redirect URIs follow a moved port).
     """
+    webapp = seed_webapp_client(
+        accounts, credentials_file.parent / WEBAPP_SECRET_FILE, webapp_url, now
+    )
     saved = _read(credentials_file)
     client = accounts.get_client(DEMO_CLIENT_ID)
     user = accounts.get_user(DEMO_USERNAME)
     if saved and client is not None and user is not None:
-        return {**saved, "created": False}
+        return {**saved, **webapp, "created": False}
     creds = {
         "client_id": DEMO_CLIENT_ID,
         "client_secret": secrets.token_urlsafe(32),
@@ -71,7 +96,68 @@ def seed_demo(accounts: AccountStore, credentials_file: Path, now: float) -> dic
                 .values(password_hash=hash_password(creds["password"]))
             )
     _write(credentials_file, creds)
-    return {**creds, "created": True}
+    return {**creds, **webapp, "created": True}
+
+
+def webapp_redirect_uris(webapp_url: str) -> tuple[str, str]:
+    """The web app's redirect URI and post-logout redirect URI for its base URL."""
+    base = webapp_url.rstrip("/")
+    uris = (base + "/callback", base + "/signed-out")
+    for uri in uris:
+        problem = redirect_uri_problem(uri)
+        if problem is not None:
+            raise ConfigurationError(f"--webapp-url {webapp_url[:100]!r}: {uri!r} {problem}")
+    return uris
+
+
+def seed_webapp_client(
+    accounts: AccountStore, secret_file: Path, webapp_url: str, now: float
+) -> dict[str, str]:
+    """The web app's client: created once with a secret written to ``secret_file`` (0600); a
+    missing file gets a fresh secret; redirect URIs that no longer match are replaced."""
+    redirect, after_logout = webapp_redirect_uris(webapp_url)
+    secret = _read_secret(secret_file)
+    client = accounts.get_client(WEBAPP_CLIENT_ID)
+    if client is None:
+        _, created = accounts.create_client(
+            name="Demo web app",
+            scopes=parse_scope(WEBAPP_SCOPES),
+            audiences=DEMO_AUDIENCES,
+            grant_types=WEBAPP_GRANTS,
+            now=now,
+            client_id=WEBAPP_CLIENT_ID,
+            client_secret=secret or secrets.token_urlsafe(32),
+            redirect_uris=[redirect],
+            post_logout_redirect_uris=[after_logout],
+            first_party=True,
+        )
+        if created != secret:
+            _write_text(secret_file, created)
+    else:
+        values: dict[str, Any] = {}
+        if secret is None:
+            secret = secrets.token_urlsafe(32)
+            values["secret_hash"] = hash_secret(secret)
+        if client.redirect_uris != (redirect,):
+            values["redirect_uris"] = redirect
+        if client.post_logout_redirect_uris != (after_logout,):
+            values["post_logout_redirect_uris"] = after_logout
+        if values:
+            with accounts.engine.begin() as conn:
+                conn.execute(
+                    update(clients).where(clients.c.client_id == WEBAPP_CLIENT_ID).values(**values)
+                )
+        if "secret_hash" in values:
+            _write_text(secret_file, secret)
+    return {"webapp_client_id": WEBAPP_CLIENT_ID, "webapp_url": webapp_url.rstrip("/")}
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        value = path.read_text().removesuffix("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value if value and value.isascii() and value.isprintable() else None
 
 
 def _read(path: Path) -> dict[str, str] | None:
@@ -87,12 +173,16 @@ def _read(path: Path) -> dict[str, str] | None:
 
 
 def _write(path: Path, creds: dict[str, str]) -> None:
+    _write_text(path, json.dumps(creds, indent=2))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``text`` and a newline into ``path`` (mode 0600), replaced whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(creds, handle, indent=2)
-        handle.write("\n")
+        handle.write(text + "\n")
     os.replace(tmp, path)
 
 
