@@ -1,7 +1,10 @@
 """Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3.1).
 
-Two methods: ``client_secret_basic`` and ``client_secret_post``; using both at once is refused.
-Every failure reads the same from outside (``invalid_client``), whatever went wrong.
+Three methods: ``client_secret_basic`` and ``client_secret_post``, using both at once is refused;
+and ``none`` (RFC 7591 §2, OAuth 2.1 §2.4) for public clients, registered ``--public``: the
+``client_id`` in the body, no secret and no ``Authorization`` header. ``none`` authenticates a
+public client only, and a public client nothing else (a secret presented for it fails). Every
+failure reads the same from outside (``invalid_client``), whatever went wrong.
 
 Malformed credentials are failed authentications like any other (401 ``invalid_client``,
 counted by the throttle and audited by the caller), never a crash: a ``Basic`` value that is
@@ -21,7 +24,7 @@ from urllib.parse import unquote_to_bytes
 from issuer.accounts import Client, check_client_secret
 from shared.errors import InvalidClient, InvalidRequest
 
-METHODS = ("client_secret_basic", "client_secret_post")
+METHODS = ("client_secret_basic", "client_secret_post", "none")
 MAX_CLIENT_ID = 128
 
 _MALFORMED = "malformed client credentials"
@@ -84,6 +87,9 @@ def client_credentials(form: dict[str, str], authorization: str | None) -> tuple
     elif in_body and "client_id" in form:
         client_id, secret = form["client_id"], form["client_secret"]
         method = "client_secret_post"
+    elif "client_id" in form and not in_body and authorization is None:
+        client_id, secret = form["client_id"], ""
+        method = "none"  # a public client (checked in authenticate_client)
     else:
         raise InvalidClient("client authentication is required")
     if not client_id or not _vschar(client_id) or not _vschar(secret):
@@ -94,8 +100,12 @@ def client_credentials(form: dict[str, str], authorization: str | None) -> tuple
 def authenticate_client(
     form: dict[str, str], authorization: str | None, lookup: Callable[[str], Client | None]
 ) -> Client:
-    client_id, secret, _method = client_credentials(form, authorization)
+    client_id, secret, method = client_credentials(form, authorization)
     client = lookup(client_id) if len(client_id) <= MAX_CLIENT_ID else None
+    if method == "none":
+        if client is None or not client.public or client.disabled:
+            raise InvalidClient("client authentication failed")
+        return client
     if not check_client_secret(client, secret) or client is None:
         raise InvalidClient("client authentication failed")
     return client

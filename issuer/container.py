@@ -14,22 +14,37 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.engine import Engine
 
 from issuer.accounts import AccountStore
+from issuer.codes import CodeStore
+from issuer.consents import ConsentStore
 from issuer.db import init_schema
 from issuer.engines import make_engine, make_probe_engine
 from issuer.introspection import Introspector
 from issuer.keys import KeyAdmin, KeyRing, open_key_repository
+from issuer.keys.sealing import find_secret
 from issuer.metrics import IssuerMetrics
 from issuer.outage import DatabaseOutage, unavailability
 from issuer.readiness import Readiness, select_one
 from issuer.refresh import RefreshTokenStore
+from issuer.revoked import RevokedAccessTokens
+from issuer.sessions import SessionStore
 from issuer.settings import IssuerSettings
 from issuer.token_service import TokenService
 from shared.clock import Clock, system_clock
+from shared.errors import ConfigurationError
 from shared.protocol import ADMIN_AUDIENCE
 from shared.tokens import TokenVerifier
+
+# Defaults while IssuerSettings lacks the sign-in fields (ISSUER_SESSION_IDLE_TTL,
+# ISSUER_SESSION_TTL, ISSUER_CODE_TTL): OWASP's session guidance, and RFC 6749's "10 minutes
+# maximum" cut to the 60 s OAuth 2.1 implementations use.
+DEFAULT_SESSION_IDLE_TTL = 1800
+DEFAULT_SESSION_TTL = 28800
+DEFAULT_CODE_TTL = 60
 
 logger = logging.getLogger("keyhouse.issuer")
 
@@ -48,6 +63,30 @@ class Issuer:
     outage: DatabaseOutage  # is the database down? (logged once per outage)
     readiness: Readiness  # /readyz
     probe_engine: Engine  # the readiness probe's one connection
+    sessions: SessionStore  # people signed in on the login page
+    consents: ConsentStore
+    codes: CodeStore  # authorization codes
+    revoked: RevokedAccessTokens  # access tokens revoked before their exp
+    sign_in_key: bytes  # HMAC key of the sign-in tickets and CSRF tokens (see sign_in_key())
+
+
+def sign_in_key(secret: str) -> bytes:
+    """The sign-in pages' HMAC key, derived from the key-encryption secret (ISSUER_SECRET_KEY
+    or its file) with HKDF-SHA256 under its own label, so it is the same on every replica and
+    unrelated to the key that seals the signing keys."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyhouse sign-in v1"
+    ).derive(secret.encode())
+
+
+def _sign_in_key(settings: IssuerSettings) -> bytes:
+    """From the secret the key repository was just opened with (it exists by now)."""
+    secret = find_secret(
+        settings.secret_key, settings.secret_key_file, settings.default_secret_key_file.absolute()
+    )
+    if secret is None:  # pragma: no cover - open_key_repository found or made it
+        raise ConfigurationError("no key-encryption secret for the sign-in key")
+    return sign_in_key(secret)
 
 
 def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
@@ -66,12 +105,19 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     )
     tokens = TokenService(settings, keyring, accounts, refresh, clock=clock)
     outage = DatabaseOutage(retry_after=settings.retry_after)
+    revoked = RevokedAccessTokens(engine, clock=clock)
+    sessions = SessionStore(
+        engine,
+        idle_ttl=getattr(settings, "session_idle_ttl", DEFAULT_SESSION_IDLE_TTL),
+        ttl=getattr(settings, "session_ttl", DEFAULT_SESSION_TTL),
+    )
+    codes = CodeStore(engine, ttl=getattr(settings, "code_ttl", DEFAULT_CODE_TTL), revoked=revoked)
     probe_engine = make_probe_engine(settings.database_url)
     return Issuer(
         settings=settings,
         keyring=keyring,
         tokens=tokens,
-        introspector=Introspector(settings, keyring, refresh, clock=clock),
+        introspector=Introspector(settings, keyring, refresh, clock=clock, revoked=revoked),
         admin=KeyAdmin(repo, clock=clock),
         admin_verifier=TokenVerifier(
             issuer=settings.issuer_url, audience=ADMIN_AUDIENCE, clock=clock
@@ -80,6 +126,11 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         outage=outage,
         readiness=Readiness(select_one(probe_engine), lambda: keyring.signer().kid, outage),
         probe_engine=probe_engine,
+        sessions=sessions,
+        consents=ConsentStore(engine),
+        codes=codes,
+        revoked=revoked,
+        sign_in_key=_sign_in_key(settings),
     )
 
 

@@ -3,7 +3,9 @@
 Access tokens are self-contained JWTs that resource services verify offline, so revoking one
 here cannot reach them: revocation ends refresh-token families, and an access token stays
 valid until its ``exp`` (keep ``ISSUER_ACCESS_TOKEN_TTL`` short). Introspection reports an
-access token active exactly while its signature, issuer, key and lifetime check out here.
+access token active exactly while its signature, issuer, key and lifetime check out here and its
+``jti`` is not in the revoked list (issuer/revoked.py: the tokens of a replayed authorization
+code). Public clients (no secret) may revoke their refresh tokens but not introspect.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from issuer.accounts import Client, user_subject
 from issuer.db import refresh_tokens
 from issuer.keys import KeyRing
 from issuer.refresh import RefreshTokenStore, token_hash
+from issuer.revoked import RevokedAccessTokens
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, system_clock
-from shared.errors import InvalidRequest, KeyhouseError
+from shared.errors import InvalidClient, InvalidRequest, KeyhouseError
 from shared.tokens import TokenVerifier
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -33,11 +36,13 @@ class Introspector:
         refresh: RefreshTokenStore,
         *,
         clock: Clock = system_clock,
+        revoked: RevokedAccessTokens | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
         self.refresh = refresh
         self.clock = clock
+        self.revoked = revoked if revoked is not None else RevokedAccessTokens(refresh.engine)
 
     def _token_param(self, form: dict[str, str]) -> tuple[str, str | None]:
         token = form.get("token")
@@ -47,6 +52,8 @@ class Introspector:
         return token, hint if hint in TOKEN_TYPE_HINTS else None
 
     def introspect(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+        if client.public:  # what a public client holds is no credential to ask with
+            raise InvalidClient("public clients may not use introspection")
         token, _hint = self._token_param(form)  # the hint only saves a lookup; ignored
         if len(token) > 8192:
             return INACTIVE
@@ -65,6 +72,8 @@ class Introspector:
         audiences = [aud] if isinstance(aud, str) else list(aud)
         # A client learns about tokens it was issued or tokens meant for its own audiences.
         if claims["client_id"] != client.client_id and not set(audiences) & set(client.audiences):
+            return INACTIVE
+        if self.revoked.is_revoked(str(claims["jti"])):
             return INACTIVE
         return {"active": True, "token_type": "Bearer", **claims}
 

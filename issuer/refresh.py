@@ -45,7 +45,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
-from issuer.db import refresh_tokens
+from issuer.db import authorization_codes, refresh_tokens
 from issuer.engines import execute_autocommit
 from shared.scopes import format_scope, parse_scope
 
@@ -68,6 +68,9 @@ class RefreshGrant:
     audience: str
     expires_at: float
     family_expires_at: float
+    # The issuer session (issuer/sessions.py) the family was started from: None for families
+    # from the password grant or from before migration 0005. Every successor keeps it.
+    sid: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> RefreshGrant:
@@ -79,6 +82,7 @@ class RefreshGrant:
             audience=row["audience"],
             expires_at=row["expires_at"],
             family_expires_at=row["family_expires_at"],
+            sid=row["sid"],
         )
 
 
@@ -124,13 +128,13 @@ WITH claimed AS (
       AND EXISTS (
         SELECT 1 FROM users WHERE users.user_id = refresh_tokens.user_id AND NOT users.disabled
       ){scope_check}
-    RETURNING family_id, client_id, user_id, scopes, audience, expires_at, family_expires_at
+    RETURNING family_id, client_id, user_id, scopes, audience, expires_at, family_expires_at, sid
 ), successor AS (
     INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, audience,
-        created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash)
+        created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash, sid)
     SELECT %(new_hash)s, family_id, client_id, user_id, {scopes},
         COALESCE(%(audience)s, audience), %(now)s, LEAST(%(idle_end)s, family_expires_at),
-        family_expires_at, NULL, NULL, %(digest)s
+        family_expires_at, NULL, NULL, %(digest)s, sid
     FROM claimed
     RETURNING scopes, audience
 )
@@ -164,7 +168,16 @@ class RefreshTokenStore:
         family_expires_at: float | None = None,
         conn: Connection | None = None,
         parent_hash: str | None = None,
+        sid: str | None = None,
     ) -> str:
+        """Store a new refresh token and return it.
+
+        Without ``family_id`` it starts a family (a login). With ``family_id`` and no
+        ``parent_hash`` it starts the family an authorization code's redemption chose
+        (issuer/codes.py): if that code has been presented again meanwhile, the token is stored
+        revoked (see :func:`family_start_revoked`). ``sid``: the issuer session the family
+        started from (successors inherit it in :meth:`rotate`).
+        """
         token = secrets.token_urlsafe(TOKEN_BYTES)
         family_end = family_expires_at if family_expires_at is not None else now + self.ttl
         row = {
@@ -180,12 +193,14 @@ class RefreshTokenStore:
             "used_at": None,
             "revoked_at": None,
             "parent_hash": parent_hash,
+            "sid": sid,
         }
+        code_family = family_id is not None and parent_hash is None
         if conn is not None:
-            conn.execute(refresh_tokens.insert().values(**row))
+            _insert(conn, row, now, code_family=code_family)
         else:
             with self.engine.begin() as c:
-                c.execute(refresh_tokens.insert().values(**row))
+                _insert(c, row, now, code_family=code_family)
         return token
 
     def rotate(
@@ -265,6 +280,7 @@ class RefreshTokenStore:
                 family_expires_at=grant.family_expires_at,
                 conn=conn,
                 parent_hash=digest,
+                sid=grant.sid,
             )
         return Redemption("ok", grant, new_token, scopes, audience, replayed=replayed)
 
@@ -350,14 +366,7 @@ class RefreshTokenStore:
         return False
 
     def _revoke_family(self, conn: Connection, family_id: str, now: float) -> None:
-        family = refresh_tokens.c.family_id == family_id
-        _lock_in_order(conn, family)
-        conn.execute(
-            update(refresh_tokens)
-            .where(family)
-            .where(refresh_tokens.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        revoke_family(conn, family_id, now)
 
     def revoke_family_of(self, token: str, *, client_id: str, now: float) -> bool:
         digest = token_hash(token)
@@ -372,6 +381,19 @@ class RefreshTokenStore:
             self._revoke_family(conn, row.family_id, now)
         return True
 
+    def revoke_session(self, sid: str, now: float) -> int:
+        """End the families started from the issuer session ``sid`` (logout): every token of
+        such a family carries the sid. Returns how many tokens were marked revoked (redeemed ones
+        included)."""
+        with self.engine.begin() as conn:
+            _lock_in_order(conn, refresh_tokens.c.sid == sid)
+            return conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.sid == sid)
+                .where(refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            ).rowcount
+
     def revoke_user(self, user_id: str, now: float) -> int:
         with self.engine.begin() as conn:
             _lock_in_order(conn, refresh_tokens.c.user_id == user_id)
@@ -381,6 +403,45 @@ class RefreshTokenStore:
                 .where(refresh_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             ).rowcount
+
+
+def revoke_family(conn: Connection, family_id: str, now: float) -> None:
+    """Revoke every token of the family, inside the caller's transaction (rows locked in
+    ``token_hash`` order on PostgreSQL, like every path that locks several of them)."""
+    family = refresh_tokens.c.family_id == family_id
+    _lock_in_order(conn, family)
+    conn.execute(
+        update(refresh_tokens)
+        .where(family)
+        .where(refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+def family_start_revoked(conn: Connection, family_id: str) -> bool:
+    """Was the authorization code whose redemption chose ``family_id`` presented again?
+
+    Reads (on PostgreSQL: locks) the code's row, so this check and a concurrent replay's
+    revocation of the family (issuer/codes.py, which locks the same row first) are serialised:
+    either the replay's mark is seen here, or the replay's family revocation sees the token this
+    transaction inserted. SQLite serialises writers anyway.
+    """
+    query = select(authorization_codes.c.replayed_at).where(
+        authorization_codes.c.family_id == family_id
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return any(at is not None for at in conn.execute(query).scalars().all())
+
+
+def _insert(conn: Connection, row: dict[str, Any], now: float, *, code_family: bool) -> None:
+    conn.execute(refresh_tokens.insert().values(**row))
+    if code_family and family_start_revoked(conn, row["family_id"]):
+        conn.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == row["token_hash"])
+            .values(revoked_at=now)
+        )
 
 
 def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:

@@ -55,6 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--audience", action="append", required=True)
     create.add_argument("--grant", action="append", choices=GRANT_TYPES)
     create.add_argument("--client-id", help="choose the client_id (default: random)")
+    create.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        help="an exact redirect URI for --grant authorization_code (repeatable)",
+    )
+    create.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        default=[],
+        help="where /logout may send the user back to (repeatable)",
+    )
+    create.add_argument(
+        "--public",
+        action="store_true",
+        help="no secret (an app on the user's device): authorization_code and refresh_token only",
+    )
+    create.add_argument(
+        "--first-party", action="store_true", help="its users are not asked for consent"
+    )
     create.add_argument("--json", action="store_true")
     create.set_defaults(func=accounts_cmd.cmd_clients_create)
 
@@ -75,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     upass.add_argument("username")
     upass.add_argument("--password-stdin", action="store_true")
     upass.set_defaults(func=accounts_cmd.cmd_users_set_password)
+    uconsents = usub.add_parser("consents", help="list the clients a user has approved")
+    uconsents.add_argument("username")
+    uconsents.add_argument("--json", action="store_true")
+    uconsents.set_defaults(func=accounts_cmd.cmd_users_consents)
+    urevoke = usub.add_parser(
+        "revoke-consent", help="forget a user's approval of a client (asked again next sign-in)"
+    )
+    urevoke.add_argument("username")
+    urevoke.add_argument("client_id")
+    urevoke.set_defaults(func=accounts_cmd.cmd_users_revoke_consent)
 
     audit_cmd = sub.add_parser("audit", help="show the security audit log, newest first")
     audit_cmd.add_argument("--json", action="store_true")
