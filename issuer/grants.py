@@ -1,5 +1,6 @@
-"""The three grants of the token endpoint (RFC 6749 §4.3 password, §4.4 client_credentials, §6
-refresh_token) and the audience (RFC 8707) and scope (§3.3) each resolves to.
+"""The grants of the token endpoint (RFC 6749 §4.1 authorization_code with PKCE, §4.3 password,
+§4.4 client_credentials, §6 refresh_token) and the audience (RFC 8707) and scope (§3.3) each
+resolves to.
 
 :class:`Grants` is the part of :class:`~issuer.token_service.TokenService` that turns an
 authenticated client's request into a token response; blocking work (database, argon2) runs in a
@@ -8,6 +9,7 @@ worker thread so the event loop keeps serving.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +17,7 @@ import anyio.to_thread
 from sqlalchemy.engine import Connection
 
 from issuer import audit
-from issuer.access_tokens import AccessTokens
+from issuer.access_tokens import AccessTokens, IdTokenTerms, TokenIds
 from issuer.accounts import (
     MAX_USERNAME,
     AccountStore,
@@ -24,11 +26,13 @@ from issuer.accounts import (
     password_matches,
     user_subject,
 )
+from issuer.codes import CodeStore
 from issuer.failed_attempts import FailedAttempts
 from issuer.passwords import PasswordPool, hash_password, needs_rehash
 from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms
 from issuer.token_memos import MEMO_ENTRIES
 from shared.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
+from shared.pkce import is_valid_verifier, verifier_matches
 from shared.scopes import format_scope, parse_scope
 
 T = TypeVar("T")
@@ -77,7 +81,9 @@ class Grants(AccessTokens, FailedAttempts):
 
     accounts: AccountStore
     refresh_tokens: RefreshTokenStore
+    codes: CodeStore
     password_pool: PasswordPool
+    _token_ids: TokenIds
     # (requested scope, the client's scopes) -> the granted scopes (client_credentials).
     _granted: dict[tuple[str | None, frozenset[str]], frozenset[str]]
 
@@ -234,4 +240,84 @@ class Grants(AccessTokens, FailedAttempts):
             redemption.audience,
             redemption.scopes,
             refresh_token=redemption.token,
+            sid=redemption.grant.sid,  # tokens refreshed from a sign-in keep its session
+        )
+
+    async def _authorization_code(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+        """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.5, §4.6, S256 only) and OpenID Connect.
+
+        What the redemption will issue (the refresh family, the access token's ``jti`` and end)
+        is decided first and recorded with the code as it is redeemed, before anything is
+        signed: a second presentation of the code, even one racing this one, revokes exactly
+        that (RFC 6749 §4.1.2, issuer/codes.py) and is ``invalid_grant``. Client, redirect URI
+        and verifier are checked after the redemption, so a failed check still uses the code up:
+        whoever holds a stolen code gets one try (RFC 9700 §4.5.3 allows this; the client starts
+        a new authorization request).
+        """
+        code, redirect_uri, verifier = (
+            form.get("code"),
+            form.get("redirect_uri"),
+            form.get("code_verifier"),
+        )
+        if not code:
+            raise InvalidRequest("code is required")
+        if not redirect_uri:
+            raise InvalidRequest("redirect_uri is required")
+        if not verifier:
+            raise InvalidRequest(
+                "code_verifier is required: every code is bound to a PKCE challenge"
+            )
+        if not is_valid_verifier(verifier):
+            raise InvalidRequest("code_verifier must be 43-128 unreserved characters (RFC 7636)")
+        now = self.clock()
+        family_id = secrets.token_hex(16) if "refresh_token" in client.grant_types else None
+        jti = self._token_ids.next()
+        access_expires_at = float(int(now) + self.settings.access_token_ttl)
+        granted = await in_thread(
+            lambda: self.codes.redeem(
+                code,
+                now=now,
+                family_id=family_id,
+                access_jti=jti,
+                access_expires_at=access_expires_at,
+            )
+        )
+        if granted.client_id != client.client_id:
+            raise InvalidGrant("the authorization code was not issued to this client")
+        if granted.redirect_uri != redirect_uri:
+            raise InvalidGrant("redirect_uri differs from the authorization request's")
+        if not verifier_matches(verifier, granted.code_challenge):
+            raise InvalidGrant("code_verifier does not match the code_challenge")
+
+        def issue_refresh() -> str | None:
+            user = self.accounts.get_user_by_id(granted.user_id)
+            if user is None or user.disabled:
+                raise InvalidGrant("the authorization code is invalid, expired or used")
+            if family_id is None:
+                return None
+            return self.refresh_tokens.issue(
+                client_id=client.client_id,
+                user_id=granted.user_id,
+                scopes=granted.scopes,
+                audience=granted.audience,
+                now=now,
+                family_id=family_id,
+                sid=granted.sid,
+            )
+
+        refresh = await in_thread(issue_refresh)
+        return await self._response(
+            user_subject(granted.user_id),
+            client,
+            granted.audience,
+            granted.scopes,
+            refresh_token=refresh,
+            sid=granted.sid,
+            jti=jti,
+            now=now,
+            id_token=(
+                IdTokenTerms(auth_time=granted.auth_time, nonce=granted.nonce)
+                if "openid" in granted.scopes
+                else None
+            ),
         )

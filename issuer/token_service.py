@@ -1,4 +1,5 @@
-"""The token endpoint's protocol logic (RFC 6749 §4.3, §4.4, §6; RFC 8707; RFC 9068).
+"""The token endpoint's protocol logic (RFC 6749 §4.1, §4.3, §4.4, §6; RFC 7636; RFC 8707;
+RFC 9068; OpenID Connect Core's token response).
 
 Framework-free: the HTTP layer hands over the parsed form and the ``Authorization`` header and
 serialises whatever this returns or raises. Blocking work (database, argon2) runs in a worker
@@ -10,8 +11,8 @@ so the hot path calls its methods directly, with no object in between):
 * ``issuer/token_memos.py``: the client records and verified ``Authorization`` headers it
   remembers between requests;
 * ``issuer/failed_attempts.py``: a failed authentication counted, audited and throttled;
-* ``issuer/grants.py``: the three grants, their scope and audience;
-* ``issuer/access_tokens.py``: the token response (claims, ``jti``, signature).
+* ``issuer/grants.py``: the grants, their scope and audience;
+* ``issuer/access_tokens.py``: the token response (claims, ``jti``, signature, ID token).
 
 Here: building it, client authentication with throttling (the token, revocation and
 introspection endpoints), and the dispatch of a token request to its grant.
@@ -29,6 +30,7 @@ from issuer.accounts import AccountStore, Client
 from issuer.audit import AuditLog
 from issuer.batch_signer import BatchSigner
 from issuer.client_auth import client_credentials
+from issuer.codes import CodeStore
 from issuer.grants import Grants, in_thread
 from issuer.keys import KeyRing
 from issuer.passwords import PasswordPool
@@ -42,6 +44,8 @@ from shared.protocol import GRANT_TYPES
 from shared.scopes import parse_scope
 
 UNKNOWN_ADDRESS = "unknown"
+# The grants a public client (no secret, token_endpoint_auth_method "none") may use.
+PUBLIC_CLIENT_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,14 @@ class TokenService(ClientMemos, Grants):
         clock: Clock = system_clock,
         throttle: Throttle | None = None,
         audit_log: AuditLog | None = None,
+        codes: CodeStore | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
+        # The authorization codes /authorize issues (the container passes its own store).
+        self.codes = codes or CodeStore(accounts.engine, ttl=getattr(settings, "code_ttl", 60))
         self.clock = clock
         self.password_pool = PasswordPool()
         self.throttle = throttle or Throttle(
@@ -148,6 +155,10 @@ class TokenService(ClientMemos, Grants):
             raise UnsupportedGrantType(f"grant type {grant_type[:40]!r} is not supported")
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        if client.public and grant_type not in PUBLIC_CLIENT_GRANTS:
+            # Registration refuses these already (issuer/accounts.py); a row edited by hand
+            # must not turn a client with no secret into a token source.
+            raise UnauthorizedClient(f"a public client may not use the {grant_type} grant")
         if grant_type != "client_credentials":
             # A malformed scope (RFC 6749 §3.3) is refused before the password check or the
             # refresh transaction; client_credentials parses it straight away anyway.
@@ -156,6 +167,8 @@ class TokenService(ClientMemos, Grants):
             body = await self._client_credentials(form, client)
         elif grant_type == "password":
             body = await self._password(form, client, address)
+        elif grant_type == "authorization_code":
+            body = await self._authorization_code(form, client)
         else:
             body = await self._refresh(form, client, address)
         return TokenResponse(body=body, grant_type=grant_type)
