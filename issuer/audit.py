@@ -25,6 +25,7 @@ logger = logging.getLogger("keyhouse.audit")
 # The events this module knows; ``record`` refuses any other name.
 CLIENT_AUTH_FAILED = "client_auth_failed"
 USER_AUTH_FAILED = "user_auth_failed"
+USER_LOGIN = "user_login"  # a person signed in on the login page (a new issuer session)
 THROTTLED = "auth_throttled"
 REFRESH_REUSE = "refresh_token_reuse"
 REFRESH_WRONG_CLIENT = "refresh_token_wrong_client"
@@ -38,6 +39,7 @@ EVENTS = frozenset(
     {
         CLIENT_AUTH_FAILED,
         USER_AUTH_FAILED,
+        USER_LOGIN,
         THROTTLED,
         REFRESH_REUSE,
         REFRESH_WRONG_CLIENT,

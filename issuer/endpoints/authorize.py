@@ -1,0 +1,460 @@
+"""Sign-in for people: ``GET /authorize`` (RFC 6749 §4.1, RFC 7636, RFC 9207, OpenID Connect
+``prompt``/``max_age``/``nonce``), the login form's ``POST /login`` and the consent form's
+``POST /consent``. Every answer is an HTML page (``issuer/pages.py``) or a 303 redirect.
+
+* A request whose client or redirect URI is not known good gets an error page, never a
+  redirect (``issuer/authorization.py`` step 1); later errors go back to the redirect URI.
+* A live issuer session (``__Host-keyhouse-session``) skips the login page unless
+  ``prompt=login`` or ``max_age`` says otherwise; ``prompt=none`` never shows a page.
+* The forms carry a signed ticket (the checked request) and a CSRF token bound to the
+  ``__Host-keyhouse-csrf`` cookie (``issuer/tickets.py``); a post whose ``Origin`` (or, without
+  one, ``Referer``) is not the issuer's own, or whose token does not match, is refused (403)
+  before anything else is looked at.
+* The login check is the password grant's: the same throttle keys, argon2 check on the password
+  threads, audit events and one generic message for every failure. A login always starts a new
+  session (a session presented before it is ended, never reused: no fixation).
+* Clients registered first-party skip consent; for others an approval is remembered per user
+  and client (``issuer/consents.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from issuer import audit, pages
+from issuer.accounts import MAX_USERNAME, Client, User, password_matches
+from issuer.authorization import (
+    AccessDenied,
+    AuthorizationRequest,
+    ConsentRequired,
+    LoginRequired,
+    check_request,
+    check_target,
+    error_redirect,
+    granted_scopes,
+    parse_query,
+    redirect_url,
+    target_of,
+)
+from issuer.container import Issuer
+from issuer.cookies import CSRF_COOKIE, SESSION_COOKIE, read_cookie, set_cookie
+from issuer.grants import in_thread
+from issuer.http import client_address, issuer_of, read_form
+from issuer.passwords import needs_rehash
+from issuer.sessions import LoginSession
+from issuer.tickets import InvalidTicket, Tickets
+from shared.errors import InvalidRequest, KeyhouseError, SlowDown
+from shared.protocol import CONSENT_PATH, LOGIN_PATH
+
+LOGIN = "login"  # the tickets' purposes
+CONSENT = "consent"
+WRONG_LOGIN = "The username or password is incorrect."
+REFUSED_TITLE = "Sign-in request refused"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _Forbidden(KeyhouseError):
+    """A form post from elsewhere (wrong origin or CSRF token): 403, nothing done."""
+
+    error = "access_denied"
+    status_code = 403
+
+
+def html_errors(endpoint: Endpoint) -> Endpoint:
+    """A refusal or a database outage met by ``endpoint`` as an error page, not JSON."""
+
+    @functools.wraps(endpoint)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except KeyhouseError as exc:
+            if not exc.expose:
+                raise  # the app's handler logs it and answers "internal error"
+            return pages.error_page(
+                REFUSED_TITLE, exc.description, status=exc.status_code, headers=exc.headers
+            )
+        except SQLAlchemyError as exc:
+            error = issuer_of(request).outage.error_for(exc)
+            if error is None:
+                raise
+            return pages.error_page(
+                "Temporarily unavailable",
+                "Signing in is not possible right now. Try again in a moment.",
+                status=error.status_code,
+                headers=error.headers,
+            )
+
+    return wrapped
+
+
+# -- GET /authorize ---------------------------------------------------------------------------
+
+
+@html_errors
+async def authorize(request: Request) -> Response:
+    issuer = issuer_of(request)
+    try:
+        raw = request.scope["query_string"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the request's parameters must be percent-encoded UTF-8") from None
+    query = parse_query(raw)
+    client_id, redirect_uri = target_of(query)
+    client = check_target(await _client(issuer, client_id), redirect_uri)
+    # From here on the redirect URI is the client's own: errors go back to it.
+    try:
+        auth = check_request(query, client, redirect_uri)
+    except KeyhouseError as exc:
+        return _redirect(error_redirect(redirect_uri, _iss(issuer), exc, query.state()))
+    now = issuer.tokens.clock()
+    signed_in = await _signed_in(request, issuer, now)
+    if signed_in is not None:
+        session, user = signed_in
+        too_old = auth.max_age is not None and now - session.auth_time > auth.max_age
+        if not auth.forces_login and not too_old:
+            return await _signed_in_answer(request, issuer, client, auth, session, user, now)
+    if auth.no_prompt:
+        return _error(issuer, auth, LoginRequired("the user is not signed in"))
+    return _login_page(request, issuer, client, auth, now)
+
+
+# -- POST /login ------------------------------------------------------------------------------
+
+
+@html_errors
+async def login(request: Request) -> Response:
+    issuer = issuer_of(request)
+    form = await _checked_form(request, issuer)
+    now = issuer.tokens.clock()
+    auth = _open_request(issuer, LOGIN, form, now)
+    client = check_target(await _client(issuer, auth.client_id), auth.redirect_uri)
+    username, password = form.get("username", ""), form.get("password", "")
+    if not username or not password:
+        return _login_page(
+            request,
+            issuer,
+            client,
+            auth,
+            now,
+            error="Enter your username and password.",
+            username=username[:MAX_USERNAME],
+            status=400,
+        )
+    address = client_address(request)
+    tokens = issuer.tokens
+    keys = [tokens.throttle.user(username[:MAX_USERNAME]), tokens.throttle.address(address)]
+
+    def look_up() -> User | None:
+        tokens._check_blocked(keys, now)  # blocked: refused before the password is checked
+        return tokens.accounts.find_login(username)
+
+    try:
+        user = await in_thread(look_up)
+    except SlowDown as exc:
+        message = f"Too many failed sign-in attempts. Try again in {exc.headers['Retry-After']} s."
+        return _login_page(
+            request, issuer, client, auth, now, error=message, status=429, headers=exc.headers
+        )
+    matches = await tokens.password_pool.run(lambda: password_matches(user, password))
+    if not matches or user is None:
+
+        def failed() -> None:
+            tokens._failed(
+                keys,
+                now,
+                audit.USER_AUTH_FAILED,
+                address=address,
+                client_id=client.client_id,
+                subject=user.subject if user else None,
+                detail=(
+                    "unknown username on the login page"
+                    if user is None
+                    else "login by a disabled user on the login page"
+                    if user.disabled
+                    else "wrong password on the login page"
+                ),
+            )
+
+        await in_thread(failed)
+        return _login_page(
+            request, issuer, client, auth, now, error=WRONG_LOGIN, username=username, status=401
+        )
+    if needs_rehash(user.password_hash):
+        await tokens._rehash(user, password)
+    cookie, session = await in_thread(lambda: _new_session(request, issuer, user, now))
+    await in_thread(
+        lambda: tokens.audit.record(
+            audit.USER_LOGIN,
+            client_id=client.client_id,
+            subject=user.subject,
+            address=address,
+            detail=f"signed in on the login page; session {session.sid}",
+        )
+    )
+    response = await _signed_in_answer(request, issuer, client, auth, session, user, now)
+    set_cookie(response, SESSION_COOKIE, cookie, max_age=issuer.settings.session_ttl)
+    return response
+
+
+def _new_session(
+    request: Request, issuer: Issuer, user: User, now: float
+) -> tuple[str, LoginSession]:
+    """A fresh session for ``user``; the one the browser presented, if any, is ended: an id
+    known before the login (planted by someone else, say) never becomes a signed-in one."""
+    presented = read_cookie(request, SESSION_COOKIE)
+    if presented is not None:
+        earlier = issuer.sessions.find(presented, now)
+        if earlier is not None:
+            issuer.sessions.end(earlier.sid, now)
+    return issuer.sessions.create(user.user_id, now)
+
+
+# -- POST /consent ----------------------------------------------------------------------------
+
+
+@html_errors
+async def consent(request: Request) -> Response:
+    issuer = issuer_of(request)
+    form = await _checked_form(request, issuer)
+    now = issuer.tokens.clock()
+    data = _open(issuer, CONSENT, form, now)
+    try:
+        auth = AuthorizationRequest.from_dict(data["request"])
+        sid, shown = data["sid"], frozenset(data["scopes"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidRequest("this sign-in request is not valid; start again") from None
+    client = check_target(await _client(issuer, auth.client_id), auth.redirect_uri)
+    decision = form.get("decision")
+    if decision not in ("approve", "deny"):
+        raise InvalidRequest("decision must be approve or deny")
+    signed_in = await _signed_in(request, issuer, now)
+    if signed_in is None or signed_in[0].sid != sid:
+        # Signed out (or in as someone else) since the page was shown: ask who it is again.
+        return _login_page(request, issuer, client, auth, now)
+    session, user = signed_in
+    if decision == "deny":
+        return _error(issuer, auth, AccessDenied("the user denied the request"))
+    # What the page showed, and still within what the user holds now.
+    scopes = shown & granted_scopes(auth.scopes, user.scopes)
+    await in_thread(
+        lambda: issuer.consents.grant(user.user_id, client.client_id, scopes, auth.audience, now)
+    )
+    return await _code(issuer, auth, session, user, scopes, now)
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+async def _signed_in_answer(
+    request: Request,
+    issuer: Issuer,
+    client: Client,
+    auth: AuthorizationRequest,
+    session: LoginSession,
+    user: User,
+    now: float,
+) -> Response:
+    """The user is known: the consent page when one is needed, else the code."""
+    scopes = granted_scopes(auth.scopes, user.scopes)
+    if not client.first_party:
+        asked = "consent" in auth.prompt
+        covered = not asked and await in_thread(
+            lambda: issuer.consents.covers(user.user_id, client.client_id, scopes, auth.audience)
+        )
+        if not covered:
+            if auth.no_prompt:
+                return _error(issuer, auth, ConsentRequired("the user has not approved this"))
+            return _consent_page(request, issuer, client, auth, session, user, scopes, now)
+    return await _code(issuer, auth, session, user, scopes, now)
+
+
+async def _code(
+    issuer: Issuer,
+    auth: AuthorizationRequest,
+    session: LoginSession,
+    user: User,
+    scopes: frozenset[str],
+    now: float,
+) -> Response:
+    code = await in_thread(
+        lambda: issuer.codes.issue(
+            client_id=auth.client_id,
+            redirect_uri=auth.redirect_uri,
+            code_challenge=auth.code_challenge,
+            user_id=user.user_id,
+            scopes=scopes,
+            audience=auth.audience,
+            nonce=auth.nonce,
+            sid=session.sid,
+            auth_time=session.auth_time,
+            now=now,
+        )
+    )
+    params = {"code": code, "state": auth.state, "iss": _iss(issuer)}
+    return _redirect(redirect_url(auth.redirect_uri, params))
+
+
+async def _signed_in(
+    request: Request, issuer: Issuer, now: float
+) -> tuple[LoginSession, User] | None:
+    """The live session the browser presents and its user (None if the user is disabled)."""
+    cookie = read_cookie(request, SESSION_COOKIE)
+    if cookie is None:
+        return None
+
+    def look_up() -> tuple[LoginSession, User] | None:
+        session = issuer.sessions.find(cookie, now)
+        if session is None:
+            return None
+        user = issuer.tokens.accounts.get_user_by_id(session.user_id)
+        return None if user is None or user.disabled else (session, user)
+
+    return await in_thread(look_up)
+
+
+async def _client(issuer: Issuer, client_id: str) -> Client | None:
+    if len(client_id) > 200:
+        return None
+    return await in_thread(lambda: issuer.tokens.accounts.get_client(client_id))
+
+
+async def _checked_form(request: Request, issuer: Issuer) -> dict[str, str]:
+    """The posted form, once its origin and CSRF token are right (403 otherwise)."""
+    form = await read_form(request, issuer.settings.max_body_bytes)
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        origin = pages.origin_of(referer) if referer else None
+    same_origin = origin is not None and pages.origin_of(origin) == _own_origin(issuer)
+    tickets = Tickets(issuer.sign_in_key)
+    if not same_origin or not tickets.csrf_matches(
+        read_cookie(request, CSRF_COOKIE), form.get("csrf_token")
+    ):
+        raise _Forbidden("This form was not sent from this sign-in page. Start again.")
+    return form
+
+
+def _open(issuer: Issuer, purpose: str, form: dict[str, str], now: float) -> dict[str, Any]:
+    try:
+        return Tickets(issuer.sign_in_key).open(purpose, form.get("ticket"), now=now)
+    except InvalidTicket:
+        raise InvalidRequest(
+            "this sign-in page has expired or was altered; start again from the application"
+        ) from None
+
+
+def _open_request(
+    issuer: Issuer, purpose: str, form: dict[str, str], now: float
+) -> AuthorizationRequest:
+    try:
+        return AuthorizationRequest.from_dict(_open(issuer, purpose, form, now))
+    except ValueError:
+        raise InvalidRequest("this sign-in request is not valid; start again") from None
+
+
+def _csrf(request: Request, tickets: Tickets) -> tuple[str, bool]:
+    """The browser's CSRF cookie value, or a new one (True: set it)."""
+    value = read_cookie(request, CSRF_COOKIE)
+    if tickets.is_csrf_cookie(value):
+        assert value is not None
+        return value, False
+    return tickets.new_csrf_cookie(), True
+
+
+def _form_page(
+    request: Request,
+    issuer: Issuer,
+    template: str,
+    context: dict[str, Any],
+    auth: AuthorizationRequest,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    tickets = Tickets(issuer.sign_in_key)
+    cookie, new = _csrf(request, tickets)
+    response = pages.render(
+        template,
+        {**context, "csrf_token": tickets.csrf_token(cookie)},
+        status=status,
+        form_action=[auth.redirect_uri],  # the post may end in a redirect there
+        posts_form=True,
+        headers=headers,
+    )
+    if new:
+        set_cookie(response, CSRF_COOKIE, cookie)
+    return response
+
+
+def _login_page(
+    request: Request,
+    issuer: Issuer,
+    client: Client,
+    auth: AuthorizationRequest,
+    now: float,
+    *,
+    error: str | None = None,
+    username: str | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    ticket = Tickets(issuer.sign_in_key).seal(LOGIN, auth.to_dict(), now=now)
+    context = {
+        "client_name": client.name,
+        "ticket": ticket,
+        "action": LOGIN_PATH,
+        "error": error,
+        "username": username if username is not None else (auth.login_hint or ""),
+    }
+    return _form_page(request, issuer, "login.html", context, auth, status=status, headers=headers)
+
+
+def _consent_page(
+    request: Request,
+    issuer: Issuer,
+    client: Client,
+    auth: AuthorizationRequest,
+    session: LoginSession,
+    user: User,
+    scopes: frozenset[str],
+    now: float,
+) -> Response:
+    data = {"request": auth.to_dict(), "sid": session.sid, "scopes": sorted(scopes)}
+    context = {
+        "client_name": client.name,
+        "username": user.username,
+        "scopes": sorted(scopes),
+        "audience": auth.audience,
+        "ticket": Tickets(issuer.sign_in_key).seal(CONSENT, data, now=now),
+        "action": CONSENT_PATH,
+    }
+    return _form_page(request, issuer, "consent.html", context, auth)
+
+
+def _iss(issuer: Issuer) -> str:
+    return issuer.settings.issuer_url
+
+
+def _own_origin(issuer: Issuer) -> str | None:
+    return pages.origin_of(issuer.settings.issuer_url)
+
+
+def _error(issuer: Issuer, auth: AuthorizationRequest, error: KeyhouseError) -> Response:
+    return _redirect(error_redirect(auth.redirect_uri, _iss(issuer), error, auth.state))
+
+
+def _redirect(url: str) -> Response:
+    """303: the browser follows with a GET; no Referer reaches the client's page."""
+    headers = {
+        "Location": url,
+        "Cache-Control": "no-store",
+        "Pragma": "no-cache",
+        "Referrer-Policy": "no-referrer",
+    }
+    return Response(status_code=303, headers=headers)
