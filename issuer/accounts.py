@@ -227,13 +227,6 @@ class AccountStore:
             )
         redirects = _check_redirect_uris("--redirect-uri", redirect_uris)
         after_logout = _check_redirect_uris("--post-logout-redirect-uri", post_logout_redirect_uris)
-        code_flow = "authorization_code" in grant_types
-        if code_flow and not redirects:
-            raise ConfigurationError("--grant authorization_code needs at least one --redirect-uri")
-        if not code_flow and (redirects or after_logout):
-            raise ConfigurationError(
-                "redirect URIs are for the authorization_code grant: add --grant authorization_code"
-            )
         if public:
             refused = [g for g in dict.fromkeys(grant_types) if g not in PUBLIC_GRANT_TYPES]
             if refused:
@@ -243,6 +236,13 @@ class AccountStore:
                 )
             if client_secret is not None:
                 raise ConfigurationError("a public client (--public) has no secret")
+        code_flow = "authorization_code" in grant_types
+        if code_flow and not redirects:
+            raise ConfigurationError("--grant authorization_code needs at least one --redirect-uri")
+        if not code_flow and (redirects or after_logout):
+            raise ConfigurationError(
+                "redirect URIs are for the authorization_code grant: add --grant authorization_code"
+            )
         client_id = client_id or "c-" + secrets.token_urlsafe(12)
         secret = None if public else client_secret or secrets.token_urlsafe(32)  # 256 bits
         row = {
