@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -15,7 +16,13 @@ from issuer.codes import CodeStore
 from issuer.consents import ConsentStore
 from issuer.db import authorization_codes, login_sessions, refresh_tokens
 from issuer.engines import make_engine
-from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms, token_hash
+from issuer.refresh import (
+    Redemption,
+    RefreshGrant,
+    RefreshTokenStore,
+    SuccessorTerms,
+    token_hash,
+)
 from issuer.revoked import RevokedAccessTokens
 from issuer.sessions import SessionStore
 from shared.clock import FakeClock
@@ -311,6 +318,15 @@ def test_sid_is_carried_to_every_successor(engine: Engine, terms: SuccessorTerms
     """Both rotation paths (with terms PostgreSQL rotates in one statement)."""
     _users(engine)
     store = RefreshTokenStore(engine, ttl=3600)
+    at_once: list[bool] = []  # did the one-statement path rotate?
+    one_statement = store._rotate_at_once
+
+    def spy(*args: Any, **kwargs: Any) -> Redemption | None:
+        done = one_statement(*args, **kwargs)
+        at_once.append(done is not None)
+        return done
+
+    store._rotate_at_once = spy  # type: ignore[method-assign]
     token = store.issue(
         client_id="web",
         user_id="u1",
@@ -326,6 +342,8 @@ def test_sid_is_carried_to_every_successor(engine: Engine, terms: SuccessorTerms
         assert redemption.grant.sid == "sid-1"
         assert redemption.token is not None
         token = redemption.token
+    postgres_with_terms = terms is not None and engine.dialect.name == "postgresql"
+    assert at_once == ([True] * 3 if postgres_with_terms else [])
     with engine.connect() as conn:
         sids = conn.execute(select(refresh_tokens.c.sid)).scalars().all()
     assert sids == ["sid-1"] * 4
