@@ -28,18 +28,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from issuer import audit, pages
-from issuer.accounts import MAX_USERNAME, Client, User, password_matches
+from issuer.accounts import MAX_USERNAME, User, password_matches
 from issuer.authorization import (
     AccessDenied,
     AuthorizationRequest,
-    ConsentRequired,
     LoginRequired,
     check_request,
     check_target,
     error_redirect,
     granted_scopes,
     parse_query,
-    redirect_url,
     target_of,
 )
 from issuer.container import Issuer
@@ -48,12 +46,20 @@ from issuer.grants import in_thread
 from issuer.http import client_address, issuer_of, read_form
 from issuer.passwords import needs_rehash
 from issuer.sessions import LoginSession
+from issuer.sign_in import (
+    CONSENT,
+    LOGIN,
+    answer_signed_in,
+    find_client,
+    issue_code,
+    login_page,
+    redirect,
+    redirect_error,
+    signed_in,
+)
 from issuer.tickets import InvalidTicket, Tickets
 from shared.errors import InvalidRequest, KeyhouseError, SlowDown
-from shared.protocol import CONSENT_PATH, LOGIN_PATH
 
-LOGIN = "login"  # the tickets' purposes
-CONSENT = "consent"
 WRONG_LOGIN = "The username or password is incorrect."
 REFUSED_TITLE = "Sign-in request refused"
 
@@ -106,22 +112,23 @@ async def authorize(request: Request) -> Response:
         raise InvalidRequest("the request's parameters must be percent-encoded UTF-8") from None
     query = parse_query(raw)
     client_id, redirect_uri = target_of(query)
-    client = check_target(await _client(issuer, client_id), redirect_uri)
+    client = check_target(await find_client(issuer, client_id), redirect_uri)
     # From here on the redirect URI is the client's own: errors go back to it.
     try:
         auth = check_request(query, client, redirect_uri)
     except KeyhouseError as exc:
-        return _redirect(error_redirect(redirect_uri, _iss(issuer), exc, query.state()))
+        iss = issuer.settings.issuer_url
+        return redirect(error_redirect(redirect_uri, iss, exc, query.state()))
     now = issuer.tokens.clock()
-    signed_in = await _signed_in(request, issuer, now)
-    if signed_in is not None:
-        session, user = signed_in
+    known = await signed_in(request, issuer, now)
+    if known is not None:
+        session, user = known
         too_old = auth.max_age is not None and now - session.auth_time > auth.max_age
         if not auth.forces_login and not too_old:
-            return await _signed_in_answer(request, issuer, client, auth, session, user, now)
+            return await answer_signed_in(request, issuer, client, auth, session, user, now)
     if auth.no_prompt:
-        return _error(issuer, auth, LoginRequired("the user is not signed in"))
-    return _login_page(request, issuer, client, auth, now)
+        return redirect_error(issuer, auth, LoginRequired("the user is not signed in"))
+    return login_page(request, issuer, client, auth, now)
 
 
 # -- POST /login ------------------------------------------------------------------------------
@@ -133,22 +140,23 @@ async def login(request: Request) -> Response:
     form = await _checked_form(request, issuer)
     now = issuer.tokens.clock()
     auth = _open_request(issuer, LOGIN, form, now)
-    client = check_target(await _client(issuer, auth.client_id), auth.redirect_uri)
+    client = check_target(await find_client(issuer, auth.client_id), auth.redirect_uri)
     username, password = form.get("username", ""), form.get("password", "")
+    shown = username[:MAX_USERNAME]  # what the form shows again
     if not username or not password:
-        return _login_page(
+        return login_page(
             request,
             issuer,
             client,
             auth,
             now,
             error="Enter your username and password.",
-            username=username[:MAX_USERNAME],
+            username=shown,
             status=400,
         )
     address = client_address(request)
     tokens = issuer.tokens
-    keys = [tokens.throttle.user(username[:MAX_USERNAME]), tokens.throttle.address(address)]
+    keys = [tokens.throttle.user(shown), tokens.throttle.address(address)]
 
     def look_up() -> User | None:
         tokens._check_blocked(keys, now)  # blocked: refused before the password is checked
@@ -158,7 +166,7 @@ async def login(request: Request) -> Response:
         user = await in_thread(look_up)
     except SlowDown as exc:
         message = f"Too many failed sign-in attempts. Try again in {exc.headers['Retry-After']} s."
-        return _login_page(
+        return login_page(
             request, issuer, client, auth, now, error=message, status=429, headers=exc.headers
         )
     matches = await tokens.password_pool.run(lambda: password_matches(user, password))
@@ -182,8 +190,8 @@ async def login(request: Request) -> Response:
             )
 
         await in_thread(failed)
-        return _login_page(
-            request, issuer, client, auth, now, error=WRONG_LOGIN, username=username, status=401
+        return login_page(
+            request, issuer, client, auth, now, error=WRONG_LOGIN, username=shown, status=401
         )
     if needs_rehash(user.password_hash):
         await tokens._rehash(user, password)
@@ -197,7 +205,7 @@ async def login(request: Request) -> Response:
             detail=f"signed in on the login page; session {session.sid}",
         )
     )
-    response = await _signed_in_answer(request, issuer, client, auth, session, user, now)
+    response = await answer_signed_in(request, issuer, client, auth, session, user, now)
     set_cookie(response, SESSION_COOKIE, cookie, max_age=issuer.settings.session_ttl)
     return response
 
@@ -229,99 +237,26 @@ async def consent(request: Request) -> Response:
         sid, shown = data["sid"], frozenset(data["scopes"])
     except (KeyError, TypeError, ValueError):
         raise InvalidRequest("this sign-in request is not valid; start again") from None
-    client = check_target(await _client(issuer, auth.client_id), auth.redirect_uri)
+    client = check_target(await find_client(issuer, auth.client_id), auth.redirect_uri)
     decision = form.get("decision")
     if decision not in ("approve", "deny"):
         raise InvalidRequest("decision must be approve or deny")
-    signed_in = await _signed_in(request, issuer, now)
-    if signed_in is None or signed_in[0].sid != sid:
+    known = await signed_in(request, issuer, now)
+    if known is None or known[0].sid != sid:
         # Signed out (or in as someone else) since the page was shown: ask who it is again.
-        return _login_page(request, issuer, client, auth, now)
-    session, user = signed_in
+        return login_page(request, issuer, client, auth, now)
+    session, user = known
     if decision == "deny":
-        return _error(issuer, auth, AccessDenied("the user denied the request"))
+        return redirect_error(issuer, auth, AccessDenied("the user denied the request"))
     # What the page showed, and still within what the user holds now.
     scopes = shown & granted_scopes(auth.scopes, user.scopes)
     await in_thread(
         lambda: issuer.consents.grant(user.user_id, client.client_id, scopes, auth.audience, now)
     )
-    return await _code(issuer, auth, session, user, scopes, now)
+    return await issue_code(issuer, auth, session, user, scopes, now)
 
 
 # -- the steps ---------------------------------------------------------------------------------
-
-
-async def _signed_in_answer(
-    request: Request,
-    issuer: Issuer,
-    client: Client,
-    auth: AuthorizationRequest,
-    session: LoginSession,
-    user: User,
-    now: float,
-) -> Response:
-    """The user is known: the consent page when one is needed, else the code."""
-    scopes = granted_scopes(auth.scopes, user.scopes)
-    if not client.first_party:
-        asked = "consent" in auth.prompt
-        covered = not asked and await in_thread(
-            lambda: issuer.consents.covers(user.user_id, client.client_id, scopes, auth.audience)
-        )
-        if not covered:
-            if auth.no_prompt:
-                return _error(issuer, auth, ConsentRequired("the user has not approved this"))
-            return _consent_page(request, issuer, client, auth, session, user, scopes, now)
-    return await _code(issuer, auth, session, user, scopes, now)
-
-
-async def _code(
-    issuer: Issuer,
-    auth: AuthorizationRequest,
-    session: LoginSession,
-    user: User,
-    scopes: frozenset[str],
-    now: float,
-) -> Response:
-    code = await in_thread(
-        lambda: issuer.codes.issue(
-            client_id=auth.client_id,
-            redirect_uri=auth.redirect_uri,
-            code_challenge=auth.code_challenge,
-            user_id=user.user_id,
-            scopes=scopes,
-            audience=auth.audience,
-            nonce=auth.nonce,
-            sid=session.sid,
-            auth_time=session.auth_time,
-            now=now,
-        )
-    )
-    params = {"code": code, "state": auth.state, "iss": _iss(issuer)}
-    return _redirect(redirect_url(auth.redirect_uri, params))
-
-
-async def _signed_in(
-    request: Request, issuer: Issuer, now: float
-) -> tuple[LoginSession, User] | None:
-    """The live session the browser presents and its user (None if the user is disabled)."""
-    cookie = read_cookie(request, SESSION_COOKIE)
-    if cookie is None:
-        return None
-
-    def look_up() -> tuple[LoginSession, User] | None:
-        session = issuer.sessions.find(cookie, now)
-        if session is None:
-            return None
-        user = issuer.tokens.accounts.get_user_by_id(session.user_id)
-        return None if user is None or user.disabled else (session, user)
-
-    return await in_thread(look_up)
-
-
-async def _client(issuer: Issuer, client_id: str) -> Client | None:
-    if len(client_id) > 200:
-        return None
-    return await in_thread(lambda: issuer.tokens.accounts.get_client(client_id))
 
 
 async def _checked_form(request: Request, issuer: Issuer) -> dict[str, str]:
@@ -358,103 +293,5 @@ def _open_request(
         raise InvalidRequest("this sign-in request is not valid; start again") from None
 
 
-def _csrf(request: Request, tickets: Tickets) -> tuple[str, bool]:
-    """The browser's CSRF cookie value, or a new one (True: set it)."""
-    value = read_cookie(request, CSRF_COOKIE)
-    if tickets.is_csrf_cookie(value):
-        assert value is not None
-        return value, False
-    return tickets.new_csrf_cookie(), True
-
-
-def _form_page(
-    request: Request,
-    issuer: Issuer,
-    template: str,
-    context: dict[str, Any],
-    auth: AuthorizationRequest,
-    *,
-    status: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    tickets = Tickets(issuer.sign_in_key)
-    cookie, new = _csrf(request, tickets)
-    response = pages.render(
-        template,
-        {**context, "csrf_token": tickets.csrf_token(cookie)},
-        status=status,
-        form_action=[auth.redirect_uri],  # the post may end in a redirect there
-        posts_form=True,
-        headers=headers,
-    )
-    if new:
-        set_cookie(response, CSRF_COOKIE, cookie)
-    return response
-
-
-def _login_page(
-    request: Request,
-    issuer: Issuer,
-    client: Client,
-    auth: AuthorizationRequest,
-    now: float,
-    *,
-    error: str | None = None,
-    username: str | None = None,
-    status: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    ticket = Tickets(issuer.sign_in_key).seal(LOGIN, auth.to_dict(), now=now)
-    context = {
-        "client_name": client.name,
-        "ticket": ticket,
-        "action": LOGIN_PATH,
-        "error": error,
-        "username": username if username is not None else (auth.login_hint or ""),
-    }
-    return _form_page(request, issuer, "login.html", context, auth, status=status, headers=headers)
-
-
-def _consent_page(
-    request: Request,
-    issuer: Issuer,
-    client: Client,
-    auth: AuthorizationRequest,
-    session: LoginSession,
-    user: User,
-    scopes: frozenset[str],
-    now: float,
-) -> Response:
-    data = {"request": auth.to_dict(), "sid": session.sid, "scopes": sorted(scopes)}
-    context = {
-        "client_name": client.name,
-        "username": user.username,
-        "scopes": sorted(scopes),
-        "audience": auth.audience,
-        "ticket": Tickets(issuer.sign_in_key).seal(CONSENT, data, now=now),
-        "action": CONSENT_PATH,
-    }
-    return _form_page(request, issuer, "consent.html", context, auth)
-
-
-def _iss(issuer: Issuer) -> str:
-    return issuer.settings.issuer_url
-
-
 def _own_origin(issuer: Issuer) -> str | None:
     return pages.origin_of(issuer.settings.issuer_url)
-
-
-def _error(issuer: Issuer, auth: AuthorizationRequest, error: KeyhouseError) -> Response:
-    return _redirect(error_redirect(auth.redirect_uri, _iss(issuer), error, auth.state))
-
-
-def _redirect(url: str) -> Response:
-    """303: the browser follows with a GET; no Referer reaches the client's page."""
-    headers = {
-        "Location": url,
-        "Cache-Control": "no-store",
-        "Pragma": "no-cache",
-        "Referrer-Policy": "no-referrer",
-    }
-    return Response(status_code=303, headers=headers)
