@@ -39,13 +39,6 @@ from shared.errors import ConfigurationError
 from shared.protocol import ADMIN_AUDIENCE
 from shared.tokens import TokenVerifier
 
-# Defaults while IssuerSettings lacks the sign-in fields (ISSUER_SESSION_IDLE_TTL,
-# ISSUER_SESSION_TTL, ISSUER_CODE_TTL): OWASP's session guidance, and RFC 6749's "10 minutes
-# maximum" cut to the 60 s OAuth 2.1 implementations use.
-DEFAULT_SESSION_IDLE_TTL = 1800
-DEFAULT_SESSION_TTL = 28800
-DEFAULT_CODE_TTL = 60
-
 logger = logging.getLogger("keyhouse.issuer")
 
 
@@ -103,15 +96,11 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     refresh = RefreshTokenStore(
         engine, ttl=settings.refresh_token_ttl, idle_ttl=settings.refresh_token_idle_ttl
     )
-    tokens = TokenService(settings, keyring, accounts, refresh, clock=clock)
-    outage = DatabaseOutage(retry_after=settings.retry_after)
     revoked = RevokedAccessTokens(engine, clock=clock)
-    sessions = SessionStore(
-        engine,
-        idle_ttl=getattr(settings, "session_idle_ttl", DEFAULT_SESSION_IDLE_TTL),
-        ttl=getattr(settings, "session_ttl", DEFAULT_SESSION_TTL),
-    )
-    codes = CodeStore(engine, ttl=getattr(settings, "code_ttl", DEFAULT_CODE_TTL), revoked=revoked)
+    sessions = SessionStore(engine, idle_ttl=settings.session_idle_ttl, ttl=settings.session_ttl)
+    codes = CodeStore(engine, ttl=settings.code_ttl, revoked=revoked)
+    tokens = TokenService(settings, keyring, accounts, refresh, clock=clock, codes=codes)
+    outage = DatabaseOutage(retry_after=settings.retry_after)
     probe_engine = make_probe_engine(settings.database_url)
     return Issuer(
         settings=settings,

@@ -22,5 +22,12 @@ def test_sign_in_stores_and_key(app: App, make_app: MakeApp) -> None:
     assert found is not None
     assert found.sid == session.sid
     assert (issuer.sessions.idle_ttl, issuer.sessions.ttl, issuer.codes.ttl) == (1800, 28800, 60)
+    configured = make_app(session_idle_ttl=60, session_ttl=120, code_ttl=30).issuer
+    assert (configured.sessions.idle_ttl, configured.sessions.ttl, configured.codes.ttl) == (
+        60,
+        120,
+        30,
+    )
     assert issuer.introspector.revoked is issuer.revoked
     assert issuer.codes.revoked is issuer.revoked
+    assert issuer.tokens.codes is issuer.codes  # /token redeems the codes /authorize issues
