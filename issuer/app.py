@@ -19,22 +19,30 @@ from starlette.routing import Route
 from issuer import http
 from issuer.container import build_issuer, close_issuer, reload_keys_forever
 from issuer.endpoints.admin import admin_keys, admin_revoke, admin_rotate
+from issuer.endpoints.authorize import authorize, consent, login
 from issuer.endpoints.discovery import jwks, metadata
 from issuer.endpoints.health import healthz, metrics, readyz
 from issuer.endpoints.introspection import introspect
 from issuer.endpoints.revocation import revoke
 from issuer.endpoints.token import TokenFastPath
+from issuer.endpoints.userinfo import userinfo
+from issuer.pages import static
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import KeyhouseError
 from shared.protocol import (
+    AUTHORIZE_PATH,
+    CONSENT_PATH,
     HEALTH_PATH,
     INTROSPECTION_PATH,
     JWKS_PATH,
+    LOGIN_PATH,
     METADATA_PATH,
     OPENID_CONFIGURATION_PATH,
     READINESS_PATH,
     REVOCATION_PATH,
+    STATIC_PATH,
+    USERINFO_PATH,
 )
 
 # Answered by the endpoint itself (405 with ``Allow: POST``) rather than the router.
@@ -60,6 +68,11 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
         Route(JWKS_PATH, jwks, methods=["GET"]),
         Route(METADATA_PATH, metadata, methods=["GET"]),
         Route(OPENID_CONFIGURATION_PATH, metadata, methods=["GET"]),
+        Route(AUTHORIZE_PATH, authorize, methods=["GET"]),  # GET implies HEAD
+        Route(LOGIN_PATH, login, methods=["POST"]),
+        Route(CONSENT_PATH, consent, methods=["POST"]),
+        Route(USERINFO_PATH, userinfo, methods=_ANY_METHOD),
+        Route(STATIC_PATH + "/keyhouse.css", static, methods=["GET"]),
         Route(REVOCATION_PATH, revoke, methods=_ANY_METHOD),
         Route(INTROSPECTION_PATH, introspect, methods=_ANY_METHOD),
         Route("/admin/keys", admin_keys, methods=["GET"]),
