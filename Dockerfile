@@ -32,7 +32,8 @@ print("\n".join(p["dependencies"] + p.get("optional-dependencies", {}).get("post
 COPY . .
 RUN pip install --no-deps . \
     && issuer --help >/dev/null \
-    && resource-service --help >/dev/null
+    && resource-service --help >/dev/null \
+    && webapp --help >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -21,6 +21,7 @@ from issuer.container import build_issuer, close_issuer, reload_keys_forever
 from issuer.endpoints.admin import admin_keys, admin_revoke, admin_rotate
 from issuer.endpoints.authorize import authorize, consent, login
 from issuer.endpoints.discovery import jwks, metadata
+from issuer.endpoints.end_session import end_session
 from issuer.endpoints.health import healthz, metrics, readyz
 from issuer.endpoints.introspection import introspect
 from issuer.endpoints.revocation import revoke
@@ -33,6 +34,7 @@ from shared.errors import KeyhouseError
 from shared.protocol import (
     AUTHORIZE_PATH,
     CONSENT_PATH,
+    END_SESSION_PATH,
     HEALTH_PATH,
     INTROSPECTION_PATH,
     JWKS_PATH,
@@ -72,6 +74,7 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
         Route(LOGIN_PATH, login, methods=["POST"]),
         Route(CONSENT_PATH, consent, methods=["POST"]),
         Route(USERINFO_PATH, userinfo, methods=_ANY_METHOD),
+        Route(END_SESSION_PATH, end_session, methods=["GET", "POST"]),
         Route(STATIC_PATH + "/keyhouse.css", static, methods=["GET"]),
         Route(REVOCATION_PATH, revoke, methods=_ANY_METHOD),
         Route(INTROSPECTION_PATH, introspect, methods=_ANY_METHOD),

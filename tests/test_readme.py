@@ -11,7 +11,7 @@ from issuer.seed import DEMO_CLIENT_ID, DEMO_USERNAME, walkthrough
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-PACKAGES = ("shared", "serving", "issuer", "resource_service", "drill", "bench")
+PACKAGES = ("shared", "serving", "issuer", "resource_service", "drill", "bench", "webapp")
 
 
 def _section(title: str) -> str:
