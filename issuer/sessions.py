@@ -142,6 +142,17 @@ class SessionStore:
             ).rowcount
         return bool(ended)
 
+    def end_user(self, user_id: str, now: float) -> int:
+        """End every live session of ``user_id`` (disabled, or the password changed: OWASP
+        asks that a credential change end the sessions). Returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(login_sessions)
+                .where(login_sessions.c.user_id == user_id)
+                .where(login_sessions.c.ended_at.is_(None))
+                .values(ended_at=now)
+            ).rowcount
+
     def get(self, sid: str) -> LoginSession | None:
         """The session ``sid`` whatever its state (ended or expired ones included)."""
         with self.engine.connect() as conn:

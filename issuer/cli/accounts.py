@@ -18,6 +18,8 @@ from issuer.cli.common import (
 )
 from issuer.consents import ConsentStore
 from issuer.refresh import RefreshTokenStore
+from issuer.sessions import SessionStore
+from issuer.settings import IssuerSettings
 from serving.cli import CLIError
 from shared.clock import system_clock
 from shared.scopes import parse_scope
@@ -88,15 +90,20 @@ def cmd_users_disable(args: argparse.Namespace, disabled: bool = True) -> None:
     settings = load_settings()
     accounts = open_accounts(settings)
     user = accounts.set_user_disabled(args.username, disabled)
-    ended = 0
+    ended = sessions = 0
     if disabled:
         ended = RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
             user.user_id, system_clock()
         )
+        sessions = _end_sign_in_sessions(accounts, settings, user)
     audit.AuditLog(accounts.engine).record(
         audit.USER_DISABLED if disabled else audit.USER_ENABLED,
         subject=user.subject,
-        detail=f"by the CLI; {ended} refresh tokens revoked" if disabled else "by the CLI",
+        detail=(
+            f"by the CLI; {ended} refresh tokens revoked, {sessions} sign-in sessions ended"
+            if disabled
+            else "by the CLI"
+        ),
     )
     sys.stdout.write(f"user {user.username} {'disabled' if disabled else 'enabled'}\n")
 
@@ -111,12 +118,21 @@ def cmd_users_set_password(args: argparse.Namespace) -> None:
     ended = RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
         user.user_id, system_clock()
     )
+    sessions = _end_sign_in_sessions(accounts, settings, user)
     audit.AuditLog(accounts.engine).record(
         audit.USER_PASSWORD_CHANGED,
         subject=user.subject,
-        detail=f"by the CLI; {ended} refresh tokens revoked",
+        detail=f"by the CLI; {ended} refresh tokens revoked, {sessions} sign-in sessions ended",
     )
     sys.stdout.write(f"password changed for {user.username}; their refresh tokens are revoked\n")
+
+
+def _end_sign_in_sessions(accounts: AccountStore, settings: IssuerSettings, user: User) -> int:
+    """The user's issuer sessions (the login page's) end with their refresh tokens."""
+    store = SessionStore(
+        accounts.engine, idle_ttl=settings.session_idle_ttl, ttl=settings.session_ttl
+    )
+    return store.end_user(user.user_id, system_clock())
 
 
 def _user(accounts: AccountStore, username: str) -> User:

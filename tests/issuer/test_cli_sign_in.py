@@ -5,6 +5,7 @@ with redirect URIs, ``--public`` and ``--first-party``; ``users consents`` and
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from issuer.accounts import AccountStore
 from issuer.consents import ConsentStore
 from issuer.engines import make_engine
+from issuer.sessions import SessionStore
 from tests.issuer.test_cli import _init, _one_line_error, _run
 
 CREATE = ["clients", "create", "--name", "web", "--audience", "photos", "--scope", "openid"]
@@ -140,3 +142,34 @@ def test_consents_list_and_revoke(tmp_path: Path) -> None:
     assert "no user 'bob'" in _one_line_error(
         _run(tmp_path, "users", "revoke-consent", "bob", "web")
     )
+
+
+@pytest.mark.parametrize("command", ["disable", "set-password"])
+def test_disable_and_set_password_end_the_sign_in_sessions(tmp_path: Path, command: str) -> None:
+    _init(tmp_path)
+    for name in ("alice", "bob"):
+        made = _run(tmp_path, "users", "create", name, "--password-stdin", input="password-1\n")
+        assert made.returncode == 0, made.stderr
+    engine = make_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        accounts = AccountStore(engine)
+        sessions = SessionStore(engine, idle_ttl=1800, ttl=28800)
+        ids = {}
+        for name in ("alice", "bob"):
+            user = accounts.get_user(name)
+            assert user is not None
+            ids[name] = user.user_id
+        now = time.time()
+        alice, _ = sessions.create(ids["alice"], now)
+        bob, _ = sessions.create(ids["bob"], now)
+        if command == "disable":
+            result = _run(tmp_path, "users", "disable", "alice")
+        else:
+            result = _run(
+                tmp_path, "users", command, "alice", "--password-stdin", input="pw-2345678\n"
+            )
+        assert result.returncode == 0, result.stderr
+        assert sessions.find(alice, time.time()) is None
+        assert sessions.find(bob, time.time()) is not None
+    finally:
+        engine.dispose()
