@@ -7,6 +7,7 @@ import pytest
 
 from tests.e2e.signin_browser import SESSION, Browser, hidden, pkce_pair, redirect_params
 from tests.issuer.conftest import ISSUER, PASSWORD, App, MakeApp
+from tests.support.postgres import PostgresServer
 
 REDIRECT = "https://app.example/callback"
 
@@ -105,3 +106,33 @@ def test_a_disabled_users_session_no_longer_signs_in(signin_app: App) -> None:
     page = browser.get("/authorize", _params())
     response = browser.login(page, "alice", PASSWORD)
     assert response.status_code == 401  # the generic failure, as for a wrong password
+
+
+@pytest.mark.postgres
+def test_a_database_outage_is_a_503_page(signin_app: App, request: pytest.FixtureRequest) -> None:
+    """The database refuses this issuer's connections: the sign-in pages answer with the error
+    page, 503 and Retry-After (never a JSON body or a 500); lifted, sign-in works again."""
+    if not signin_app.settings.database_url.startswith("postgresql"):
+        pytest.skip("ALLOW_CONNECTIONS is PostgreSQL's")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = signin_app.settings.database_url.rsplit("/", 1)[1]
+    browser = _browser(signin_app)
+    page = browser.get("/authorize", _params())
+    server._admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        server._admin_sql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+        for response in (
+            browser.get("/authorize", _params()),
+            browser.login(page, "alice", PASSWORD),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "5"
+            assert response.headers["content-type"] == "text/html; charset=utf-8"
+            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+            assert "Signing in is not possible right now." in response.text
+        assert SESSION not in browser.cookies
+    finally:
+        server._admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert redirect_params(browser.login(page, "alice", PASSWORD))["code"]
