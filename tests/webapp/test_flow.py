@@ -1,0 +1,228 @@
+"""The web app's sign-in, pages and sign-out over plain HTTP against the real demo stack (issuer,
+photos, contacts, web app: four processes): what the browser test cannot see or cannot forge.
+
+httpx does not send ``Secure`` cookies over plain http, so :class:`Agent` keeps each origin's
+cookies itself and sends them in a ``Cookie`` header, as Chromium does on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+
+from tests.support.browser import DemoStack, start_demo_stack
+
+pytestmark = pytest.mark.e2e
+
+COOKIE = "__Host-webapp-session"
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    stack = start_demo_stack(tmp_path_factory.mktemp("webapp"), access_token_ttl=900)
+    try:
+        stack.add_item(stack.photos, "photos", "lighthouse")
+        yield stack
+    finally:
+        stack.stack.stop_all()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass
+class Agent:
+    """A cookie jar per origin over one httpx client (redirects not followed)."""
+
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    jars: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def request(self, method: str, url: str, **kw: object) -> httpx.Response:
+        jar = self.jars.setdefault(_origin(url), {})
+        headers = dict(kw.pop("headers", None) or {})  # type: ignore[call-overload]
+        if jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        response = self.http.request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
+        for header in response.headers.get_list("set-cookie"):
+            first, *attributes = [part.strip() for part in header.split(";")]
+            name, _, value = first.partition("=")
+            if "Max-Age=0" in attributes or 'expires="Thu, 01 Jan 1970' in header:
+                jar.pop(name, None)
+            else:
+                jar[name] = value
+        return response
+
+    def get(self, url: str, **kw: object) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+
+def _location(response: httpx.Response) -> str:
+    assert response.status_code in (302, 303), (response.status_code, response.text[:300])
+    return response.headers["location"]
+
+
+def _hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match is not None, name
+    return match.group(1)
+
+
+def _to_callback(agent: Agent, demo: DemoStack, user: tuple[str, str] | None = None) -> str:
+    """``/login`` through the issuer's login form: the callback URL the issuer sends back."""
+    username, password = user or (demo.creds["username"], demo.creds["password"])
+    authorize = _location(agent.get(demo.webapp_url + "/login"))
+    assert authorize.startswith(demo.issuer_url + "/authorize?")
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"]
+    assert len(query["state"][0]) >= 43
+    assert len(query["nonce"][0]) >= 43
+    page = agent.get(authorize)
+    assert page.status_code == 200, page.text[:300]
+    form = {
+        "ticket": _hidden(page.text, "ticket"),
+        "csrf_token": _hidden(page.text, "csrf_token"),
+        "username": username,
+        "password": password,
+    }
+    answer = agent.request(
+        "POST",
+        demo.issuer_url + "/login",
+        data=form,
+        headers={"Origin": demo.issuer_url},
+    )
+    callback = _location(answer)
+    assert callback.startswith(demo.webapp_url + "/callback?")
+    return callback
+
+
+def _sign_in(agent: Agent, demo: DemoStack, user: tuple[str, str] | None = None) -> str:
+    home = _location(agent.get(_to_callback(agent, demo, user)))
+    assert home == "/"
+    return agent.jars[demo.webapp_url][COOKIE]
+
+
+def test_sign_in_gives_a_fresh_cookie_and_no_token(demo: DemoStack) -> None:
+    agent = Agent()
+    callback = _to_callback(agent, demo)
+    before = agent.jars[demo.webapp_url][COOKIE]
+    answer = agent.get(callback)
+    after = agent.jars[demo.webapp_url][COOKIE]
+    assert after != before  # no session fixation
+    cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith(COOKIE))
+    for flag in ("HttpOnly", "Secure", "Path=/", "SameSite=lax"):
+        assert flag.lower() in cookie.lower()
+    assert "domain" not in cookie.lower()
+    page = agent.get(demo.webapp_url + "/")
+    assert "lighthouse" in page.text
+    assert not JWT.search(page.text)
+    assert not any(JWT.search(v) for v in page.headers.values())
+    # The anonymous cookie that started the sign-in no longer opens anything.
+    stale = httpx.get(demo.webapp_url + "/", headers={"Cookie": f"{COOKIE}={before}"})
+    assert "lighthouse" not in stale.text
+    assert 'id="sign-in"' in stale.text
+
+
+def test_a_callback_is_honoured_once_and_only_in_the_browser_that_started_it(
+    demo: DemoStack,
+) -> None:
+    agent = Agent()
+    callback = _to_callback(agent, demo)
+    stranger = httpx.get(callback, timeout=10)  # no cookie: another browser
+    assert stranger.status_code == 400
+    assert "not started in this browser" in stranger.text
+    other = Agent()
+    other.get(demo.webapp_url + "/login")  # a session of its own, with its own pending state
+    assert other.get(callback).status_code == 400
+    assert agent.get(callback).status_code == 303  # the code was not spent by the refusals
+    assert agent.get(callback).status_code == 400  # but now it is, and the state too
+
+
+def test_a_callback_from_another_issuer_or_with_an_error_is_refused(demo: DemoStack) -> None:
+    agent = Agent()
+    callback = _to_callback(agent, demo)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+    forged = {**query, "iss": "http://127.0.0.1:1"}
+    answer = agent.get(demo.webapp_url + "/callback?" + urlencode(forged))
+    assert answer.status_code == 400
+    assert "did not come from the issuer" in answer.text
+
+    agent = Agent()
+    callback = _to_callback(agent, demo)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+    denied = {"error": "access_denied", "state": query["state"], "iss": query["iss"]}
+    answer = agent.get(demo.webapp_url + "/callback?" + urlencode(denied))
+    assert answer.status_code == 403
+    assert "did not allow" in answer.text
+    repeated = agent.get(demo.webapp_url + "/callback?state=a&state=b")
+    assert repeated.status_code == 400
+
+
+def test_sign_out_needs_the_csrf_token_and_this_origin(demo: DemoStack) -> None:
+    agent = Agent()
+    _sign_in(agent, demo)
+    page = agent.get(demo.webapp_url + "/")
+    token = _hidden(page.text, "csrf_token")
+    url = demo.webapp_url + "/logout"
+    own = {"Origin": demo.webapp_url}
+    assert agent.request("POST", url, data={"csrf_token": "x" * 43}, headers=own).status_code == 403
+    assert agent.request("POST", url, data={"csrf_token": ""}, headers=own).status_code == 403
+    evil = {"Origin": "http://evil.example"}
+    assert agent.request("POST", url, data={"csrf_token": token}, headers=evil).status_code == 403
+    assert agent.request("POST", url, data={"csrf_token": token}).status_code == 403  # no Origin
+    assert "lighthouse" in agent.get(demo.webapp_url + "/").text  # still signed in
+
+    answer = agent.request("POST", url, data={"csrf_token": token}, headers=own)
+    target = urlsplit(_location(answer))
+    assert f"{target.scheme}://{target.netloc}{target.path}" == demo.issuer_url + "/logout"
+    query = parse_qs(target.query)
+    assert query["post_logout_redirect_uri"] == [demo.webapp_url + "/signed-out"]
+    assert query["client_id"] == [demo.creds["webapp_client_id"]]
+    assert JWT.match(query["id_token_hint"][0])
+    assert COOKIE not in agent.jars[demo.webapp_url]
+    after = agent.get(demo.webapp_url + "/")
+    assert 'id="sign-in"' in after.text
+
+
+def test_a_sign_in_ended_at_the_issuer_ends_the_web_app_session(demo: DemoStack) -> None:
+    """A user disabled at the issuer (their refresh-token families end with it): the web app's
+    next refresh (the contacts token) is refused, its session ends, the page asks to sign in."""
+    demo.stack.create_user("bob", "bob-password-123", "photos:read contacts:read")
+    agent = Agent()
+    _sign_in(agent, demo, ("bob", "bob-password-123"))
+    demo.stack.cli("users", "disable", "bob")
+    page = agent.get(demo.webapp_url + "/")
+    assert page.status_code == 200
+    assert "Your sign-in has ended" in page.text
+    assert 'id="sign-in"' in page.text
+    assert COOKIE not in agent.jars[demo.webapp_url]
+
+
+def test_pages_send_the_security_headers(demo: DemoStack) -> None:
+    for path in ("/", "/signed-out", "/nowhere"):
+        answer = httpx.get(demo.webapp_url + path, timeout=10)
+        assert answer.status_code == (404 if path == "/nowhere" else 200)
+        csp = answer.headers["content-security-policy"]
+        assert csp.startswith("default-src 'none'; style-src 'self'")
+        assert f"form-action 'self' {demo.issuer_url};" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["referrer-policy"] == "same-origin"
+    css = httpx.get(demo.webapp_url + "/static/webapp.css", timeout=10)
+    assert css.headers["content-type"].startswith("text/css")
+
+
+def test_health_and_readiness(demo: DemoStack) -> None:
+    assert httpx.get(demo.webapp_url + "/readyz", timeout=10).json() == {"status": "ready"}
+    health = httpx.get(demo.webapp_url + "/healthz", timeout=10).json()
+    assert health["status"] == "ok"
+    assert health["issuer"] == demo.issuer_url
