@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--credentials-file", default="var/demo-credentials.json")
     seed.add_argument("--photos-url", default="http://127.0.0.1:8001")
     seed.add_argument("--contacts-url", default="http://127.0.0.1:8002")
+    seed.add_argument(
+        "--webapp-url",
+        default="http://127.0.0.1:8003",
+        help="the web app's base URL (its redirect URIs are URL/callback, URL/signed-out)",
+    )
     seed.add_argument("--json", action="store_true")
     seed.set_defaults(func=store_cmd.cmd_seed)
     return parser
