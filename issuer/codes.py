@@ -49,6 +49,11 @@ PURGE_ONE_IN = 100
 _INVALID = "the authorization code is invalid, expired or already used"
 
 
+class CodeReplayed(InvalidGrant):
+    """A redeemed code presented again (what its first redemption issued is now revoked): an
+    ``invalid_grant`` like any other, distinguishable so the caller can audit it."""
+
+
 def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -144,8 +149,9 @@ class CodeStore:
     ) -> AuthorizationCode:
         """Spend ``code``, recording what its redemption will issue; its terms come back.
 
-        Raises :class:`InvalidGrant` for an unknown or expired code and for one presented again;
-        the latter first revokes what the first redemption recorded (the module docstring).
+        Raises :class:`InvalidGrant` for an unknown or expired code, and its subclass
+        :class:`CodeReplayed` for one presented again, after revoking what the first redemption
+        recorded (the module docstring).
         """
         if not code or len(code) > MAX_CODE:
             raise InvalidGrant(_INVALID)
@@ -174,7 +180,7 @@ class CodeStore:
                 raise InvalidGrant(_INVALID)  # unknown, or expired unused
             self._revoke_issued(conn, row, now)
         # Committed: the replay's revocations stand although the request fails.
-        raise InvalidGrant(_INVALID)
+        raise CodeReplayed(_INVALID)
 
     def _revoke_issued(self, conn: Connection, row: Any, now: float) -> None:
         """A redeemed code presented again: revoke what its first redemption issued."""

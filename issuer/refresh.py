@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from issuer.accounts import hash_secret
 from issuer.db import authorization_codes, refresh_tokens
 from issuer.engines import execute_autocommit
+from issuer.sessions import session_ended
 from shared.scopes import format_scope, parse_scope
 
 TOKEN_BYTES = 32  # 256 bits
@@ -176,7 +177,9 @@ class RefreshTokenStore:
         ``parent_hash`` it starts the family an authorization code's redemption chose
         (issuer/codes.py): if that code has been presented again meanwhile, the token is stored
         revoked (see :func:`family_start_revoked`). ``sid``: the issuer session the family
-        started from (successors inherit it in :meth:`rotate`).
+        started from (successors inherit it in :meth:`rotate`); a family started from a
+        session that has ended (logout ran between the code and its redemption) is stored
+        revoked too (see :func:`issuer.sessions.session_ended`).
         """
         token = secrets.token_urlsafe(TOKEN_BYTES)
         family_end = family_expires_at if family_expires_at is not None else now + self.ttl
@@ -196,11 +199,12 @@ class RefreshTokenStore:
             "sid": sid,
         }
         code_family = family_id is not None and parent_hash is None
+        check_sid = sid if parent_hash is None else None  # successors: revoke_session's job
         if conn is not None:
-            _insert(conn, row, now, code_family=code_family)
+            _insert(conn, row, now, code_family=code_family, sid=check_sid)
         else:
             with self.engine.begin() as c:
-                _insert(c, row, now, code_family=code_family)
+                _insert(c, row, now, code_family=code_family, sid=check_sid)
         return token
 
     def rotate(
@@ -434,9 +438,13 @@ def family_start_revoked(conn: Connection, family_id: str) -> bool:
     return any(at is not None for at in conn.execute(query).scalars().all())
 
 
-def _insert(conn: Connection, row: dict[str, Any], now: float, *, code_family: bool) -> None:
+def _insert(
+    conn: Connection, row: dict[str, Any], now: float, *, code_family: bool, sid: str | None
+) -> None:
     conn.execute(refresh_tokens.insert().values(**row))
-    if code_family and family_start_revoked(conn, row["family_id"]):
+    if (code_family and family_start_revoked(conn, row["family_id"])) or (
+        sid is not None and session_ended(conn, sid)
+    ):
         conn.execute(
             update(refresh_tokens)
             .where(refresh_tokens.c.token_hash == row["token_hash"])

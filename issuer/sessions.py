@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from issuer.db import login_sessions
 
@@ -162,3 +162,16 @@ class SessionStore:
                 .first()
             )
         return LoginSession.from_row(row) if row else None
+
+
+def session_ended(conn: Connection, sid: str) -> bool:
+    """Has the issuer session ``sid`` ended (logout)? For a refresh family started from it
+    (``issuer.refresh``): reads (on PostgreSQL: locks) the session's row, so this and a logout
+    are serialised. Logout must end the session (:meth:`SessionStore.end`) first and then revoke
+    its families (``RefreshTokenStore.revoke_session``): either the end is seen here or that
+    revocation sees the token the caller's transaction inserted. An unknown sid has not ended.
+    """
+    query = select(login_sessions.c.ended_at).where(login_sessions.c.sid == sid)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).scalar() is not None

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
-from issuer.codes import CodeStore
+from issuer.codes import CodeReplayed, CodeStore
 from issuer.consents import ConsentStore
 from issuer.db import authorization_codes, login_sessions, refresh_tokens
 from issuer.engines import make_engine
@@ -378,3 +378,46 @@ def test_revoke_session_ends_the_families_of_that_session_only(engine: Engine) -
     for token in (other, password_grant):
         assert store.rotate(token, client_id="web", now=T0 + 3, narrow=_keep).status == "ok"
     assert store.revoke_session("s1", T0 + 4) == 0
+
+
+def test_a_family_started_from_an_ended_session_is_born_revoked(engine: Engine) -> None:
+    """A code redeemed after its session's logout (within the code's lifetime): logout's
+    revoke_session ran before the family existed, so the family must be stored revoked."""
+    _users(engine)
+    sessions = SessionStore(engine, idle_ttl=1800, ttl=28800)
+    store = RefreshTokenStore(engine, ttl=3600)
+    _, live = sessions.create("u1", T0)
+    _, ended = sessions.create("u1", T0)
+    assert sessions.end(ended.sid, T0 + 1)
+
+    def start(sid: str) -> str:
+        return store.issue(
+            client_id="web",
+            user_id="u1",
+            scopes=frozenset({"a"}),
+            audience="photos",
+            now=T0 + 2,
+            family_id=f"fam-{sid}",
+            sid=sid,
+        )
+
+    assert store.rotate(start(ended.sid), client_id="web", now=T0 + 3, narrow=_keep).status == (
+        "revoked"
+    )
+    survivor = store.rotate(start(live.sid), client_id="web", now=T0 + 3, narrow=_keep)
+    assert survivor.status == "ok"
+
+
+def test_a_replay_is_told_apart_from_an_unknown_code(engine: Engine) -> None:
+    codes = CodeStore(engine, ttl=60)
+    code = _issue(codes)
+    with pytest.raises(InvalidGrant) as unknown:
+        _redeem(codes, "nope", now=T0 + 1, family=None, jti="j0")
+    assert not isinstance(unknown.value, CodeReplayed)
+    _redeem(codes, code, now=T0 + 1, family=None, jti="j1")
+    with pytest.raises(CodeReplayed):
+        _redeem(codes, code, now=T0 + 2, family=None, jti="j2")
+    expired = _issue(codes)
+    with pytest.raises(InvalidGrant) as late:
+        _redeem(codes, expired, now=T0 + 61, family=None, jti="j3")
+    assert not isinstance(late.value, CodeReplayed)
