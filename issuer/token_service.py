@@ -72,7 +72,7 @@ class TokenService(ClientMemos, Grants):
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
         # The authorization codes /authorize issues (the container passes its own store).
-        self.codes = codes or CodeStore(accounts.engine, ttl=getattr(settings, "code_ttl", 60))
+        self.codes = codes or CodeStore(accounts.engine, ttl=settings.code_ttl)
         self.clock = clock
         self.password_pool = PasswordPool()
         self.throttle = throttle or Throttle(
