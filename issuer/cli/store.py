@@ -94,7 +94,9 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_seed(args: argparse.Namespace) -> None:
     settings = load_settings()
     accounts = open_accounts(settings)
-    creds = seed_demo(accounts, Path(args.credentials_file), system_clock())
+    creds = seed_demo(
+        accounts, Path(args.credentials_file), system_clock(), webapp_url=args.webapp_url
+    )
     if args.json:
         sys.stdout.write(json.dumps(creds) + "\n")
         return
