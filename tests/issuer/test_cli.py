@@ -21,8 +21,10 @@ from alembic import command
 from sqlalchemy import inspect
 
 from issuer import cli
+from issuer.accounts import AccountStore
 from issuer.db import alembic_config, create_store, head_revision
 from issuer.engines import make_engine
+from issuer.seed import WEBAPP_CLIENT_ID
 from tests.support.postgres import PostgresServer
 from tests.support.processes import BIN, base_env, free_port
 
@@ -449,3 +451,20 @@ def test_a_dash_kid_with_options_around_it(
     env = {"ISSUER_SECRET_KEY": "a-test-secret-0123456789"}
     assert issuer("init", **env).returncode == 0
     assert "no signing key -Xno-such-kid" in _one_line_error(issuer(*args, **env))
+
+
+def test_seed_registers_the_web_apps_redirect_uris_at_webapp_url(tmp_path: Path) -> None:
+    _init(tmp_path)
+    creds = tmp_path / "demo.json"
+    result = _run(
+        tmp_path, "seed", "--credentials-file", str(creds), "--webapp-url", "http://localhost:9003"
+    )
+    assert result.returncode == 0, result.stderr
+    engine = make_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        client = AccountStore(engine).get_client(WEBAPP_CLIENT_ID)
+    finally:
+        engine.dispose()
+    assert client is not None
+    assert client.redirect_uris == ("http://localhost:9003/callback",)
+    assert client.post_logout_redirect_uris == ("http://localhost:9003/signed-out",)
