@@ -1,6 +1,7 @@
 """``./scripts/up`` as a user runs it: the stack comes up, the printed walkthrough works as
-printed, a second start reuses the data, a service that dies is restarted while the others keep
-serving, and Ctrl-C stops all three processes."""
+printed, the web app it prints sends people to the issuer's sign-in page, a second start reuses
+the data, a service that dies is restarted while the others keep serving, and Ctrl-C stops all
+four processes."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def _start(tmp_path: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str]
         ISSUER_PORT=str(ports["issuer"]),
         PHOTOS_PORT=str(ports["photos"]),
         CONTACTS_PORT=str(ports["contacts"]),
+        WEBAPP_PORT=str(ports["webapp"]),
         ISSUER_SECRET_KEY="scripts-up-test-secret-0123456789",
     )
     proc = subprocess.Popen(
@@ -72,10 +74,34 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _ports() -> dict[str, int]:
+    return {name: free_port() for name in ("issuer", "photos", "contacts", "webapp")}
+
+
+def _check_webapp(lines: list[str], ports: dict[str, int], creds: dict[str, str]) -> None:
+    """The web app line names its address and the demo user; its "Sign in" leads to the
+    issuer's login page (its redirect URI, on the port it was moved to, is registered)."""
+    webapp = f"http://127.0.0.1:{ports['webapp']}"
+    said = "\n".join(lines)
+    assert f"Web app: open {webapp} in a browser" in said
+    assert f"username={creds['username']} password={creds['password']}" in said
+    assert httpx.get(webapp + "/readyz", timeout=5).json() == {"status": "ready"}
+    login = httpx.get(webapp + "/login", timeout=5)
+    assert login.status_code == 303
+    authorize = login.headers["location"]
+    assert authorize.startswith(f"http://127.0.0.1:{ports['issuer']}/authorize?")
+    assert f"redirect_uri=http%3A%2F%2F127.0.0.1%3A{ports['webapp']}%2Fcallback" in authorize
+    page = httpx.get(authorize, timeout=5)
+    assert page.status_code == 200, page.text[:500]
+    assert 'name="password"' in page.text
+
+
 def test_scripts_up_walkthrough_and_ctrl_c(tmp_path: Path) -> None:
-    ports = {"issuer": free_port(), "photos": free_port(), "contacts": free_port()}
+    ports = _ports()
     proc, lines = _start(tmp_path, ports)
     try:
+        creds = json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
+        _check_webapp(lines, ports, creds)
         script = _walkthrough(lines)
         assert "curl" in script
         run = subprocess.run(
@@ -96,7 +122,6 @@ def test_scripts_up_walkthrough_and_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert not any(_listening(p) for p in ports.values())
 
-    creds = json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
     proc2, lines2 = _start(tmp_path, ports)  # a second start reuses the data
     try:
         assert creds["client_secret"] in "\n".join(lines2)
@@ -134,7 +159,7 @@ def _healthy(port: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the services in /proc")
 def test_a_killed_issuer_is_restarted_and_the_others_keep_serving(tmp_path: Path) -> None:
-    ports = {"issuer": free_port(), "photos": free_port(), "contacts": free_port()}
+    ports = _ports()
     proc, lines = _start(tmp_path, ports)
     assert proc.stdout is not None
     out = proc.stdout
@@ -145,11 +170,13 @@ def test_a_killed_issuer_is_restarted_and_the_others_keep_serving(tmp_path: Path
         issuer = _service_pid(proc.pid, "issuer serve")
         photos = _service_pid(proc.pid, "--name photos")
         contacts = _service_pid(proc.pid, "--name contacts")
+        webapp = _service_pid(proc.pid, "webapp serve")
         os.kill(issuer, signal.SIGKILL)
         # The resource services verify offline: they are not stopped with the issuer.
         for _ in range(10):
             assert _healthy(ports["photos"])
             assert _healthy(ports["contacts"])
+            assert _healthy(ports["webapp"])
             time.sleep(0.1)
         deadline = time.monotonic() + 60
         while not _healthy(ports["issuer"]):
@@ -160,6 +187,7 @@ def test_a_killed_issuer_is_restarted_and_the_others_keep_serving(tmp_path: Path
         assert restarted != issuer
         assert _service_pid(proc.pid, "--name photos") == photos
         assert _service_pid(proc.pid, "--name contacts") == contacts
+        assert _service_pid(proc.pid, "webapp serve") == webapp
         assert _healthy(ports["photos"])
         said = "\n".join(lines)
         assert f"issuer (pid {issuer}) was killed by signal 9; restarting it in 1 s" in said
