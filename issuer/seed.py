@@ -22,7 +22,7 @@ from issuer.accounts import AccountStore, hash_secret, redirect_uri_problem
 from issuer.db import clients, users
 from issuer.passwords import hash_password
 from shared.errors import ConfigurationError
-from shared.scopes import parse_scope
+from shared.scopes import format_scope, parse_scope
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_USERNAME = "demo"
@@ -31,7 +31,7 @@ DEMO_AUDIENCES = ["photos", "contacts"]
 DEMO_GRANTS = ["client_credentials", "password", "refresh_token"]
 
 WEBAPP_CLIENT_ID = "demo-webapp"
-WEBAPP_SCOPES = "openid profile photos:read contacts:read"
+WEBAPP_SCOPES = "openid profile photos:read photos:write contacts:read contacts:write"
 WEBAPP_GRANTS = ["authorization_code", "refresh_token"]
 WEBAPP_SECRET_FILE = "webapp-client-secret"  # beside the credentials file
 DEFAULT_WEBAPP_URL = "http://127.0.0.1:8003"
@@ -114,7 +114,8 @@ def seed_webapp_client(
     accounts: AccountStore, secret_file: Path, webapp_url: str, now: float
 ) -> dict[str, str]:
     """The web app's client: created once with a secret written to ``secret_file`` (0600); a
-    missing file gets a fresh secret; redirect URIs that no longer match are replaced."""
+    missing file gets a fresh secret; scopes and redirect URIs that no longer match are
+    replaced."""
     redirect, after_logout = webapp_redirect_uris(webapp_url)
     secret = _read_secret(secret_file)
     client = accounts.get_client(WEBAPP_CLIENT_ID)
@@ -138,6 +139,8 @@ def seed_webapp_client(
         if secret is None:
             secret = secrets.token_urlsafe(32)
             values["secret_hash"] = hash_secret(secret)
+        if client.scopes != parse_scope(WEBAPP_SCOPES):
+            values["scopes"] = format_scope(parse_scope(WEBAPP_SCOPES))
         if client.redirect_uris != (redirect,):
             values["redirect_uris"] = redirect
         if client.post_logout_redirect_uris != (after_logout,):

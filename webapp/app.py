@@ -1,6 +1,7 @@
 """The web app's Starlette app: a backend-for-frontend that signs people in through the issuer.
 
-``GET /`` lists the signed-in person's photos and contacts (or offers "Sign in"); ``GET /login``
+``GET /`` lists the signed-in person's photos and contacts (or offers "Sign in") with a form
+adding one to each (``POST /items/{service}``, CSRF token and ``Origin`` checked); ``GET /login``
 starts the authorization code flow (PKCE S256, state, nonce) and sends the browser to the
 issuer's ``/authorize``; ``GET /callback`` takes the code back, redeems it on the back channel,
 checks the ID token and starts a session; ``POST /logout`` (CSRF token and ``Origin`` checked)
@@ -13,19 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
@@ -35,6 +34,7 @@ from shared.jwks_client import JWKSClient
 from shared.jwks_settings import JWKSClientSettings
 from shared.protocol import HEALTH_PATH, JWKS_PATH, READINESS_PATH
 from webapp import pages
+from webapp.forms import csrf_ok, read_form, same_origin
 from webapp.issuer_client import (
     BadIdToken,
     IssuerClient,
@@ -49,7 +49,6 @@ from webapp.settings import CALLBACK_PATH, SIGNED_OUT_PATH, WebappSettings
 logger = logging.getLogger("keyhouse.webapp")
 
 COOKIE = "__Host-webapp-session"
-MAX_FORM_BYTES = 4096
 _ERROR_CODE = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 §4.1.2.1
 
 
@@ -129,13 +128,44 @@ async def home(request: Request) -> Response:
             raise result
         listings.append(result)
     user = session.user
+    notice, session.notice = session.notice, None
     return _page(
         request,
         "home.html",
+        notice=notice,
         listings=listings,
         user=user.display_name if user else None,
         csrf_token=session.csrf_token,
     )
+
+
+async def add_item(request: Request) -> Response:
+    """``POST /items/{service}``: a form of the page (this origin, the session's CSRF token)
+    adding an item; back to the page, which says what went wrong if anything did."""
+    webapp = _app(request)
+    service = request.path_params["service"]
+    if service not in SERVICES:
+        return _error(request, "Not found", "There is nothing to see here.", 404)
+    if not same_origin(request, webapp.settings.origin):
+        return _error(request, "Refused", "The form did not come from this site.", 403)
+    form = await read_form(request)
+    if form is None:
+        return _error(request, "Refused", "The form could not be read.", 400)
+    session = _session(request)
+    if session is None or session.user is None:
+        return _redirect("/")
+    if not csrf_ok(form, session):
+        return _error(request, "Refused", "The form has expired. Try again.", 403)
+    title = form.get("title", "").strip()
+    try:
+        problem = await webapp.resources.add(session, service, title)
+    except SignInEnded:
+        return _redirect("/")  # the page says the sign-in has ended
+    except IssuerUnavailable as exc:
+        logger.warning("could not renew the %s token: %s", service, exc)
+        problem = "the issuer could not be reached to renew access"
+    session.notice = problem
+    return _redirect("/")
 
 
 async def login(request: Request) -> Response:
@@ -221,9 +251,9 @@ async def logout(request: Request) -> Response:
     """Sign-out: a form POST from this origin carrying the session's CSRF token; the session
     ends here, its refresh token is revoked, and the browser goes to the issuer's ``/logout``."""
     webapp = _app(request)
-    if not _same_origin(request, webapp.settings.origin):
+    if not same_origin(request, webapp.settings.origin):
         return _error(request, "Refused", "The sign-out did not come from this site.", 403)
-    form = await _read_form(request)
+    form = await read_form(request)
     if form is None:
         return _error(request, "Refused", "The sign-out form could not be read.", 400)
     session = _session(request)
@@ -231,8 +261,7 @@ async def logout(request: Request) -> Response:
         response = _redirect("/")
         _clear_cookie(response)
         return response
-    token = form.get("csrf_token", "")
-    if not hmac.compare_digest(token.encode(), session.csrf_token.encode()):
+    if not csrf_ok(form, session):
         return _error(request, "Refused", "The sign-out form has expired. Try again.", 403)
     user = session.user
     webapp.sessions.end(session)
@@ -252,38 +281,6 @@ async def logout(request: Request) -> Response:
 
 async def signed_out(request: Request) -> Response:
     return _page(request, "signed_out.html", heading="You are signed out", notice=None)
-
-
-def _same_origin(request: Request, origin: str) -> bool:
-    """``Origin`` (or, without one, the origin of ``Referer``) is this app's."""
-    sent = request.headers.get("origin")
-    if sent is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            return False
-        parts = urlsplit(referer)
-        sent = f"{parts.scheme}://{parts.netloc}"
-    return hmac.compare_digest(sent.encode("latin-1"), origin.encode("latin-1"))
-
-
-async def _read_form(request: Request) -> dict[str, str] | None:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        return None
-    body = b""
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                return None
-    except ClientDisconnect:
-        return None
-    try:
-        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, max_num_fields=8)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    form = dict(pairs)
-    return form if len(form) == len(pairs) else None
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -396,6 +393,7 @@ def create_app(
         Route("/login", login, methods=["GET"]),
         Route(CALLBACK_PATH, callback, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/items/{service}", add_item, methods=["POST"]),
         Route(SIGNED_OUT_PATH, signed_out, methods=["GET"]),
         Route(pages.STYLESHEET_PATH, pages.stylesheet, methods=["GET"]),
         Route(HEALTH_PATH, healthz, methods=["GET"]),

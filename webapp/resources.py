@@ -29,6 +29,7 @@ SERVICES = ("photos", "contacts")  # each one's name is its audience and its col
 SIGN_IN_AUDIENCE = "photos"
 MAX_REFRESH_AHEAD = 30.0
 MAX_ITEMS_BYTES = 1_048_576
+MAX_TITLE = 200  # the demo services' limit on an item's title
 # Refusals at /token that mean the person must sign in again (RFC 6749 §5.2).
 ENDED_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
@@ -122,6 +123,36 @@ class Resources:
             return Listing(service, problem=f"{service} gave no items")
         shown = tuple(i for i in items if isinstance(i, dict) and isinstance(i.get("title"), str))
         return Listing(service, items=shown)
+
+    async def add(self, session: Session, service: str, title: str) -> str | None:
+        """Adds an item titled ``title`` at ``service``; None when done, else why not (for the
+        page). SignInEnded and IssuerUnavailable propagate."""
+        token = await self.access_token(session, service)
+        response = await self._post(service, token, title)
+        if response is not None and response.status_code == 401:
+            token = await self.access_token(session, service, stale=token)
+            response = await self._post(service, token, title)
+        if response is None:
+            return f"{service} could not be reached"
+        if response.status_code == 201:
+            return None
+        if response.status_code == 403:
+            return f"you may not add to {service}"
+        if response.status_code == 400:
+            return f"{service} refused the title (1 to {MAX_TITLE} characters, not blank)"
+        return f"{service} answered {response.status_code}"
+
+    async def _post(self, service: str, token: str, title: str) -> httpx.Response | None:
+        base = self._urls[service]
+        try:
+            return await self._http.post(
+                f"{base}/{service}",
+                json={"title": title},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("%s could not be reached: %s", service, type(exc).__name__)
+            return None
 
     async def _get(self, service: str, token: str) -> httpx.Response | None:
         base = self._urls[service]

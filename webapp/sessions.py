@@ -68,6 +68,7 @@ class Session:
     last_seen_at: float
     pending: OrderedDict[str, PendingLogin] = field(default_factory=OrderedDict)
     user: SignedIn | None = None
+    notice: str | None = None  # shown once, on the next page (after a form's redirect)
     # Refresh tokens rotate on every use: two refreshes at once with one token would be reuse
     # (and end the whole family at the issuer), so a session's token work is serialised.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)

@@ -24,7 +24,7 @@ from shared.urls import is_loopback_host
 
 DEFAULT_PORT = 8003
 DEFAULT_CLIENT_ID = "demo-webapp"
-DEFAULT_SCOPE = "openid profile photos:read contacts:read"
+DEFAULT_SCOPE = "openid profile photos:read photos:write contacts:read contacts:write"
 CALLBACK_PATH = "/callback"
 SIGNED_OUT_PATH = "/signed-out"
 

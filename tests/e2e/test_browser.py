@@ -123,11 +123,17 @@ def test_sign_in_see_photos_refresh_and_sign_out(demo: DemoStack, context: Any) 
     _no_token_in_script_reach(issuer_page)
     issuer_page.close()
 
-    # Past the access tokens' lifetime the page still works: the web app refreshed them.
+    # Past the access tokens' lifetime the page still works: the web app refreshed them,
+    # and a photo added through the page's form is there.
     _wait_until_expired(demo)
     page.reload()
     assert "beach at dawn" in page.inner_text("#photos")
     assert "Ada Lovelace" in page.inner_text("#contacts")
+    assert page.locator("[role=alert]").count() == 0
+    page.fill("#title-photos", "harbour at night")
+    page.click("#photos button[type=submit]")
+    page.wait_for_url(demo.webapp_url + "/")
+    assert "harbour at night" in page.inner_text("#photos")
     assert page.locator("[role=alert]").count() == 0
 
     # Sign out: both sessions end, the page asks to sign in again, also after Back.

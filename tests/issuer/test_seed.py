@@ -7,9 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from issuer.accounts import AccountStore, check_client_secret
-from issuer.seed import WEBAPP_CLIENT_ID, WEBAPP_SECRET_FILE, seed_demo
+from issuer.db import clients
+from issuer.seed import WEBAPP_CLIENT_ID, WEBAPP_SCOPES, WEBAPP_SECRET_FILE, seed_demo
 from shared.errors import ConfigurationError
 
 
@@ -31,7 +33,14 @@ def test_the_webapp_client_is_confidential_first_party_with_its_redirect_uris(
     assert client.first_party
     assert client.grant_types == {"authorization_code", "refresh_token"}
     assert set(client.audiences) == {"photos", "contacts"}
-    assert {"openid", "profile", "photos:read", "contacts:read"} <= client.scopes
+    assert client.scopes == {
+        "openid",
+        "profile",
+        "photos:read",
+        "photos:write",
+        "contacts:read",
+        "contacts:write",
+    }
     assert client.redirect_uris == ("http://127.0.0.1:8003/callback",)
     assert client.post_logout_redirect_uris == ("http://127.0.0.1:8003/signed-out",)
     secret_file = tmp_path / WEBAPP_SECRET_FILE
@@ -53,6 +62,18 @@ def test_a_second_seed_keeps_the_secret_and_follows_a_moved_port(
     assert client.redirect_uris == ("http://localhost:9003/callback",)
     assert client.post_logout_redirect_uris == ("http://localhost:9003/signed-out",)
     assert check_client_secret(client, secret.removesuffix("\n"))
+
+
+def test_a_second_seed_restores_the_scopes(accounts: AccountStore, tmp_path: Path) -> None:
+    seed_demo(accounts, tmp_path / "demo.json", 1000.0)
+    with accounts.engine.begin() as conn:
+        conn.execute(
+            update(clients).where(clients.c.client_id == WEBAPP_CLIENT_ID).values(scopes="openid")
+        )
+    seed_demo(accounts, tmp_path / "demo.json", 1001.0)
+    client = accounts.get_client(WEBAPP_CLIENT_ID)
+    assert client is not None
+    assert client.scopes == set(WEBAPP_SCOPES.split())
 
 
 def test_a_lost_secret_file_gets_a_fresh_secret(accounts: AccountStore, tmp_path: Path) -> None:

@@ -191,10 +191,36 @@ def test_sign_out_needs_the_csrf_token_and_this_origin(demo: DemoStack) -> None:
     assert 'id="sign-in"' in after.text
 
 
+def test_adding_an_item_through_the_page(demo: DemoStack) -> None:
+    agent = Agent()
+    _sign_in(agent, demo)
+    token = _hidden(agent.get(demo.webapp_url + "/").text, "csrf_token")
+    own = {"Origin": demo.webapp_url}
+    url = demo.webapp_url + "/items/contacts"
+    form = {"csrf_token": token, "title": "Grace Hopper"}
+    assert _location(agent.request("POST", url, data=form, headers=own)) == "/"
+    page = agent.get(demo.webapp_url + "/")
+    assert "Grace Hopper" in page.text
+    assert 'id="notice"' not in page.text
+    # A blank title: the service refuses it, the page says so once.
+    blank = {"csrf_token": token, "title": "   "}
+    assert _location(agent.request("POST", url, data=blank, headers=own)) == "/"
+    assert "Not added: contacts refused the title" in agent.get(demo.webapp_url + "/").text
+    assert 'id="notice"' not in agent.get(demo.webapp_url + "/").text
+    # Refused: another origin, no CSRF token, an unknown service.
+    evil = {"Origin": "http://evil.example"}
+    assert agent.request("POST", url, data=form, headers=evil).status_code == 403
+    bad = {"csrf_token": "x" * 43, "title": "Mallory"}
+    assert agent.request("POST", url, data=bad, headers=own).status_code == 403
+    other = demo.webapp_url + "/items/secrets"
+    assert agent.request("POST", other, data=form, headers=own).status_code == 404
+    assert "Mallory" not in agent.get(demo.webapp_url + "/").text
+
+
 def test_a_sign_in_ended_at_the_issuer_ends_the_web_app_session(demo: DemoStack) -> None:
     """A user disabled at the issuer (their refresh-token families end with it): the web app's
     next refresh (the contacts token) is refused, its session ends, the page asks to sign in."""
-    demo.stack.create_user("bob", "bob-password-123", "photos:read contacts:read")
+    demo.stack.create_user("bob", "bob-password-123", "photos:read contacts:read")  # no write
     agent = Agent()
     _sign_in(agent, demo, ("bob", "bob-password-123"))
     demo.stack.cli("users", "disable", "bob")

@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert s.post_logout_redirect_uri == "http://127.0.0.1:8003/signed-out"
     assert s.issuer == s.issuer_url == "http://127.0.0.1:8000"
     assert s.client_id == "demo-webapp"
-    assert s.scope == "contacts:read openid photos:read profile"
+    assert s.scope == "contacts:read contacts:write openid photos:read photos:write profile"
     assert (s.photos_url, s.contacts_url) == ("http://127.0.0.1:8001", "http://127.0.0.1:8002")
     assert (s.session_idle_ttl, s.session_ttl, s.max_sessions) == (1800, 28800, 10_000)
     assert s.issuer_origin == "http://127.0.0.1:8000"
