@@ -1,5 +1,6 @@
 """A real browser for the end-to-end tier: headless Chromium driven by Playwright for Python, and
-the demo stack it signs in to (issuer, photos, contacts and the web app, each its own process).
+the demo stack it signs in to (issuer, photos, contacts and the web app, each its own process),
+with an httpx stand-in for a browser (:class:`Agent`) for what Chromium will not forge.
 
 Chromium is the system's (Debian's ``chromium``; ``KEYHOUSE_CHROMIUM`` names another
 executable): Playwright's own browser download is never used. Without one the browser tests are
@@ -9,14 +10,16 @@ skipped, unless ``KEYHOUSE_REQUIRE_BROWSER=1`` (CI), where that is a failure.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -26,6 +29,8 @@ from issuer.accounts import AccountStore
 from issuer.engines import make_engine
 from issuer.seed import WEBAPP_SECRET_FILE, seed_demo
 from tests.support.processes import Stack, base_env, free_port
+
+COOKIE = "__Host-webapp-session"
 
 
 def chromium_executable() -> str | None:
@@ -143,3 +148,84 @@ def start_demo_stack(root: Path, *, access_token_ttl: int) -> DemoStack:
         stack.stop_all()
         raise
     return DemoStack(stack, photos, contacts, webapp, creds)
+
+
+# -- an httpx stand-in for a browser ------------------------------------------------------
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass
+class Agent:
+    """A cookie jar per origin over one httpx client (redirects not followed). httpx does not
+    send ``Secure`` cookies over plain http, so the jar is kept here and sent in a ``Cookie``
+    header, as Chromium does on 127.0.0.1."""
+
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    jars: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def request(self, method: str, url: str, **kw: object) -> httpx.Response:
+        jar = self.jars.setdefault(origin_of(url), {})
+        headers = dict(kw.pop("headers", None) or {})  # type: ignore[call-overload]
+        if jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        response = self.http.request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
+        for header in response.headers.get_list("set-cookie"):
+            first, *attributes = [part.strip() for part in header.split(";")]
+            name, _, value = first.partition("=")
+            if "Max-Age=0" in attributes or 'expires="Thu, 01 Jan 1970' in header:
+                jar.pop(name, None)
+            else:
+                jar[name] = value
+        return response
+
+    def get(self, url: str, **kw: object) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+
+def location(response: httpx.Response) -> str:
+    assert response.status_code in (302, 303), (response.status_code, response.text[:300])
+    return response.headers["location"]
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match is not None, name
+    return match.group(1)
+
+
+def to_callback(agent: Agent, demo: DemoStack, user: tuple[str, str] | None = None) -> str:
+    """``/login`` through the issuer's login form: the callback URL the issuer sends back."""
+    username, password = user or (demo.creds["username"], demo.creds["password"])
+    authorize = location(agent.get(demo.webapp_url + "/login"))
+    assert authorize.startswith(demo.issuer_url + "/authorize?")
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"]
+    assert len(query["state"][0]) >= 43
+    assert len(query["nonce"][0]) >= 43
+    page = agent.get(authorize)
+    assert page.status_code == 200, page.text[:300]
+    form = {
+        "ticket": hidden(page.text, "ticket"),
+        "csrf_token": hidden(page.text, "csrf_token"),
+        "username": username,
+        "password": password,
+    }
+    answer = agent.request(
+        "POST",
+        demo.issuer_url + "/login",
+        data=form,
+        headers={"Origin": demo.issuer_url},
+    )
+    callback = location(answer)
+    assert callback.startswith(demo.webapp_url + "/callback?")
+    return callback
+
+
+def sign_in(agent: Agent, demo: DemoStack, user: tuple[str, str] | None = None) -> str:
+    home = location(agent.get(to_callback(agent, demo, user)))
+    assert home == "/"
+    return agent.jars[demo.webapp_url][COOKIE]

@@ -1,25 +1,29 @@
 """The web app's sign-in, pages and sign-out over plain HTTP against the real demo stack (issuer,
 photos, contacts, web app: four processes): what the browser test cannot see or cannot forge.
-
-httpx does not send ``Secure`` cookies over plain http, so :class:`Agent` keeps each origin's
-cookies itself and sends them in a ``Cookie`` header, as Chromium does on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
-from tests.support.browser import DemoStack, start_demo_stack
+from tests.support.browser import (
+    COOKIE,
+    Agent,
+    DemoStack,
+    hidden,
+    location,
+    sign_in,
+    start_demo_stack,
+    to_callback,
+)
 
 pytestmark = pytest.mark.e2e
 
-COOKIE = "__Host-webapp-session"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.")
 
 
@@ -33,85 +37,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
         stack.stack.stop_all()
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-@dataclass
-class Agent:
-    """A cookie jar per origin over one httpx client (redirects not followed)."""
-
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
-    jars: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def request(self, method: str, url: str, **kw: object) -> httpx.Response:
-        jar = self.jars.setdefault(_origin(url), {})
-        headers = dict(kw.pop("headers", None) or {})  # type: ignore[call-overload]
-        if jar:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
-        response = self.http.request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
-        for header in response.headers.get_list("set-cookie"):
-            first, *attributes = [part.strip() for part in header.split(";")]
-            name, _, value = first.partition("=")
-            if "Max-Age=0" in attributes or 'expires="Thu, 01 Jan 1970' in header:
-                jar.pop(name, None)
-            else:
-                jar[name] = value
-        return response
-
-    def get(self, url: str, **kw: object) -> httpx.Response:
-        return self.request("GET", url, **kw)
-
-
-def _location(response: httpx.Response) -> str:
-    assert response.status_code in (302, 303), (response.status_code, response.text[:300])
-    return response.headers["location"]
-
-
-def _hidden(html: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert match is not None, name
-    return match.group(1)
-
-
-def _to_callback(agent: Agent, demo: DemoStack, user: tuple[str, str] | None = None) -> str:
-    """``/login`` through the issuer's login form: the callback URL the issuer sends back."""
-    username, password = user or (demo.creds["username"], demo.creds["password"])
-    authorize = _location(agent.get(demo.webapp_url + "/login"))
-    assert authorize.startswith(demo.issuer_url + "/authorize?")
-    query = parse_qs(urlsplit(authorize).query)
-    assert query["code_challenge_method"] == ["S256"]
-    assert len(query["state"][0]) >= 43
-    assert len(query["nonce"][0]) >= 43
-    page = agent.get(authorize)
-    assert page.status_code == 200, page.text[:300]
-    form = {
-        "ticket": _hidden(page.text, "ticket"),
-        "csrf_token": _hidden(page.text, "csrf_token"),
-        "username": username,
-        "password": password,
-    }
-    answer = agent.request(
-        "POST",
-        demo.issuer_url + "/login",
-        data=form,
-        headers={"Origin": demo.issuer_url},
-    )
-    callback = _location(answer)
-    assert callback.startswith(demo.webapp_url + "/callback?")
-    return callback
-
-
-def _sign_in(agent: Agent, demo: DemoStack, user: tuple[str, str] | None = None) -> str:
-    home = _location(agent.get(_to_callback(agent, demo, user)))
-    assert home == "/"
-    return agent.jars[demo.webapp_url][COOKIE]
-
-
 def test_sign_in_gives_a_fresh_cookie_and_no_token(demo: DemoStack) -> None:
     agent = Agent()
-    callback = _to_callback(agent, demo)
+    callback = to_callback(agent, demo)
     before = agent.jars[demo.webapp_url][COOKIE]
     answer = agent.get(callback)
     after = agent.jars[demo.webapp_url][COOKIE]
@@ -134,7 +62,7 @@ def test_a_callback_is_honoured_once_and_only_in_the_browser_that_started_it(
     demo: DemoStack,
 ) -> None:
     agent = Agent()
-    callback = _to_callback(agent, demo)
+    callback = to_callback(agent, demo)
     stranger = httpx.get(callback, timeout=10)  # no cookie: another browser
     assert stranger.status_code == 400
     assert "not started in this browser" in stranger.text
@@ -147,7 +75,7 @@ def test_a_callback_is_honoured_once_and_only_in_the_browser_that_started_it(
 
 def test_a_callback_from_another_issuer_or_with_an_error_is_refused(demo: DemoStack) -> None:
     agent = Agent()
-    callback = _to_callback(agent, demo)
+    callback = to_callback(agent, demo)
     query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
     forged = {**query, "iss": "http://127.0.0.1:1"}
     answer = agent.get(demo.webapp_url + "/callback?" + urlencode(forged))
@@ -155,7 +83,7 @@ def test_a_callback_from_another_issuer_or_with_an_error_is_refused(demo: DemoSt
     assert "did not come from the issuer" in answer.text
 
     agent = Agent()
-    callback = _to_callback(agent, demo)
+    callback = to_callback(agent, demo)
     query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
     denied = {"error": "access_denied", "state": query["state"], "iss": query["iss"]}
     answer = agent.get(demo.webapp_url + "/callback?" + urlencode(denied))
@@ -165,11 +93,11 @@ def test_a_callback_from_another_issuer_or_with_an_error_is_refused(demo: DemoSt
     assert repeated.status_code == 400
 
 
-def test_sign_out_needs_the_csrf_token_and_this_origin(demo: DemoStack) -> None:
+def test_sign_out_needs_the_csrf_token_and_thisorigin_of(demo: DemoStack) -> None:
     agent = Agent()
-    _sign_in(agent, demo)
+    sign_in(agent, demo)
     page = agent.get(demo.webapp_url + "/")
-    token = _hidden(page.text, "csrf_token")
+    token = hidden(page.text, "csrf_token")
     url = demo.webapp_url + "/logout"
     own = {"Origin": demo.webapp_url}
     assert agent.request("POST", url, data={"csrf_token": "x" * 43}, headers=own).status_code == 403
@@ -180,7 +108,7 @@ def test_sign_out_needs_the_csrf_token_and_this_origin(demo: DemoStack) -> None:
     assert "lighthouse" in agent.get(demo.webapp_url + "/").text  # still signed in
 
     answer = agent.request("POST", url, data={"csrf_token": token}, headers=own)
-    target = urlsplit(_location(answer))
+    target = urlsplit(location(answer))
     assert f"{target.scheme}://{target.netloc}{target.path}" == demo.issuer_url + "/logout"
     query = parse_qs(target.query)
     assert query["post_logout_redirect_uri"] == [demo.webapp_url + "/signed-out"]
@@ -193,18 +121,18 @@ def test_sign_out_needs_the_csrf_token_and_this_origin(demo: DemoStack) -> None:
 
 def test_adding_an_item_through_the_page(demo: DemoStack) -> None:
     agent = Agent()
-    _sign_in(agent, demo)
-    token = _hidden(agent.get(demo.webapp_url + "/").text, "csrf_token")
+    sign_in(agent, demo)
+    token = hidden(agent.get(demo.webapp_url + "/").text, "csrf_token")
     own = {"Origin": demo.webapp_url}
     url = demo.webapp_url + "/items/contacts"
     form = {"csrf_token": token, "title": "Grace Hopper"}
-    assert _location(agent.request("POST", url, data=form, headers=own)) == "/"
+    assert location(agent.request("POST", url, data=form, headers=own)) == "/"
     page = agent.get(demo.webapp_url + "/")
     assert "Grace Hopper" in page.text
     assert 'id="notice"' not in page.text
     # A blank title: the service refuses it, the page says so once.
     blank = {"csrf_token": token, "title": "   "}
-    assert _location(agent.request("POST", url, data=blank, headers=own)) == "/"
+    assert location(agent.request("POST", url, data=blank, headers=own)) == "/"
     assert "Not added: contacts refused the title" in agent.get(demo.webapp_url + "/").text
     assert 'id="notice"' not in agent.get(demo.webapp_url + "/").text
     # Refused: another origin, no CSRF token, an unknown service.
@@ -222,7 +150,7 @@ def test_a_sign_in_ended_at_the_issuer_ends_the_web_app_session(demo: DemoStack)
     next refresh (the contacts token) is refused, its session ends, the page asks to sign in."""
     demo.stack.create_user("bob", "bob-password-123", "photos:read contacts:read")  # no write
     agent = Agent()
-    _sign_in(agent, demo, ("bob", "bob-password-123"))
+    sign_in(agent, demo, ("bob", "bob-password-123"))
     demo.stack.cli("users", "disable", "bob")
     page = agent.get(demo.webapp_url + "/")
     assert page.status_code == 200
