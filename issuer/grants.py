@@ -30,6 +30,7 @@ from issuer.codes import CodeStore
 from issuer.failed_attempts import FailedAttempts
 from issuer.passwords import PasswordPool, hash_password, needs_rehash
 from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms
+from issuer.sessions import session_ended
 from issuer.token_memos import MEMO_ENTRIES
 from shared.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from shared.pkce import is_valid_verifier, verifier_matches
@@ -290,9 +291,15 @@ class Grants(AccessTokens, FailedAttempts):
             raise InvalidGrant("code_verifier does not match the code_challenge")
 
         def issue_refresh() -> str | None:
-            user = self.accounts.get_user_by_id(granted.user_id)
-            if user is None or user.disabled:
-                raise InvalidGrant("the authorization code is invalid, expired or used")
+            with self.accounts.engine.connect() as conn:
+                user = self.accounts.get_user_by_id(granted.user_id, conn=conn)
+                if user is None or user.disabled:
+                    raise InvalidGrant("the authorization code is invalid, expired or used")
+                # Signed out (or disabled, which ends sessions) since the code was issued: the
+                # code is worth nothing. A logout racing this check still revokes the family:
+                # refresh_tokens.issue stores it revoked once the session has ended.
+                if session_ended(conn, granted.sid):
+                    raise InvalidGrant("the sign-in session of this code has ended")
             if family_id is None:
                 return None
             return self.refresh_tokens.issue(

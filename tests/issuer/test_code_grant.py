@@ -124,3 +124,13 @@ def test_code_expires_after_its_lifetime(app: App, web: Creds) -> None:
     response = _redeem(app, web, issued)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"
+
+
+def test_a_code_from_a_session_since_ended_gets_nothing(app: App, web: Creds) -> None:
+    # The user signed out (GET /logout ends the session, then its refresh families) after the
+    # code was issued and before the client redeemed it.
+    issued = _issue(app, web, app.new_user("alice", "photos:read"))
+    assert app.issuer.sessions.end(issued.sid, app.clock())
+    response = _redeem(app, web, issued)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
