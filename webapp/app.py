@@ -1,109 +1,66 @@
 """The web app's Starlette app: a backend-for-frontend that signs people in through the issuer.
 
 ``GET /`` lists the signed-in person's photos and contacts (or offers "Sign in") with a form
-adding one to each (``POST /items/{service}``, CSRF token and ``Origin`` checked); ``GET /login``
-starts the authorization code flow (PKCE S256, state, nonce) and sends the browser to the
-issuer's ``/authorize``; ``GET /callback`` takes the code back, redeems it on the back channel,
-checks the ID token and starts a session; ``POST /logout`` (CSRF token and ``Origin`` checked)
-ends it, revokes its refresh token and sends the browser to the issuer's ``/logout``;
-``GET /signed-out`` is where the issuer sends it back. Tokens never leave the server: the
-browser holds only ``__Host-webapp-session``.
+adding one to each (``POST /items/{service}``, CSRF token and ``Origin`` checked); signing in
+and out is ``webapp/signin.py``. Tokens never leave the server: the browser holds only
+``__Host-webapp-session``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import re
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.clock import Clock, system_clock
-from shared.errors import KeysUnavailable, log_unexpected
+from shared.errors import log_unexpected
 from shared.jwks_client import JWKSClient
 from shared.jwks_settings import JWKSClientSettings
 from shared.protocol import HEALTH_PATH, JWKS_PATH, READINESS_PATH
 from webapp import pages
 from webapp.forms import csrf_ok, read_form, same_origin
-from webapp.issuer_client import (
-    BadIdToken,
-    IssuerClient,
-    IssuerRefused,
-    IssuerUnavailable,
-    new_pending_login,
-)
-from webapp.resources import SERVICES, SIGN_IN_AUDIENCE, Listing, Resources, SignInEnded
-from webapp.sessions import Session, SessionStore, SignedIn
+from webapp.issuer_client import IssuerClient, IssuerRefused, IssuerUnavailable
+from webapp.resources import SERVICES, Listing, Resources, SignInEnded
+from webapp.sessions import SessionStore
 from webapp.settings import CALLBACK_PATH, SIGNED_OUT_PATH, WebappSettings
-
-logger = logging.getLogger("keyhouse.webapp")
-
-COOKIE = "__Host-webapp-session"
-_ERROR_CODE = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 §4.1.2.1
-
-
-@dataclass
-class Webapp:
-    settings: WebappSettings
-    sessions: SessionStore
-    issuer: IssuerClient
-    resources: Resources
-    jwks: JWKSClient
-    clock: Clock
+from webapp.signin import callback, login, logout, signed_out
+from webapp.web import (
+    COOKIE,
+    Webapp,
+    clear_cookie,
+    error_page,
+    logger,
+    page,
+    redirect,
+    session_of,
+    webapp_of,
+)
 
 
-def _app(request: Request) -> Webapp:
-    webapp: Webapp = request.app.state.webapp
-    return webapp
-
-
-def _page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-    webapp = _app(request)
-    return pages.render(name, context, issuer_origin=webapp.settings.issuer_origin, status=status)
-
-
-def _error(request: Request, title: str, description: str, status: int) -> Response:
-    return _page(request, "error.html", status, title=title, description=description)
-
-
-def _set_cookie(response: Response, value: str) -> None:
-    # __Host-: Secure, Path=/, no Domain (the browser refuses it otherwise). HttpOnly: no script
-    # reads it. SameSite=Lax: not sent on cross-site subresource requests or POSTs.
-    response.set_cookie(COOKIE, value, path="/", secure=True, httponly=True, samesite="lax")
-
-
-def _clear_cookie(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
-
-
-def _redirect(location: str) -> Response:
-    return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
-
-
-def _session(request: Request) -> Session | None:
-    return _app(request).sessions.find(request.cookies.get(COOKIE))
-
-
-# -- pages ----------------------------------------------------------------------------------
+def _renewal_problem(service: str, exc: IssuerUnavailable | IssuerRefused) -> str:
+    """What the page says when a token for ``service`` could not be had."""
+    if isinstance(exc, IssuerRefused):
+        logger.warning("the issuer refused a %s token: %s", service, exc.error)
+        return f"the issuer refused access to {service} ({exc.error})"
+    logger.warning("could not renew the %s token: %s", service, exc)
+    return "the issuer could not be reached to renew access"
 
 
 async def home(request: Request) -> Response:
-    webapp = _app(request)
-    session = _session(request)
+    webapp = webapp_of(request)
+    session = session_of(request)
     if session is None or session.user is None:
-        response = _page(request, "signed_out.html", heading="Sign in", notice=None)
+        response = page(request, "signed_out.html", heading="Sign in", notice=None)
         if session is None and COOKIE in request.cookies:
-            _clear_cookie(response)
+            clear_cookie(response)
         return response
     results = await asyncio.gather(
         *(webapp.resources.list(session, service) for service in SERVICES),
@@ -113,23 +70,22 @@ async def home(request: Request) -> Response:
     for service, result in zip(SERVICES, results, strict=True):
         if isinstance(result, SignInEnded):
             webapp.sessions.end(session)
-            response = _page(
+            response = page(
                 request,
                 "signed_out.html",
                 heading="Sign in",
                 notice="Your sign-in has ended. Sign in again.",
             )
-            _clear_cookie(response)
+            clear_cookie(response)
             return response
-        if isinstance(result, IssuerUnavailable):
-            logger.warning("could not renew the %s token: %s", service, result)
-            result = Listing(service, problem="the issuer could not be reached to renew access")
+        if isinstance(result, IssuerUnavailable | IssuerRefused):
+            result = Listing(service, problem=_renewal_problem(service, result))
         elif isinstance(result, BaseException):
             raise result
         listings.append(result)
     user = session.user
     notice, session.notice = session.notice, None
-    return _page(
+    return page(
         request,
         "home.html",
         notice=notice,
@@ -142,152 +98,36 @@ async def home(request: Request) -> Response:
 async def add_item(request: Request) -> Response:
     """``POST /items/{service}``: a form of the page (this origin, the session's CSRF token)
     adding an item; back to the page, which says what went wrong if anything did."""
-    webapp = _app(request)
+    webapp = webapp_of(request)
     service = request.path_params["service"]
     if service not in SERVICES:
-        return _error(request, "Not found", "There is nothing to see here.", 404)
+        return error_page(request, "Not found", "There is nothing to see here.", 404)
     if not same_origin(request, webapp.settings.origin):
-        return _error(request, "Refused", "The form did not come from this site.", 403)
+        return error_page(request, "Refused", "The form did not come from this site.", 403)
     form = await read_form(request)
     if form is None:
-        return _error(request, "Refused", "The form could not be read.", 400)
-    session = _session(request)
+        return error_page(request, "Refused", "The form could not be read.", 400)
+    session = session_of(request)
     if session is None or session.user is None:
-        return _redirect("/")
+        return redirect("/")
     if not csrf_ok(form, session):
-        return _error(request, "Refused", "The form has expired. Try again.", 403)
+        return error_page(request, "Refused", "The form has expired. Try again.", 403)
     title = form.get("title", "").strip()
     try:
         problem = await webapp.resources.add(session, service, title)
     except SignInEnded:
-        return _redirect("/")  # the page says the sign-in has ended
-    except IssuerUnavailable as exc:
-        logger.warning("could not renew the %s token: %s", service, exc)
-        problem = "the issuer could not be reached to renew access"
+        return redirect("/")  # the page says the sign-in has ended
+    except (IssuerUnavailable, IssuerRefused) as exc:
+        problem = _renewal_problem(service, exc)
     session.notice = problem
-    return _redirect("/")
-
-
-async def login(request: Request) -> Response:
-    """Starts a sign-in: a pending request (state, nonce, PKCE verifier) kept in the session,
-    the browser sent to the issuer's ``/authorize``."""
-    webapp = _app(request)
-    session = _session(request)
-    if session is not None and session.user is not None:
-        return _redirect("/")
-    cookie = None
-    if session is None:
-        cookie, session = webapp.sessions.create()
-    pending = new_pending_login(webapp.clock())
-    webapp.sessions.add_pending(session, pending)
-    response = _redirect(webapp.issuer.authorization_url(pending, audience=SIGN_IN_AUDIENCE))
-    if cookie is not None:
-        _set_cookie(response, cookie)
-    return response
-
-
-async def callback(request: Request) -> Response:
-    """The issuer's answer (RFC 6749 §4.1.2, RFC 9207): checked against the pending request it
-    names, the code redeemed, the ID token checked, a fresh session started."""
-    webapp = _app(request)
-    pairs = request.query_params.multi_items()
-    params = dict(pairs)
-    if len(params) != len(pairs):
-        return _error(request, "Sign-in failed", "The answer repeats a parameter.", 400)
-    session = _session(request)
-    state = params.get("state", "")
-    pending = webapp.sessions.take_pending(session, state) if session and state else None
-    if session is None or pending is None:
-        return _error(
-            request,
-            "Sign-in failed",
-            "This sign-in was not started in this browser, was already completed, or took too "
-            "long. Sign in again.",
-            400,
-        )
-    if params.get("iss") != webapp.settings.issuer:
-        return _error(request, "Sign-in failed", "The answer did not come from the issuer.", 400)
-    error = params.get("error")
-    if error is not None:
-        if error == "access_denied":
-            return _error(request, "Sign-in cancelled", "You did not allow the sign-in.", 403)
-        shown = error if _ERROR_CODE.fullmatch(error) else "an error"
-        return _error(request, "Sign-in failed", f"The issuer answered {shown}.", 400)
-    code = params.get("code")
-    if not code:
-        return _error(request, "Sign-in failed", "The answer holds no code.", 400)
-    try:
-        tokens = await webapp.issuer.redeem(code, pending)
-        assert tokens.id_token is not None  # redeem refuses a response without one
-        claims = await webapp.issuer.verify_id_token(
-            tokens.id_token, nonce=pending.nonce, access_token=tokens.access_token
-        )
-    except IssuerRefused as exc:
-        return _error(request, "Sign-in failed", f"The issuer refused the code ({exc.error}).", 400)
-    except IssuerUnavailable as exc:
-        logger.warning("code redemption failed: %s", exc)
-        return _error(request, "Sign-in failed", "The issuer could not be reached.", 502)
-    except KeysUnavailable:
-        return _error(request, "Sign-in failed", "The issuer's keys could not be fetched.", 503)
-    except BadIdToken as exc:
-        logger.warning("refused an ID token: %s", exc.reason)
-        return _error(request, "Sign-in failed", "The issuer's answer failed its checks.", 502)
-    name = await webapp.issuer.preferred_username(tokens.access_token)
-    user = SignedIn(
-        subject=claims.subject,
-        display_name=name or claims.subject,
-        id_token=tokens.id_token,
-        refresh_token=tokens.refresh_token,
-    )
-    cookie, fresh = webapp.sessions.sign_in(session, user)
-    webapp.resources.keep(fresh, SIGN_IN_AUDIENCE, tokens.access_token, tokens.expires_in)
-    logger.info("signed in %s", claims.subject)
-    response = _redirect("/")
-    _set_cookie(response, cookie)
-    return response
-
-
-async def logout(request: Request) -> Response:
-    """Sign-out: a form POST from this origin carrying the session's CSRF token; the session
-    ends here, its refresh token is revoked, and the browser goes to the issuer's ``/logout``."""
-    webapp = _app(request)
-    if not same_origin(request, webapp.settings.origin):
-        return _error(request, "Refused", "The sign-out did not come from this site.", 403)
-    form = await read_form(request)
-    if form is None:
-        return _error(request, "Refused", "The sign-out form could not be read.", 400)
-    session = _session(request)
-    if session is None or session.user is None:
-        response = _redirect("/")
-        _clear_cookie(response)
-        return response
-    if not csrf_ok(form, session):
-        return _error(request, "Refused", "The sign-out form has expired. Try again.", 403)
-    user = session.user
-    webapp.sessions.end(session)
-    async with session.lock:  # a refresh in progress ends first; its successor is revoked
-        refresh_token = user.refresh_token
-        user.refresh_token = None
-    if refresh_token is not None:
-        try:
-            await webapp.issuer.revoke(refresh_token)
-        except IssuerUnavailable as exc:
-            logger.warning("could not revoke a refresh token at sign-out: %s", exc)
-    logger.info("signed out %s", user.subject)
-    response = _redirect(webapp.issuer.end_session_url(user.id_token))
-    _clear_cookie(response)
-    return response
-
-
-async def signed_out(request: Request) -> Response:
-    return _page(request, "signed_out.html", heading="You are signed out", notice=None)
+    return redirect("/")
 
 
 # -- operations -----------------------------------------------------------------------------
 
 
 async def healthz(request: Request) -> Response:
-    webapp = _app(request)
+    webapp = webapp_of(request)
     body = {
         "status": "ok",
         "issuer": webapp.settings.issuer,
@@ -300,7 +140,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready once it holds the issuer's keys (it needs them to check an ID token)."""
-    if _app(request).jwks.state()["usable"]:
+    if webapp_of(request).jwks.state()["usable"]:
         return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
     return JSONResponse(
         {"status": "unavailable", "reason": "the issuer's keys have not been fetched"},
@@ -313,12 +153,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     titles = {404: "Not found", 405: "Method not allowed"}
     title = titles.get(exc.status_code, "Bad request")
-    return _error(request, title, "There is nothing to see here.", exc.status_code)
+    return error_page(request, title, "There is nothing to see here.", exc.status_code)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log_unexpected(logger, request.method, request.url.path, exc)
-    return _error(request, "Something went wrong", "Try again in a moment.", 500)
+    return error_page(request, "Something went wrong", "Try again in a moment.", 500)
 
 
 # -- the app --------------------------------------------------------------------------------
