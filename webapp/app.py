@@ -62,6 +62,7 @@ async def home(request: Request) -> Response:
         if session is None and COOKIE in request.cookies:
             clear_cookie(response)
         return response
+    user_sub = session.user.subject
     results = await asyncio.gather(
         *(webapp.resources.list(session, service) for service in SERVICES),
         return_exceptions=True,
@@ -70,6 +71,7 @@ async def home(request: Request) -> Response:
     for service, result in zip(SERVICES, results, strict=True):
         if isinstance(result, SignInEnded):
             webapp.sessions.end(session)
+            logger.info("the sign-in of %s has ended: its refresh token was refused", user_sub)
             response = page(
                 request,
                 "signed_out.html",

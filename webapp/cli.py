@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise CLIError("the web app keeps its sessions in memory: run it with one worker")
     settings = WebappSettings.from_env()  # validate now: one line on bad configuration
     configure_logging(settings.log_level)
+    # httpx logs every request at INFO: a page view is two to four calls. Its warnings stay.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     serve_from_args(
         "webapp.asgi:app", args, log_level=settings.log_level, limits=settings.connections
     )
