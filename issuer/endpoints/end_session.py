@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -58,6 +59,21 @@ class LogoutRequest:
 
 
 async def end_session(request: Request) -> Response:
+    try:
+        return await _end_session(request)
+    except SQLAlchemyError as exc:  # a page for a browser, never the JSON 503
+        error = issuer_of(request).outage.error_for(exc)
+        if error is None:
+            raise  # not an outage: the app's 500
+        return pages.error_page(
+            "Temporarily unavailable",
+            "Signing out is not possible right now. Try again in a moment.",
+            status=error.status_code,
+            headers=error.headers,
+        )
+
+
+async def _end_session(request: Request) -> Response:
     issuer = issuer_of(request)
     if request.method not in ("GET", "POST"):
         raise MethodNotAllowed("use GET or POST", headers={"Allow": "GET, POST"})
