@@ -253,7 +253,8 @@ class Grants(AccessTokens, FailedAttempts):
         that (RFC 6749 §4.1.2, issuer/codes.py) and is ``invalid_grant``. Client, redirect URI
         and verifier are checked after the redemption, so a failed check still uses the code up:
         whoever holds a stolen code gets one try (RFC 9700 §4.5.3 allows this; the client starts
-        a new authorization request).
+        a new authorization request). Then the user must still be enabled and the sign-in
+        session the code came from still not ended (signed out since: ``invalid_grant``).
         """
         code, redirect_uri, verifier = (
             form.get("code"),
@@ -290,7 +291,7 @@ class Grants(AccessTokens, FailedAttempts):
         if not verifier_matches(verifier, granted.code_challenge):
             raise InvalidGrant("code_verifier does not match the code_challenge")
 
-        def issue_refresh() -> str | None:
+        def check_user_and_session_then_issue_refresh() -> str | None:
             with self.accounts.engine.connect() as conn:
                 user = self.accounts.get_user_by_id(granted.user_id, conn=conn)
                 if user is None or user.disabled:
@@ -312,7 +313,7 @@ class Grants(AccessTokens, FailedAttempts):
                 sid=granted.sid,
             )
 
-        refresh = await in_thread(issue_refresh)
+        refresh = await in_thread(check_user_and_session_then_issue_refresh)
         return await self._response(
             user_subject(granted.user_id),
             client,
