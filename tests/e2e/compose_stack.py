@@ -99,10 +99,11 @@ class ComposeStack:
     issuer_port: int
     photos_port: int
     contacts_port: int
+    webapp_port: int
 
     @classmethod
     def create(cls) -> ComposeStack:
-        ports = free_ports(3)
+        ports = free_ports(4)
         return cls(f"keyhouse-e2e-{os.getpid()}", *ports)
 
     @property
@@ -113,6 +114,7 @@ class ComposeStack:
             "KEYHOUSE_ISSUER_PORT": str(self.issuer_port),
             "KEYHOUSE_PHOTOS_PORT": str(self.photos_port),
             "KEYHOUSE_CONTACTS_PORT": str(self.contacts_port),
+            "KEYHOUSE_WEBAPP_PORT": str(self.webapp_port),
         }
 
     @property
@@ -126,6 +128,15 @@ class ComposeStack:
     @property
     def contacts(self) -> str:
         return f"http://127.0.0.1:{self.contacts_port}"
+
+    @property
+    def webapp(self) -> str:
+        return f"http://127.0.0.1:{self.webapp_port}"
+
+    @property
+    def public_webapp(self) -> str:
+        """The web app's origin as a browser on this machine has it (its ``WEBAPP_URL``)."""
+        return f"http://localhost:{self.webapp_port}"
 
     @property
     def public_iss(self) -> str:

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.compose_failover import FailoverRun, run_failover
@@ -63,7 +66,10 @@ def test_smoke_tokens_verify_at_both_services_and_rotate(stack: ComposeStack) ->
         **stack.env,
         "KEYHOUSE_SMOKE_REUSE": "1",
         "KEYHOUSE_SMOKE_PROJECT": stack.project,
-        "KEYHOUSE_SMOKE_PORTS": f"{stack.issuer_port},{stack.photos_port},{stack.contacts_port}",
+        "KEYHOUSE_SMOKE_PORTS": ",".join(
+            str(p)
+            for p in (stack.issuer_port, stack.photos_port, stack.contacts_port, stack.webapp_port)
+        ),
     }
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "compose-smoke")],
@@ -192,6 +198,74 @@ def test_down_and_up_keep_clients_users_keys_refresh_tokens_and_items(
             listed = http.get(f"{base}/{name}", headers=_bearer(token))
             assert listed.status_code == 200, listed.text
             assert [i["title"] for i in listed.json()["items"]] == [f"kept {name}"]
+
+
+def test_a_person_signs_in_at_the_web_app_and_adds_a_photo(stack: ComposeStack) -> None:
+    """The web app of the compose stack, as a browser on the host meets it: its sign-in sends
+    the browser to the issuer's public address (through HAProxy), the issuer's login page
+    signs the demo user in, the callback starts the web app's session, and the page reads and
+    writes photos with the user's token. Cookies are kept by hand (httpx sends no Secure
+    cookie over plain http; a browser does, to localhost)."""
+    creds = stack.credentials()
+    jar: dict[str, str] = {}
+    local = {stack.public_iss: stack.issuer, stack.public_webapp: stack.webapp}
+
+    def send(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        for public, reachable in local.items():
+            if url.startswith(public):
+                url = reachable + url[len(public) :]
+        headers = dict(kwargs.pop("headers", {}))
+        if jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        response = http.request(method, url, headers=headers, follow_redirects=False, **kwargs)
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            for flag in ("httponly", "secure", "samesite=lax"):  # attributes: any case
+                assert flag in rest.lower(), header
+            jar[name] = rest.split(";", 1)[0]
+        return response
+
+    with stack.client() as http:
+        start = send("GET", f"{stack.public_webapp}/login")
+        assert start.status_code == 303, start.text
+        assert start.headers["location"].startswith(f"{stack.public_iss}/authorize?")
+        page = send("GET", start.headers["location"])
+        assert page.status_code == 200, page.text
+        signed_in = send(
+            "POST",
+            f"{stack.public_iss}/login",
+            data={
+                "ticket": _hidden(page.text, "ticket"),
+                "csrf_token": _hidden(page.text, "csrf_token"),
+                "username": creds["username"],
+                "password": creds["password"],
+            },
+            headers={"Origin": stack.public_iss},
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        callback = signed_in.headers["location"]
+        assert callback.startswith(f"{stack.public_webapp}/callback?")
+        back = send("GET", callback)
+        assert back.status_code == 303, back.text
+        home = send("GET", f"{stack.public_webapp}/")
+        assert home.status_code == 200, home.text
+        assert "Your photos and contacts" in home.text
+        added = send(
+            "POST",
+            f"{stack.public_webapp}/items/photos",
+            data={"title": "compose photo", "csrf_token": _hidden(home.text, "csrf_token")},
+            headers={"Origin": stack.public_webapp},
+        )
+        assert added.status_code == 303, added.text
+        again = send("GET", f"{stack.public_webapp}/")
+        assert "<li>compose photo</li>" in again.text
+        assert not any("eyJ" in v for v in jar.values()), "a token reached the browser's cookies"
+
+
+def _hidden(html: str, name: str) -> str:
+    match = re.search(rf'<input type="hidden" name="{name}" value="([^"]*)">', html)
+    assert match is not None, f"no hidden input {name!r}"
+    return match.group(1)
 
 
 def _kids(stack: ComposeStack) -> list[str]:
