@@ -200,7 +200,7 @@ def test_down_and_up_keep_clients_users_keys_refresh_tokens_and_items(
             assert [i["title"] for i in listed.json()["items"]] == [f"kept {name}"]
 
 
-def test_a_person_signs_in_at_the_web_app_and_adds_a_photo(stack: ComposeStack) -> None:
+def test_a_person_signs_in_at_the_web_app_adds_a_photo_and_signs_out(stack: ComposeStack) -> None:
     """The web app of the compose stack, as a browser on the host meets it: its sign-in sends
     the browser to the issuer's public address (through HAProxy), the issuer's login page
     signs the demo user in, the callback starts the web app's session, and the page reads and
@@ -260,6 +260,22 @@ def test_a_person_signs_in_at_the_web_app_and_adds_a_photo(stack: ComposeStack) 
         again = send("GET", f"{stack.public_webapp}/")
         assert "<li>compose photo</li>" in again.text
         assert not any("eyJ" in v for v in jar.values()), "a token reached the browser's cookies"
+
+        # Sign out: the web app's session and the issuer's end; the next sign-in asks again.
+        out = send(
+            "POST",
+            f"{stack.public_webapp}/logout",
+            data={"csrf_token": _hidden(again.text, "csrf_token")},
+            headers={"Origin": stack.public_webapp},
+        )
+        assert out.status_code == 303, out.text
+        assert out.headers["location"].startswith(f"{stack.public_iss}/logout?")
+        ended = send("GET", out.headers["location"])
+        assert ended.status_code == 303, ended.text
+        assert ended.headers["location"].startswith(f"{stack.public_webapp}/signed-out")
+        assert "Your photos and contacts" not in send("GET", f"{stack.public_webapp}/").text
+        restart = send("GET", f"{stack.public_webapp}/login")
+        assert 'name="password"' in send("GET", restart.headers["location"]).text
 
 
 def _hidden(html: str, name: str) -> str:
