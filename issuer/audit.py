@@ -31,6 +31,7 @@ REFRESH_REUSE = "refresh_token_reuse"
 REFRESH_WRONG_CLIENT = "refresh_token_wrong_client"
 REFRESH_REPLAY_GRACE = "refresh_replay_within_grace"
 REFRESH_REVOKED = "refresh_family_revoked"
+CODE_REUSE = "authorization_code_reuse"  # a redeemed code presented again: its tokens revoked
 USER_DISABLED = "user_disabled"
 USER_ENABLED = "user_enabled"
 USER_PASSWORD_CHANGED = "user_password_changed"
@@ -45,6 +46,7 @@ EVENTS = frozenset(
         REFRESH_WRONG_CLIENT,
         REFRESH_REPLAY_GRACE,
         REFRESH_REVOKED,
+        CODE_REUSE,
         USER_DISABLED,
         USER_ENABLED,
         USER_PASSWORD_CHANGED,

@@ -51,7 +51,13 @@ _INVALID = "the authorization code is invalid, expired or already used"
 
 class CodeReplayed(InvalidGrant):
     """A redeemed code presented again (what its first redemption issued is now revoked): an
-    ``invalid_grant`` like any other, distinguishable so the caller can audit it."""
+    ``invalid_grant`` like any other, distinguishable so the caller can audit it. Carries the
+    code's client and user (for the audit log only, never the response)."""
+
+    def __init__(self, description: str, *, client_id: str, user_id: str) -> None:
+        super().__init__(description)
+        self.client_id = client_id
+        self.user_id = user_id
 
 
 def code_hash(code: str) -> str:
@@ -179,8 +185,9 @@ class CodeStore:
             if row is None or row["redeemed_at"] is None:
                 raise InvalidGrant(_INVALID)  # unknown, or expired unused
             self._revoke_issued(conn, row, now)
+            replayed = CodeReplayed(_INVALID, client_id=row["client_id"], user_id=row["user_id"])
         # Committed: the replay's revocations stand although the request fails.
-        raise CodeReplayed(_INVALID)
+        raise replayed
 
     def _revoke_issued(self, conn: Connection, row: Any, now: float) -> None:
         """A redeemed code presented again: revoke what its first redemption issued."""

@@ -26,7 +26,7 @@ from issuer.accounts import (
     password_matches,
     user_subject,
 )
-from issuer.codes import CodeStore
+from issuer.codes import CodeReplayed, CodeStore
 from issuer.failed_attempts import FailedAttempts
 from issuer.passwords import PasswordPool, hash_password, needs_rehash
 from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms
@@ -244,7 +244,9 @@ class Grants(AccessTokens, FailedAttempts):
             sid=redemption.grant.sid,  # tokens refreshed from a sign-in keep its session
         )
 
-    async def _authorization_code(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+    async def _authorization_code(
+        self, form: dict[str, str], client: Client, address: str = "unknown"
+    ) -> dict[str, Any]:
         """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.5, §4.6, S256 only) and OpenID Connect.
 
         What the redemption will issue (the refresh family, the access token's ``jti`` and end)
@@ -275,15 +277,31 @@ class Grants(AccessTokens, FailedAttempts):
         family_id = secrets.token_hex(16) if "refresh_token" in client.grant_types else None
         jti = self._token_ids.next()
         access_expires_at = float(int(now) + self.settings.access_token_ttl)
-        granted = await in_thread(
-            lambda: self.codes.redeem(
-                code,
-                now=now,
-                family_id=family_id,
-                access_jti=jti,
-                access_expires_at=access_expires_at,
+        try:
+            granted = await in_thread(
+                lambda: self.codes.redeem(
+                    code,
+                    now=now,
+                    family_id=family_id,
+                    access_jti=jti,
+                    access_expires_at=access_expires_at,
+                )
             )
-        )
+        except CodeReplayed as replay:
+            issued_to, user_id = replay.client_id, replay.user_id
+            await in_thread(
+                lambda: self.audit.record(
+                    audit.CODE_REUSE,
+                    client_id=client.client_id,
+                    subject=user_subject(user_id),
+                    address=address,
+                    detail=(
+                        "authorization code presented again; what its first redemption issued "
+                        f"is revoked (issued to client {issued_to})"
+                    ),
+                )
+            )
+            raise
         if granted.client_id != client.client_id:
             raise InvalidGrant("the authorization code was not issued to this client")
         if granted.redirect_uri != redirect_uri:

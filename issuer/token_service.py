@@ -168,7 +168,7 @@ class TokenService(ClientMemos, Grants):
         elif grant_type == "password":
             body = await self._password(form, client, address)
         elif grant_type == "authorization_code":
-            body = await self._authorization_code(form, client)
+            body = await self._authorization_code(form, client, address)
         else:
             body = await self._refresh(form, client, address)
         return TokenResponse(body=body, grant_type=grant_type)

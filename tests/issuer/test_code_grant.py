@@ -82,6 +82,13 @@ def test_replay_revokes_the_first_tokens(app: App, web: Creds) -> None:
     assert app.introspect(web, tokens["access_token"]) == {"active": False}
     assert app.introspect(web, tokens["refresh_token"]) == {"active": False}
     assert app.refresh(web, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    assert "authorization_code_reuse" in app.audit_events()
+
+
+def test_a_code_used_once_is_not_audited_as_reused(app: App, web: Creds) -> None:
+    issued = _issue(app, web, app.new_user("alice", "photos:read"))
+    assert _redeem(app, web, issued).status_code == 200
+    assert "authorization_code_reuse" not in app.audit_events()
 
 
 def test_sid_survives_refreshes_on_both_rotation_paths(app: App, web: Creds) -> None:
