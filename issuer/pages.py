@@ -11,10 +11,10 @@ Every page is sent with:
 * ``X-Frame-Options: DENY`` (framing, for browsers without ``frame-ancestors``),
   ``X-Content-Type-Options: nosniff``, ``Cache-Control: no-store`` (a login or consent page in a
   shared cache or the back-forward cache would replay its ticket and CSRF token);
-* ``Referrer-Policy: no-referrer``, except on pages holding a form the issuer checks by its
-  ``Origin`` (``posts_form=True``): there ``same-origin``, because Chromium sends ``Origin: null``
-  on a same-origin form post from a ``no-referrer`` page (measured). ``same-origin`` still sends
-  no ``Referer`` to any other origin.
+* ``Referrer-Policy: no-referrer`` (no ``Referer`` leaves any page, not even to the issuer).
+  Browsers then send ``Origin: null`` on the page's own form posts (Chromium, measured; the
+  Fetch standard says so); issuer/endpoints/authorize.py accepts that only with
+  ``Sec-Fetch-Site: same-origin``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ _ENVIRONMENT = jinja2.Environment(
 _CSS = (_HERE / "static" / STYLESHEET).read_bytes()
 
 NO_REFERRER = "no-referrer"
-SAME_ORIGIN = "same-origin"
 
 
 def origin_of(url: str) -> str | None:
@@ -70,12 +69,10 @@ def content_security_policy(form_action: Iterable[str] = ()) -> str:
     )
 
 
-def security_headers(
-    *, form_action: Iterable[str] = (), posts_form: bool = False
-) -> dict[str, str]:
+def security_headers(*, form_action: Iterable[str] = ()) -> dict[str, str]:
     return {
         "Content-Security-Policy": content_security_policy(form_action),
-        "Referrer-Policy": SAME_ORIGIN if posts_form else NO_REFERRER,
+        "Referrer-Policy": NO_REFERRER,
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
         "Cache-Control": "no-store",
@@ -89,7 +86,6 @@ def render(
     *,
     status: int = 200,
     form_action: Iterable[str] = (),
-    posts_form: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """The template ``name`` rendered with ``context``, as an HTML response with the headers
@@ -98,7 +94,7 @@ def render(
         {"stylesheet": f"/static/{STYLESHEET}", **context}
     )
     all_headers = {
-        **security_headers(form_action=form_action, posts_form=posts_form),
+        **security_headers(form_action=form_action),
         **(headers or {}),
     }
     return HTMLResponse(html, status_code=status, headers=all_headers)

@@ -134,7 +134,6 @@ def _form_page(
         {**context, "csrf_token": tickets.csrf_token(cookie)},
         status=status,
         form_action=[auth.redirect_uri],  # the post may end in a redirect there
-        posts_form=True,
         headers=headers,
     )
     if new:

@@ -9,7 +9,10 @@
 * The forms carry a signed ticket (the checked request) and a CSRF token bound to the
   ``__Host-keyhouse-csrf`` cookie (``issuer/tickets.py``); a post whose ``Origin`` (or, without
   one, ``Referer``) is not the issuer's own, or whose token does not match, is refused (403)
-  before anything else is looked at.
+  before anything else is looked at. The pages are ``Referrer-Policy: no-referrer``, so a
+  browser posts their forms with ``Origin: null``: that counts as the issuer's own origin only
+  together with ``Sec-Fetch-Site: same-origin`` (a header no page can set); an opaque origin
+  from anywhere else (a sandboxed frame, a ``data:`` URL) is cross-site there.
 * The login check is the password grant's: the same throttle keys, argon2 check on the password
   threads, audit events and one generic message for every failure. A login always starts a new
   session (a session presented before it is ended, never reused: no fixation).
@@ -266,7 +269,10 @@ async def _checked_form(request: Request, issuer: Issuer) -> dict[str, str]:
     if origin is None:
         referer = request.headers.get("referer")
         origin = pages.origin_of(referer) if referer else None
-    same_origin = origin is not None and pages.origin_of(origin) == _own_origin(issuer)
+    if origin == "null":  # a form of a no-referrer page: the browser vouches for its site
+        same_origin = request.headers.get("sec-fetch-site") == "same-origin"
+    else:
+        same_origin = origin is not None and pages.origin_of(origin) == _own_origin(issuer)
     tickets = Tickets(issuer.sign_in_key)
     if not same_origin or not tickets.csrf_matches(
         read_cookie(request, CSRF_COOKIE), form.get("csrf_token")

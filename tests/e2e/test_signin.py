@@ -259,8 +259,7 @@ def test_login_page_carries_the_security_headers_and_cookies(signin: SignIn) -> 
         "default-src 'none'; style-src 'self'; img-src 'self'; "
         "form-action 'self' http://127.0.0.1:9; frame-ancestors 'none'; base-uri 'none'"
     )
-    # same-origin, not no-referrer: Chromium sends "Origin: null" from a no-referrer page.
-    assert headers["referrer-policy"] == "same-origin"
+    assert headers["referrer-policy"] == "no-referrer"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"
     assert headers["cache-control"] == "no-store"
@@ -348,7 +347,7 @@ def test_a_successful_login_is_audited(signin: SignIn) -> None:
         ({"csrf_token": ""}, ""),  # no token
         ({"csrf_token": "A" * 43}, ""),  # a wrong token
         ({}, "https://evil.example"),  # a foreign origin
-        ({}, "null"),  # an opaque origin (sandboxed frame, data: URL)
+        ({}, "null"),  # an opaque origin without Sec-Fetch-Site (not a browser's own form)
         ({}, None),  # neither Origin nor Referer
     ],
 )
@@ -370,6 +369,38 @@ def test_login_csrf(signin: SignIn, change: dict[str, str], origin: str | None) 
     assert SESSION not in browser.cookies
     after = len([e for e in signin.audit() if e["event"] in ("user_login", "user_auth_failed")])
     assert after == before  # nothing happened: no login, no failure counted
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "none"])
+def test_an_opaque_origin_from_elsewhere_is_refused(signin: SignIn, site: str) -> None:
+    browser = signin.browser()
+    page = browser.get("/authorize", _params(signin.first_party))
+    form = {
+        "ticket": hidden(page.text, "ticket"),
+        "csrf_token": hidden(page.text, "csrf_token"),
+        "username": "dave",
+        "password": PASSWORD,
+    }
+    response = browser.post("/login", form, origin="null", headers={"Sec-Fetch-Site": site})
+    assert response.status_code == 403
+    assert SESSION not in browser.cookies
+
+
+def test_the_pages_own_form_from_a_no_referrer_page_is_accepted(signin: SignIn) -> None:
+    # What Chromium sends for the login page's form: Origin null (the page is no-referrer)
+    # and Sec-Fetch-Site same-origin.
+    browser = signin.browser()
+    page = browser.get("/authorize", _params(signin.first_party))
+    form = {
+        "ticket": hidden(page.text, "ticket"),
+        "csrf_token": hidden(page.text, "csrf_token"),
+        "username": "dave",
+        "password": PASSWORD,
+    }
+    response = browser.post(
+        "/login", form, origin="null", headers={"Sec-Fetch-Site": "same-origin"}
+    )
+    assert redirect_params(response)["code"]
 
 
 def test_login_csrf_token_of_another_browser_is_refused(signin: SignIn) -> None:

@@ -57,14 +57,13 @@ def test_render_escapes_and_sends_the_headers() -> None:
     assert headers["cache-control"] == "no-store"
 
 
-def test_a_page_with_a_form_keeps_origin_same_origin() -> None:
+def test_a_page_with_a_form_names_the_redirect_origin_and_sends_no_referrer() -> None:
     response = pages.render(
         "error.html",
         {"title": "t", "description": "d"},
-        posts_form=True,
         form_action=["https://app.example/cb"],
     )
-    assert response.headers["referrer-policy"] == "same-origin"
+    assert response.headers["referrer-policy"] == "no-referrer"
     assert "form-action 'self' https://app.example;" in response.headers["content-security-policy"]
 
 
