@@ -10,6 +10,7 @@ claim's type and value.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sys
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ TOKEN_TYPE = "at+jwt"
 ID_TOKEN_TYPE = "JWT"  # OpenID Connect ID tokens (shared/id_tokens.py)
 # RFC 9068 §4: verifiers accept "at+jwt" or its full media type.
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+# An RFC 7638 SHA-256 thumbprint in base64url: 32 bytes, 43 characters, no padding.
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 
 
@@ -49,6 +52,8 @@ class AccessToken:
     scopes: frozenset[str]
     kid: str
     claims: Mapping[str, Any] = field(repr=False)
+    # RFC 9449 §6.1: the RFC 7638 thumbprint of the key the token is bound to (DPoP), or None.
+    cnf_jkt: str | None = None
 
 
 class TokenSigner:
@@ -153,6 +158,23 @@ def _is_number(value: Any) -> bool:
     )
 
 
+def _confirmation(claims: Mapping[str, Any]) -> str | None:
+    """The ``cnf.jkt`` of a DPoP-bound token (RFC 9449 §6.1), None without ``cnf``.
+
+    A ``cnf`` that is not an object holding exactly a well-formed ``jkt`` is refused: a token
+    bound by a method this verifier does not know (``x5t#S256``, ``jwk``...) would otherwise be
+    taken for a plain bearer token."""
+    if "cnf" not in claims:
+        return None
+    cnf = claims["cnf"]
+    if not isinstance(cnf, dict) or cnf.keys() != {"jkt"}:
+        raise InvalidToken("token 'cnf' claim must be an object holding only 'jkt'")
+    jkt = cnf["jkt"]
+    if not isinstance(jkt, str) or not _JKT.fullmatch(jkt):
+        raise InvalidToken("token 'cnf.jkt' must be a SHA-256 key thumbprint")
+    return jkt
+
+
 class TokenVerifier:
     """Verifies access tokens for one issuer and one audience.
 
@@ -236,6 +258,7 @@ class TokenVerifier:
             raise InvalidToken("token is not yet valid")
         if now + self.leeway < claims["iat"]:
             raise InvalidToken("token was issued in the future")
+        cnf_jkt = _confirmation(claims)
         return AccessToken(
             issuer=claims["iss"],
             subject=claims["sub"],
@@ -247,4 +270,5 @@ class TokenVerifier:
             scopes=frozenset(s for s in scope.split(" ") if s),
             kid=kid,
             claims=claims,
+            cnf_jkt=cnf_jkt,
         )
