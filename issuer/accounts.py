@@ -54,6 +54,8 @@ class Client:
     post_logout_redirect_uris: tuple[str, ...] = ()
     public: bool = False  # no secret: token_endpoint_auth_method "none" (RFC 7591 §2)
     first_party: bool = False  # its users are not asked for consent
+    # RFC 9449 §5.2: every token request must carry a DPoP proof (the tokens are all bound).
+    dpop_bound_access_tokens: bool = False
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Client:
@@ -69,6 +71,7 @@ class Client:
             post_logout_redirect_uris=tuple(row["post_logout_redirect_uris"].split()),
             public=bool(row["public"]),
             first_party=bool(row["first_party"]),
+            dpop_bound_access_tokens=bool(row["dpop_bound_access_tokens"]),
         )
 
     @property
@@ -174,6 +177,7 @@ class AccountStore:
         post_logout_redirect_uris: Sequence[str] = (),
         public: Literal[False] = False,
         first_party: bool = False,
+        dpop_bound_access_tokens: bool = False,
     ) -> tuple[Client, str]: ...
 
     @overload
@@ -191,6 +195,7 @@ class AccountStore:
         post_logout_redirect_uris: Sequence[str] = (),
         public: bool,
         first_party: bool = False,
+        dpop_bound_access_tokens: bool = False,
     ) -> tuple[Client, str | None]: ...
 
     def create_client(
@@ -207,6 +212,7 @@ class AccountStore:
         post_logout_redirect_uris: Sequence[str] = (),
         public: bool = False,
         first_party: bool = False,
+        dpop_bound_access_tokens: bool = False,
     ) -> tuple[Client, str | None]:
         """Register a client; returns it and its secret (None for a public client).
 
@@ -259,6 +265,7 @@ class AccountStore:
             "post_logout_redirect_uris": " ".join(after_logout),
             "public": public,
             "first_party": first_party,
+            "dpop_bound_access_tokens": dpop_bound_access_tokens,
         }
         try:
             with self.engine.begin() as conn:

@@ -80,6 +80,8 @@ clients = Table(
     Column("post_logout_redirect_uris", Text, nullable=False, server_default=""),
     Column("public", Boolean, nullable=False, server_default=false()),
     Column("first_party", Boolean, nullable=False, server_default=false()),
+    # Migration 0006 (DPoP, RFC 9449 §5.2): every token request must carry a DPoP proof.
+    Column("dpop_bound_access_tokens", Boolean, nullable=False, server_default=false()),
 )
 
 users = Table(
@@ -113,6 +115,9 @@ refresh_tokens = Table(
     # The issuer session (login_sessions.sid) the family was started from (NULL: not from a
     # sign-in, or issued before migration 0005). Logout ends the families of its session.
     Column("sid", String(64), nullable=True),
+    # Migration 0006: the RFC 7638 thumbprint of the DPoP key a public client's family is bound
+    # to (NULL: not bound). Every successor keeps it; a refresh needs a proof by that key.
+    Column("jkt", String(64), nullable=True),
     Index("ix_refresh_tokens_family", "family_id"),
     Index("ix_refresh_tokens_user", "user_id"),
     Index("ix_refresh_tokens_parent", "parent_hash"),

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
@@ -72,6 +72,9 @@ class RefreshGrant:
     # The issuer session (issuer/sessions.py) the family was started from: None for families
     # from the password grant or from before migration 0005. Every successor keeps it.
     sid: str | None = None
+    # The DPoP key (RFC 7638 thumbprint) the family is bound to (migration 0006; public clients
+    # that sent a proof): a refresh needs a proof by that key. Every successor keeps it.
+    jkt: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> RefreshGrant:
@@ -84,6 +87,7 @@ class RefreshGrant:
             expires_at=row["expires_at"],
             family_expires_at=row["family_expires_at"],
             sid=row["sid"],
+            jkt=row["jkt"],
         )
 
 
@@ -91,7 +95,9 @@ class RefreshGrant:
 class Redemption:
     """Outcome of presenting a refresh token."""
 
-    status: str  # "ok", "unknown", "expired", "revoked", "reused", "wrong_client"
+    # "ok", "unknown", "expired", "revoked", "reused", "wrong_client", "wrong_key" (a family
+    # bound to a DPoP key presented without a proof by that key: nothing spent, nothing revoked)
+    status: str
     grant: RefreshGrant | None = None
     token: str | None = None  # the successor, when status is "ok"
     scopes: frozenset[str] = frozenset()
@@ -126,16 +132,18 @@ WITH claimed AS (
     UPDATE refresh_tokens SET used_at = %(now)s
     WHERE token_hash = %(digest)s AND client_id = %(client_id)s AND used_at IS NULL
       AND revoked_at IS NULL AND expires_at > %(now)s
+      AND (jkt IS NULL OR jkt = %(jkt)s)
       AND EXISTS (
         SELECT 1 FROM users WHERE users.user_id = refresh_tokens.user_id AND NOT users.disabled
       ){scope_check}
-    RETURNING family_id, client_id, user_id, scopes, audience, expires_at, family_expires_at, sid
+    RETURNING family_id, client_id, user_id, scopes, audience, expires_at, family_expires_at, sid,
+        jkt
 ), successor AS (
     INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, audience,
-        created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash, sid)
+        created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash, sid, jkt)
     SELECT %(new_hash)s, family_id, client_id, user_id, {scopes},
         COALESCE(%(audience)s, audience), %(now)s, LEAST(%(idle_end)s, family_expires_at),
-        family_expires_at, NULL, NULL, %(digest)s, sid
+        family_expires_at, NULL, NULL, %(digest)s, sid, jkt
     FROM claimed
     RETURNING scopes, audience
 )
@@ -170,6 +178,7 @@ class RefreshTokenStore:
         conn: Connection | None = None,
         parent_hash: str | None = None,
         sid: str | None = None,
+        jkt: str | None = None,
     ) -> str:
         """Store a new refresh token and return it.
 
@@ -179,7 +188,8 @@ class RefreshTokenStore:
         revoked (see :func:`family_start_revoked`). ``sid``: the issuer session the family
         started from (successors inherit it in :meth:`rotate`); a family started from a
         session that has ended (logout ran between the code and its redemption) is stored
-        revoked too (see :func:`issuer.sessions.session_ended`).
+        revoked too (see :func:`issuer.sessions.session_ended`). ``jkt``: the DPoP key the
+        family is bound to (successors inherit it in :meth:`rotate`).
         """
         token = secrets.token_urlsafe(TOKEN_BYTES)
         family_end = family_expires_at if family_expires_at is not None else now + self.ttl
@@ -197,6 +207,7 @@ class RefreshTokenStore:
             "revoked_at": None,
             "parent_hash": parent_hash,
             "sid": sid,
+            "jkt": jkt,
         }
         code_family = family_id is not None and parent_hash is None
         check_sid = sid if parent_hash is None else None  # successors: revoke_session's job
@@ -216,6 +227,7 @@ class RefreshTokenStore:
         narrow: Callable[[RefreshGrant, Connection], tuple[frozenset[str], str]],
         replay_grace: float = 0.0,
         terms: SuccessorTerms | None = None,
+        jkt: str | None = None,
     ) -> Redemption:
         """Redeem ``token`` and issue its successor in one transaction.
 
@@ -230,10 +242,15 @@ class RefreshTokenStore:
 
         ``terms``: what ``narrow`` would decide for an enabled user (:class:`SuccessorTerms`);
         on PostgreSQL a rotation that needs nothing else is then one statement.
+
+        ``jkt``: the thumbprint of the key of the DPoP proof that came with the request (None:
+        no proof). A token of a family bound to a key is claimed only with that key; otherwise
+        the answer is ``wrong_key`` and nothing changes (no use, no reuse detection: whoever
+        lacks the key cannot spend the token or end its family).
         """
         digest = token_hash(token)
         if terms is not None and self._at_once:
-            done = self._rotate_at_once(digest, client_id=client_id, now=now, terms=terms)
+            done = self._rotate_at_once(digest, client_id=client_id, now=now, terms=terms, jkt=jkt)
             if done is not None:
                 return done
         with self.engine.begin() as conn:
@@ -246,6 +263,11 @@ class RefreshTokenStore:
                 .where(refresh_tokens.c.used_at.is_(None))
                 .where(refresh_tokens.c.revoked_at.is_(None))
                 .where(refresh_tokens.c.expires_at > now)
+                .where(
+                    refresh_tokens.c.jkt.is_(None)
+                    if jkt is None
+                    else or_(refresh_tokens.c.jkt.is_(None), refresh_tokens.c.jkt == jkt)
+                )
                 .values(used_at=now)
             )
             row: RowMapping | None = None
@@ -265,6 +287,11 @@ class RefreshTokenStore:
                     # RFC 6749 §6: bound to its client. Not a replay by the owner: the family
                     # is left alone.
                     return Redemption("wrong_client", grant)
+                if row["jkt"] is not None and row["jkt"] != jkt:
+                    # Bound to a DPoP key this request has not proven: refused before any
+                    # decision on use or reuse, so the holder of a stolen token alone changes
+                    # nothing.
+                    return Redemption("wrong_key", grant)
                 if row["revoked_at"] is not None:
                     return Redemption("revoked", grant)
                 if row["used_at"] is None:
@@ -285,11 +312,18 @@ class RefreshTokenStore:
                 conn=conn,
                 parent_hash=digest,
                 sid=grant.sid,
+                jkt=grant.jkt,
             )
         return Redemption("ok", grant, new_token, scopes, audience, replayed=replayed)
 
     def _rotate_at_once(
-        self, digest: str, *, client_id: str, now: float, terms: SuccessorTerms
+        self,
+        digest: str,
+        *,
+        client_id: str,
+        now: float,
+        terms: SuccessorTerms,
+        jkt: str | None = None,
     ) -> Redemption | None:
         """The common rotation as one statement (:data:`_ROTATE_AT_ONCE`); None when it claimed
         nothing (every other case), which changed nothing."""
@@ -301,6 +335,7 @@ class RefreshTokenStore:
             "new_hash": token_hash(token),
             "audience": terms.audience,
             "idle_end": now + self.idle_ttl,
+            "jkt": jkt,
         }
         statement = _KEEP_SCOPES
         if terms.scopes is not None:

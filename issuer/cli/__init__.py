@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--first-party", action="store_true", help="its users are not asked for consent"
     )
+    create.add_argument(
+        "--dpop",
+        action="store_true",
+        help="every token request must carry a DPoP proof (RFC 9449 dpop_bound_access_tokens)",
+    )
     create.add_argument("--json", action="store_true")
     create.set_defaults(func=accounts_cmd.cmd_clients_create)
 

@@ -40,6 +40,7 @@ def cmd_clients_create(args: argparse.Namespace) -> None:
         post_logout_redirect_uris=args.post_logout_redirect_uri,
         public=args.public,
         first_party=args.first_party,
+        dpop_bound_access_tokens=args.dpop,
     )
     result: dict[str, object] = {"client_id": client.client_id}
     if secret is not None:
@@ -54,6 +55,7 @@ def cmd_clients_create(args: argparse.Namespace) -> None:
             "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
             "token_endpoint_auth_method": client.token_endpoint_auth_method,
             "first_party": client.first_party,
+            "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         }
     )
     if args.json:
