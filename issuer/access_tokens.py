@@ -74,10 +74,13 @@ class AccessTokens:
         jti: str | None = None,
         now: float | None = None,
         id_token: IdTokenTerms | None = None,
+        jkt: str | None = None,
     ) -> dict[str, Any]:
         """The response body. ``jti`` and ``now``: decided by the caller ahead of the response
         (the code grant records them before it signs); ``sid``: the issuer session the tokens
-        descend from; ``id_token``: an OpenID Connect ID token goes with the access token."""
+        descend from; ``id_token``: an OpenID Connect ID token goes with the access token;
+        ``jkt``: the thumbprint of the request's DPoP proof key: the access token is bound to it
+        (``cnf.jkt``, RFC 9449 §6.1) and its ``token_type`` is ``DPoP`` (§5)."""
         ttl = self.settings.access_token_ttl
         claims = access_token_claims(
             issuer=self.settings.issuer_url,
@@ -90,11 +93,13 @@ class AccessTokens:
             jti=jti or self._token_ids.next(),
             sid=sid,
         )
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
         access_token = await self.signatures.sign(claims)
         body: dict[str, Any] = {
             # Signed with the other tokens of this event-loop turn (issuer/batch_signer.py).
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": "Bearer" if jkt is None else "DPoP",
             "expires_in": ttl,
             "scope": claims["scope"],
         }

@@ -35,6 +35,7 @@ from issuer.sessions import SessionStore
 from issuer.settings import IssuerSettings
 from issuer.token_service import TokenService
 from shared.clock import Clock, system_clock
+from shared.dpop import DPoPSettings, DPoPVerifier
 from shared.errors import ConfigurationError
 from shared.protocol import ADMIN_AUDIENCE
 from shared.tokens import TokenVerifier
@@ -82,6 +83,13 @@ def _sign_in_key(settings: IssuerSettings) -> bytes:
     return sign_in_key(secret)
 
 
+def dpop_verifier(settings: IssuerSettings, clock: Clock) -> DPoPVerifier:
+    """The process's one DPoP proof verifier for /token (its replay cache is per process: a
+    proof replayed to another replica within the window is not caught there; RFC 9449 §11.1
+    accepts this and server nonces narrow it)."""
+    return DPoPVerifier(DPoPSettings(algorithms=settings.dpop_algs), clock=clock, status_code=400)
+
+
 def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
     """Open the store (creating the schema and a first key if need be) and wire the services.
 
@@ -99,7 +107,15 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     revoked = RevokedAccessTokens(engine, clock=clock)
     sessions = SessionStore(engine, idle_ttl=settings.session_idle_ttl, ttl=settings.session_ttl)
     codes = CodeStore(engine, ttl=settings.code_ttl, revoked=revoked)
-    tokens = TokenService(settings, keyring, accounts, refresh, clock=clock, codes=codes)
+    tokens = TokenService(
+        settings,
+        keyring,
+        accounts,
+        refresh,
+        clock=clock,
+        codes=codes,
+        dpop=dpop_verifier(settings, clock),
+    )
     outage = DatabaseOutage(retry_after=settings.retry_after)
     probe_engine = make_probe_engine(settings.database_url)
     return Issuer(

@@ -88,7 +88,9 @@ class Grants(AccessTokens, FailedAttempts):
     # (requested scope, the client's scopes) -> the granted scopes (client_credentials).
     _granted: dict[tuple[str | None, frozenset[str]], frozenset[str]]
 
-    async def _client_credentials(self, form: dict[str, str], client: Client) -> dict[str, Any]:
+    async def _client_credentials(
+        self, form: dict[str, str], client: Client, jkt: str | None = None
+    ) -> dict[str, Any]:
         audience = resolve_audience(form, client.audiences, None)
         requested = form.get("scope")
         key = (requested, client.scopes)
@@ -98,9 +100,13 @@ class Grants(AccessTokens, FailedAttempts):
             if len(self._granted) >= MEMO_ENTRIES:
                 self._granted.clear()
             self._granted[key] = scopes
-        return await self._response(client.subject, client, audience, scopes, refresh_token=None)
+        return await self._response(
+            client.subject, client, audience, scopes, refresh_token=None, jkt=jkt
+        )
 
-    async def _password(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
+    async def _password(
+        self, form: dict[str, str], client: Client, address: str, jkt: str | None = None
+    ) -> dict[str, Any]:
         username, password = form.get("username"), form.get("password")
         if not username or password is None:
             raise InvalidRequest("username and password are required")
@@ -152,9 +158,12 @@ class Grants(AccessTokens, FailedAttempts):
                     scopes=scopes,
                     audience=audience,
                     now=now,
+                    jkt=jkt if client.public else None,
                 )
             )
-        return await self._response(user.subject, client, audience, scopes, refresh_token=refresh)
+        return await self._response(
+            user.subject, client, audience, scopes, refresh_token=refresh, jkt=jkt
+        )
 
     async def _rehash(self, user: User, password: str) -> None:
         """Move a hash made with older parameters to today's, at the login that proves the
@@ -162,7 +171,12 @@ class Grants(AccessTokens, FailedAttempts):
         new_hash = await self.password_pool.run(lambda: hash_password(password))
         await in_thread(lambda: self.accounts.replace_password_hash(user, new_hash))
 
-    async def _refresh(self, form: dict[str, str], client: Client, address: str) -> dict[str, Any]:
+    async def _refresh(
+        self, form: dict[str, str], client: Client, address: str, jkt: str | None = None
+    ) -> dict[str, Any]:
+        """RFC 6749 §6. A family bound to a DPoP key (a public client's, RFC 9449 §5) is
+        refreshed only with a proof by that key (``jkt``); without one, ``invalid_grant`` and the
+        token stays unused."""
         presented = form.get("refresh_token")
         if not presented:
             raise InvalidRequest("refresh_token is required")
@@ -201,6 +215,7 @@ class Grants(AccessTokens, FailedAttempts):
                 narrow=narrow,
                 replay_grace=self.settings.refresh_replay_grace,
                 terms=terms,
+                jkt=jkt,
             )
         )
         if redemption.replayed and redemption.grant is not None:
@@ -233,6 +248,10 @@ class Grants(AccessTokens, FailedAttempts):
                     ),
                 )
             )
+        if redemption.status == "wrong_key":
+            raise InvalidGrant(
+                "the refresh token is bound to a DPoP key: send a DPoP proof signed by that key"
+            )
         if redemption.status != "ok" or redemption.grant is None:
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
         return await self._response(
@@ -242,10 +261,15 @@ class Grants(AccessTokens, FailedAttempts):
             redemption.scopes,
             refresh_token=redemption.token,
             sid=redemption.grant.sid,  # tokens refreshed from a sign-in keep its session
+            jkt=jkt,
         )
 
     async def _authorization_code(
-        self, form: dict[str, str], client: Client, address: str = "unknown"
+        self,
+        form: dict[str, str],
+        client: Client,
+        address: str = "unknown",
+        jkt: str | None = None,
     ) -> dict[str, Any]:
         """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.5, §4.6, S256 only) and OpenID Connect.
 
@@ -329,6 +353,7 @@ class Grants(AccessTokens, FailedAttempts):
                 now=now,
                 family_id=family_id,
                 sid=granted.sid,
+                jkt=jkt if client.public else None,  # RFC 9449 §5: a public client's family
             )
 
         refresh = await in_thread(check_user_and_session_then_issue_refresh)
@@ -341,6 +366,7 @@ class Grants(AccessTokens, FailedAttempts):
             sid=granted.sid,
             jti=jti,
             now=now,
+            jkt=jkt,
             id_token=(
                 IdTokenTerms(auth_time=granted.auth_time, nonce=granted.nonce)
                 if "openid" in granted.scopes

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from serving.limits import ConnectionLimits
+from shared.dpop import SUPPORTED_ALGORITHMS as DPOP_ALGORITHMS
 from shared.errors import ConfigurationError
 
 DEFAULTS: dict[str, str] = {
@@ -36,6 +37,8 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_SESSION_IDLE_TTL": "1800",
     "ISSUER_SESSION_TTL": "28800",
     "ISSUER_CODE_TTL": "60",
+    "ISSUER_DPOP_ALGS": "ES256 RS256",
+    "ISSUER_DPOP_NONCE": "0",
 }
 
 
@@ -93,6 +96,26 @@ def _code_ttl(env: Mapping[str, str]) -> int:
     if value > MAX_CODE_TTL:
         raise ConfigurationError(f"{name} must be from 1 to {MAX_CODE_TTL} seconds, got {value}")
     return value
+
+
+def _dpop_algs(env: Mapping[str, str]) -> tuple[str, ...]:
+    """ISSUER_DPOP_ALGS: the DPoP proof algorithms /token accepts (space-separated)."""
+    name = "ISSUER_DPOP_ALGS"
+    algs = tuple(dict.fromkeys(env.get(name, DEFAULTS[name]).split()))
+    unknown = [a for a in algs if a not in DPOP_ALGORITHMS]
+    if unknown or not algs:
+        raise ConfigurationError(
+            f"{name} must be some of {' '.join(DPOP_ALGORITHMS)}"
+            + (f" (got {unknown[0]!r})" if unknown else "")
+        )
+    return algs
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, DEFAULTS[name]).strip()
+    if raw not in ("0", "1"):
+        raise ConfigurationError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def _publish_ahead(env: Mapping[str, str]) -> int | None:
@@ -185,6 +208,9 @@ class IssuerSettings:
     session_idle_ttl: int = 1800
     session_ttl: int = 28_800
     code_ttl: int = 60  # an authorization code's lifetime, 1..MAX_CODE_TTL seconds
+    # DPoP (RFC 9449) at /token: the proof algorithms accepted, and server nonces on or off.
+    dpop_algs: tuple[str, ...] = ("ES256", "RS256")
+    dpop_nonce: bool = False
     # ISSUER_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
     connections: ConnectionLimits = field(
         default_factory=lambda: ConnectionLimits(prefix="ISSUER_")
@@ -223,6 +249,8 @@ class IssuerSettings:
             session_idle_ttl=_int(env, "ISSUER_SESSION_IDLE_TTL", minimum=1),
             session_ttl=_int(env, "ISSUER_SESSION_TTL", minimum=1),
             code_ttl=_code_ttl(env),
+            dpop_algs=_dpop_algs(env),
+            dpop_nonce=_flag(env, "ISSUER_DPOP_NONCE"),
             connections=ConnectionLimits.from_env("ISSUER_", env),
         )
         settings = replace(settings, **overrides) if overrides else settings

@@ -39,8 +39,9 @@ from issuer.settings import IssuerSettings
 from issuer.throttle import Throttle
 from issuer.token_memos import ClientMemos
 from shared.clock import Clock, system_clock
+from shared.dpop import DPoPSettings, DPoPVerifier, InvalidDPoPProof, one_proof
 from shared.errors import InvalidClient, InvalidRequest, UnauthorizedClient, UnsupportedGrantType
-from shared.protocol import GRANT_TYPES
+from shared.protocol import GRANT_TYPES, TOKEN_PATH
 from shared.scopes import parse_scope
 
 UNKNOWN_ADDRESS = "unknown"
@@ -66,8 +67,15 @@ class TokenService(ClientMemos, Grants):
         throttle: Throttle | None = None,
         audit_log: AuditLog | None = None,
         codes: CodeStore | None = None,
+        dpop: DPoPVerifier | None = None,
     ) -> None:
         self.settings = settings
+        # DPoP proofs at /token (RFC 9449 §5): one verifier, with its replay cache, per process
+        # (the container builds it; this default is for tests that build a service alone).
+        self.dpop = dpop or DPoPVerifier(
+            DPoPSettings(algorithms=settings.dpop_algs), clock=clock, status_code=400
+        )
+        self._dpop_url = settings.issuer_url + TOKEN_PATH  # htu: the issuer's own public URL
         self.keyring = keyring
         self.accounts = accounts
         self.refresh_tokens = refresh_tokens
@@ -144,9 +152,25 @@ class TokenService(ClientMemos, Grants):
 
     # -- the endpoint -------------------------------------------------------------------------
 
+    def dpop_key(self, proofs: list[str]) -> str:
+        """The thumbprint of the key of the one valid DPoP proof among ``proofs`` (the request's
+        ``DPoP`` header values); 400 ``invalid_dpop_proof`` (or ``use_dpop_nonce``) else."""
+        try:
+            proof = one_proof(proofs)
+        except InvalidDPoPProof as exc:
+            exc.status_code = 400
+            raise
+        return self.dpop.verify(proof, method="POST", url=self._dpop_url).jkt
+
     async def token(
-        self, form: dict[str, str], authorization: str | None, address: str = UNKNOWN_ADDRESS
+        self,
+        form: dict[str, str],
+        authorization: str | None,
+        address: str = UNKNOWN_ADDRESS,
+        dpop: list[str] | None = None,
     ) -> TokenResponse:
+        """``dpop``: the request's ``DPoP`` header values, None when it has none. With a valid
+        proof the access token is bound to its key (and a public client's refresh tokens)."""
         grant_type = form.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
@@ -163,12 +187,22 @@ class TokenService(ClientMemos, Grants):
             # A malformed scope (RFC 6749 §3.3) is refused before the password check or the
             # refresh transaction; client_credentials parses it straight away anyway.
             parse_scope(form.get("scope"))
+        jkt = None
+        if dpop is not None:
+            jkt = self.dpop_key(dpop)
+        elif client.dpop_bound_access_tokens:
+            # RFC 9449 §5.2: such a request "MUST be rejected"; nothing is wrong with a proof
+            # (there is none), a required parameter is missing: invalid_request.
+            raise InvalidRequest(
+                "this client is registered with dpop_bound_access_tokens: every token request "
+                "must carry a DPoP proof"
+            )
         if grant_type == "client_credentials":
-            body = await self._client_credentials(form, client)
+            body = await self._client_credentials(form, client, jkt)
         elif grant_type == "password":
-            body = await self._password(form, client, address)
+            body = await self._password(form, client, address, jkt)
         elif grant_type == "authorization_code":
-            body = await self._authorization_code(form, client, address)
+            body = await self._authorization_code(form, client, address, jkt)
         else:
-            body = await self._refresh(form, client, address)
+            body = await self._refresh(form, client, address, jkt)
         return TokenResponse(body=body, grant_type=grant_type)

@@ -57,6 +57,7 @@ def metadata_document(settings: IssuerSettings, scopes: list[str]) -> dict[str, 
         "claims_supported": list(CLAIMS_SUPPORTED),
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "access_token_signing_alg_values_supported": ["RS256"],
+        "dpop_signing_alg_values_supported": list(settings.dpop_algs),  # RFC 9449 §5.1
     }
 
 

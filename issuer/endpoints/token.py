@@ -34,9 +34,14 @@ _HEADERS = [
 ]
 
 
-def _request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
-    """Content-Type, Content-Length and Authorization (the first of each, like Starlette)."""
+def _request_headers(
+    scope: Scope,
+) -> tuple[str | None, str | None, str | None, list[str] | None]:
+    """Content-Type, Content-Length and Authorization (the first of each, like Starlette), and
+    every ``DPoP`` value (RFC 9449 §4.3 refuses more than one: the token service decides), None
+    when there is none. A request without DPoP pays one comparison a header for it."""
     content_type = content_length = authorization = None
+    dpop: list[str] | None = None
     for name, value in scope["headers"]:
         if name == b"content-type":
             content_type = content_type or value.decode("latin-1")
@@ -44,7 +49,11 @@ def _request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
             content_length = content_length or value.decode("latin-1")
         elif name == b"authorization":
             authorization = authorization or value.decode("latin-1")
-    return content_type, content_length, authorization
+        elif name == b"dpop":
+            if dpop is None:
+                dpop = []
+            dpop.append(value.decode("latin-1"))
+    return content_type, content_length, authorization, dpop
 
 
 class TokenEndpoint:
@@ -54,13 +63,13 @@ class TokenEndpoint:
         issuer: Issuer = scope["state"][http.ISSUER_STATE]
         if scope["method"] != "POST":
             raise MethodNotAllowed("use POST", headers={"Allow": "POST"})
-        content_type, content_length, authorization = _request_headers(scope)
+        content_type, content_length, authorization, dpop = _request_headers(scope)
         client = scope.get("client")
         try:
             body = await http.read_body(receive, content_length, issuer.settings.max_body_bytes)
             form = parse_form(body, content_type, scope["query_string"].decode("latin-1"))
             result = await issuer.tokens.token(
-                form, authorization, client[0] if client else UNKNOWN_ADDRESS
+                form, authorization, client[0] if client else UNKNOWN_ADDRESS, dpop
             )
         except SQLAlchemyError as exc:
             error = issuer.outage.error_for(exc)  # a database outage: 503, logged once
