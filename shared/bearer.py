@@ -1,4 +1,4 @@
-"""Bearer token transport (RFC 6750 §2)."""
+"""Access token transport in ``Authorization``: Bearer (RFC 6750 §2) and DPoP (RFC 9449 §7.1)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,24 @@ def extract_bearer(authorization: str | None, *, other_carriers: bool = False) -
     if not token or not _B64TOKEN.match(token):
         raise InvalidToken("the bearer token is malformed")
     return token
+
+
+BEARER, DPOP = "bearer", "dpop"
+
+
+def extract_credentials(
+    authorization: str | None, *, other_carriers: bool = False, dpop: bool = True
+) -> tuple[str, str]:
+    """``(scheme, token)`` from an ``Authorization`` header value: scheme ``"bearer"``, or
+    ``"dpop"`` (RFC 9449 §7.1: the same token68 syntax) when ``dpop`` is accepted.
+
+    The same refusals as :func:`extract_bearer`; any other scheme is no token at all."""
+    if authorization is None or other_carriers:
+        return BEARER, extract_bearer(authorization, other_carriers=other_carriers)
+    scheme, _, token = authorization.partition(" ")
+    if not dpop or scheme.lower() != DPOP:
+        return BEARER, extract_bearer(authorization)
+    token = token.strip(" ")
+    if not token or not _B64TOKEN.match(token):
+        raise InvalidToken("the DPoP access token is malformed")
+    return DPOP, token
