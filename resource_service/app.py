@@ -32,6 +32,8 @@ from resource_service.items import MAX_TITLE, ItemStore
 from resource_service.metrics import ResourceMetrics
 from resource_service.settings import ResourceSettings
 from shared.clock import Clock, system_clock
+from shared.dpop import DPoPSettings, DPoPVerifier
+from shared.dpop_replay import ReplayCache
 from shared.errors import (
     GENERIC_DESCRIPTION,
     InvalidRequest,
@@ -47,7 +49,7 @@ from shared.jws import strict_json
 from shared.protocol import HEALTH_PATH, READINESS_PATH
 from shared.token_cache import TokenCache
 from shared.tokens import TokenVerifier
-from shared.verification import BearerAuthenticator
+from shared.verification import BearerAuthenticator, dpop_challenges
 
 logger = logging.getLogger("keyhouse.resource")
 MAX_BODY = 16_384
@@ -71,13 +73,31 @@ def _resource(request: HTTPConnection) -> Resource:
 
 
 def error_response(exc: KeyhouseError, realm: str | None) -> Response:
-    """RFC 6750 §3: JSON body plus the ``WWW-Authenticate`` challenge of this realm."""
+    """RFC 6750 §3: JSON body plus the Bearer ``WWW-Authenticate`` challenge of this realm."""
     status, headers, body = render_error(exc, bearer_realm=realm, log=logger)
     return Response(body, status_code=status, headers=headers)
 
 
-def _realm(conn: HTTPConnection) -> str:
-    return _resource(conn).settings.name
+def answer_error(exc: KeyhouseError, conn: HTTPConnection) -> Response:
+    """:func:`error_response` with this service's challenges for the request: Bearer as
+    always, DPoP's (RFC 9449 §7.1) where :func:`shared.verification.dpop_challenges` says."""
+    resource = _resource(conn)
+    realm = resource.settings.name
+    authorization = conn.headers.get("authorization")
+    scheme = authorization.partition(" ")[0].lower() if authorization is not None else None
+    challenges = dpop_challenges(
+        exc,
+        realm=realm,
+        scheme=scheme,
+        accepts_bearer=resource.authenticator.accepts_bearer,
+        dpop_algorithms=resource.settings.dpop_algorithms,
+    )
+    if challenges is None:  # a Bearer request: the Bearer challenge, as always
+        return error_response(exc, realm)
+    response = error_response(exc, None)
+    for challenge in challenges:  # one field each (RFC 9110 §11.6.1)
+        response.raw_headers.append((b"www-authenticate", challenge.encode("latin-1")))
+    return response
 
 
 class QuietDisconnect:
@@ -98,18 +118,18 @@ class QuietDisconnect:
 
 async def handle_keyhouse_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeyhouseError)
-    return error_response(exc, _realm(request))
+    return answer_error(exc, request)
 
 
 def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
     assert isinstance(exc, KeyhouseAuthError)
-    return error_response(exc.error, _realm(conn))
+    return answer_error(exc.error, conn)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = error_for_status(exc.status_code, str(exc.detail), exc.headers)
-    return error_response(error, _realm(request))
+    return answer_error(error, request)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -259,7 +279,17 @@ def create_app(
             clock=clock,
         )
         cache = TokenCache(settings.token_cache_size, leeway=settings.token_leeway, clock=clock)
-        authenticator = BearerAuthenticator(verifier, jwks, cache=cache)
+        # One DPoP verifier, and so one jti replay cache, per process (shared.dpop_replay).
+        dpop_settings = DPoPSettings(algorithms=settings.dpop_algorithms)
+        replay = ReplayCache(
+            lifetime=dpop_settings.replay_lifetime,
+            max_entries=settings.dpop_replay_cache_size,
+            clock=clock,
+        )
+        dpop = DPoPVerifier(dpop_settings, clock=clock, replay_cache=replay)
+        authenticator = BearerAuthenticator(
+            verifier, jwks, cache=cache, dpop=dpop, require_dpop=settings.require_dpop
+        )
         resource = Resource(
             settings=settings,
             jwks=jwks,

@@ -3,6 +3,12 @@
 ``BearerAuthBackend`` plugs into Starlette's ``AuthenticationMiddleware``: a request without an
 ``Authorization`` header passes through unauthenticated (public endpoints stay public); a
 request with one is verified, and a bad token is answered by the app's error serialiser.
+
+For the DPoP scheme it hands the authenticator :func:`proof_context`, called only then: the
+``DPoP`` header values, the method, and the URL the proof's ``htu`` must name:
+``RESOURCE_PUBLIC_URL`` + the raw path when set, else the request's own URL as the server saw
+it (scheme as uvicorn presents it, which honours ``X-Forwarded-Proto`` only from
+``--forwarded-allow-ips``; the ``Host`` header; the raw path), never with the query.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import InsufficientScope, KeyhouseError, MissingToken
 from shared.tokens import AccessToken
+from shared.verification import ProofContext
 
 FORM_CARRIER = "keyhouse.form_access_token"
 MAX_FORM_SCAN = 16_384
@@ -65,11 +72,28 @@ class BearerAuthBackend(AuthenticationBackend):
         authenticator = conn.app.state.resource.authenticator
         try:
             access: AccessToken = await authenticator.authenticate(
-                authorization, other_carriers=others
+                authorization, other_carriers=others, request=lambda: proof_context(conn)
             )
         except KeyhouseError as exc:
             raise KeyhouseAuthError(exc) from exc
         return AuthCredentials(sorted(access.scopes)), TokenUser(access)
+
+
+def proof_context(conn: HTTPConnection) -> ProofContext:
+    """What this request's DPoP proof is checked against (see the module doc)."""
+    scope = conn.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    public_url: str | None = conn.app.state.resource.settings.public_url
+    if public_url is not None:
+        url = public_url + path
+    else:
+        host = conn.headers.get("host")
+        if host is None:
+            server = scope.get("server") or ("", None)
+            host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+        url = f"{scope['scheme']}://{host}{path}"
+    return ProofContext(conn.headers.getlist("dpop"), scope["method"], url)
 
 
 def require_scope(conn: HTTPConnection, scope: str | None) -> AccessToken:

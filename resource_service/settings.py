@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from serving.limits import ConnectionLimits
+from shared.dpop import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS, normalize_htu
+from shared.dpop_replay import DEFAULT_MAX_ENTRIES
 from shared.errors import ConfigurationError
 from shared.jwks_settings import JWKSClientSettings
 
@@ -51,6 +53,11 @@ class ResourceSettings:
     database_path: str = ""
     ca_file: str | None = None
     log_level: str = "info"
+    # DPoP (RFC 9449): RESOURCE_PUBLIC_URL, _DPOP_ALGS, _REQUIRE_DPOP, _DPOP_REPLAY_CACHE_SIZE
+    public_url: str | None = None  # the base a proof's htu is checked against; None: the request's
+    dpop_algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    require_dpop: bool = False
+    dpop_replay_cache_size: int = DEFAULT_MAX_ENTRIES
     # RESOURCE_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
     connections: ConnectionLimits = dataclasses.field(
         default_factory=lambda: ConnectionLimits(prefix="RESOURCE_")
@@ -100,5 +107,50 @@ class ResourceSettings:
             database_path=env.get("RESOURCE_DATABASE_PATH") or f"var/{name}.db",
             ca_file=env.get("RESOURCE_JWKS_CA_FILE") or None,
             log_level=env.get("RESOURCE_LOG_LEVEL", "info"),
+            public_url=_public_url(env.get("RESOURCE_PUBLIC_URL", "")),
+            dpop_algorithms=_dpop_algorithms(env.get("RESOURCE_DPOP_ALGS")),
+            require_dpop=_parse(
+                "RESOURCE_REQUIRE_DPOP", env.get("RESOURCE_REQUIRE_DPOP", "0"), bool
+            ),
+            dpop_replay_cache_size=_positive(
+                "RESOURCE_DPOP_REPLAY_CACHE_SIZE",
+                env.get("RESOURCE_DPOP_REPLAY_CACHE_SIZE", str(DEFAULT_MAX_ENTRIES)),
+            ),
             connections=ConnectionLimits.from_env("RESOURCE_", env),
         )
+
+
+def _positive(name: str, raw: str) -> int:
+    value: int = _parse(name, raw, int)
+    if value < 1:
+        raise ConfigurationError(f"{name} must be at least 1")
+    return value
+
+
+def _public_url(raw: str) -> str | None:
+    """RESOURCE_PUBLIC_URL: the service's address as clients see it (behind a proxy), an
+    absolute http(s) URL without query or fragment; a trailing ``/`` is dropped."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        normalize_htu(raw)
+    except ValueError:
+        raw = ""
+    if not raw or "?" in raw or "#" in raw:
+        raise ConfigurationError(
+            "RESOURCE_PUBLIC_URL must be an absolute http(s) URL without user, query or fragment"
+        )
+    return raw.rstrip("/")
+
+
+def _dpop_algorithms(raw: str | None) -> tuple[str, ...]:
+    """RESOURCE_DPOP_ALGS: space-separated JWS algorithms accepted on DPoP proofs."""
+    if raw is None:
+        return DEFAULT_ALGORITHMS
+    algorithms = tuple(dict.fromkeys(raw.split()))
+    if not algorithms or any(a not in SUPPORTED_ALGORITHMS for a in algorithms):
+        raise ConfigurationError(
+            f"RESOURCE_DPOP_ALGS must be some of {' '.join(SUPPORTED_ALGORITHMS)}, got {raw!r}"
+        )
+    return algorithms
