@@ -9,6 +9,8 @@ one too, to serve nothing but its commands. Nothing here knows HTTP.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from issuer.token_service import TokenService
 from shared.clock import Clock, system_clock
 from shared.dpop import DPoPSettings, DPoPVerifier
 from shared.errors import ConfigurationError
+from shared.jws import b64url_encode
 from shared.protocol import ADMIN_AUDIENCE
 from shared.tokens import TokenVerifier
 
@@ -73,21 +76,67 @@ def sign_in_key(secret: str) -> bytes:
     ).derive(secret.encode())
 
 
-def _sign_in_key(settings: IssuerSettings) -> bytes:
-    """From the secret the key repository was just opened with (it exists by now)."""
+def _secret(settings: IssuerSettings) -> str:
+    """The secret the key repository was just opened with (it exists by now)."""
     secret = find_secret(
         settings.secret_key, settings.secret_key_file, settings.default_secret_key_file.absolute()
     )
     if secret is None:  # pragma: no cover - open_key_repository found or made it
         raise ConfigurationError("no key-encryption secret for the sign-in key")
-    return sign_in_key(secret)
+    return secret
 
 
-def dpop_verifier(settings: IssuerSettings, clock: Clock) -> DPoPVerifier:
-    """The process's one DPoP proof verifier for /token (its replay cache is per process: a
-    proof replayed to another replica within the window is not caught there; RFC 9449 §11.1
-    accepts this and server nonces narrow it)."""
-    return DPoPVerifier(DPoPSettings(algorithms=settings.dpop_algs), clock=clock, status_code=400)
+def dpop_nonce_key(secret: str) -> bytes:
+    """The DPoP nonces' HMAC key: like :func:`sign_in_key`, under its own label."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyhouse dpop nonce v1"
+    ).derive(secret.encode())
+
+
+DPOP_NONCE_SLOT = 60  # seconds; a nonce is good in its slot and the next one (60 to 120 s)
+
+
+class DPoPNonces:
+    """Server-provided DPoP nonces (RFC 9449 §8), stateless: a nonce is the HMAC of the current
+    time slot under a key derived from the issuer's secret, so every replica makes and accepts
+    the same ones with nothing stored or shared. A proof's nonce passes when it is the current
+    slot's or the previous slot's; otherwise (or none) the current one is demanded
+    (``use_dpop_nonce`` with ``DPoP-Nonce``). The verifier's nonce policy."""
+
+    def __init__(self, key: bytes, *, clock: Clock, slot: int = DPOP_NONCE_SLOT) -> None:
+        self._key = key
+        self._clock = clock
+        self._slot = slot
+
+    def _nonce(self, slot: int) -> str:
+        digest = hmac.new(self._key, b"dpop nonce %d" % slot, hashlib.sha256).digest()
+        return b64url_encode(digest[:18])  # 144 bits, 24 characters, all NQCHAR
+
+    def current(self) -> str:
+        return self._nonce(int(self._clock() // self._slot))
+
+    def __call__(self, presented: str | None) -> str | None:
+        slot = int(self._clock() // self._slot)
+        current = self._nonce(slot)
+        if presented is not None:
+            given = presented.encode("utf-8", "surrogatepass")
+            for accepted in (current, self._nonce(slot - 1)):
+                if hmac.compare_digest(given, accepted.encode()):
+                    return None
+        return current
+
+
+def dpop_verifier(settings: IssuerSettings, clock: Clock, secret: str) -> DPoPVerifier:
+    """The process's one DPoP proof verifier for /token, with server nonces when
+    ISSUER_DPOP_NONCE=1. Its replay cache is per process: a proof replayed to another replica
+    within the window is not caught there (RFC 9449 §11.1); nonces narrow that window."""
+    nonces = DPoPNonces(dpop_nonce_key(secret), clock=clock) if settings.dpop_nonce else None
+    return DPoPVerifier(
+        DPoPSettings(algorithms=settings.dpop_algs),
+        clock=clock,
+        nonce_policy=nonces,
+        status_code=400,
+    )
 
 
 def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Issuer:
@@ -107,6 +156,7 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     revoked = RevokedAccessTokens(engine, clock=clock)
     sessions = SessionStore(engine, idle_ttl=settings.session_idle_ttl, ttl=settings.session_ttl)
     codes = CodeStore(engine, ttl=settings.code_ttl, revoked=revoked)
+    secret = _secret(settings)
     tokens = TokenService(
         settings,
         keyring,
@@ -114,7 +164,7 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         refresh,
         clock=clock,
         codes=codes,
-        dpop=dpop_verifier(settings, clock),
+        dpop=dpop_verifier(settings, clock, secret),
     )
     outage = DatabaseOutage(retry_after=settings.retry_after)
     probe_engine = make_probe_engine(settings.database_url)
@@ -135,7 +185,7 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         consents=ConsentStore(engine),
         codes=codes,
         revoked=revoked,
-        sign_in_key=_sign_in_key(settings),
+        sign_in_key=sign_in_key(secret),
     )
 
 

@@ -260,3 +260,49 @@ def test_the_accepted_algorithms_are_a_setting(stack: Stack) -> None:
     assert post(EC_KEY, "ES256").json()["token_type"] == "DPoP"
     metadata = httpx.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
     assert metadata.json()["dpop_signing_alg_values_supported"] == ["ES256"]
+
+
+def test_server_nonces_when_switched_on(stack: Stack) -> None:
+    """ISSUER_DPOP_NONCE=1: a proof without the nonce is 400 use_dpop_nonce with DPoP-Nonce; with
+    it, a bound token; a replica on the same secret accepts the nonce."""
+    first = stack.issuer(ISSUER_DPOP_NONCE="1")
+    first.start()
+    second = stack.issuer_replica("b", ISSUER_DPOP_NONCE="1")
+    second.start()
+    client = stack.create_client(scope="photos:read", audiences=["photos"])
+    htu = stack.issuer_url + "/token"
+
+    def post(base: str, dpop: str) -> httpx.Response:
+        return httpx.post(
+            base + "/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client["client_id"], client["client_secret"]),
+            headers={"DPoP": dpop},
+            timeout=10,
+        )
+
+    def signed(**extra: str) -> str:
+        payload = {"jti": str(uuid.uuid4()), "htm": "POST", "htu": htu, "iat": int(time.time())}
+        return make_proof(EC_KEY, "ES256", payload={**payload, **extra})
+
+    without = signed()
+    asked = post(stack.issuer_url, without)
+    assert error_of(asked) == (400, "use_dpop_nonce")
+    nonce = asked.headers["DPoP-Nonce"]
+    wrong = post(stack.issuer_url, signed(nonce="not-the-nonce"))
+    assert error_of(wrong) == (400, "use_dpop_nonce")
+    assert wrong.headers["DPoP-Nonce"]  # the current one (the same, bar a slot change)
+
+    bound = post(stack.issuer_url, signed(nonce=nonce))
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["token_type"] == "DPoP"
+    # The replica (its htu is the issuer's public URL, ISSUER_URL, like the first one's).
+    assert post(second.url, signed(nonce=nonce)).json()["token_type"] == "DPoP"
+    # Without DPoP, nothing changes.
+    plain = httpx.post(
+        htu,
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=10,
+    )
+    assert plain.json()["token_type"] == "Bearer"
