@@ -58,6 +58,19 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "keyhouse_token_cache_entries", "Tokens held in the verified-token cache.", len(cache)
         )
+        dpop = self.authenticator.dpop
+        if dpop is not None:
+            replay = dpop.replay_cache
+            yield GaugeMetricFamily(
+                "keyhouse_dpop_replay_cache_entries",
+                "DPoP proof jtis remembered (full at keyhouse_dpop_replay_cache_capacity).",
+                len(replay),
+            )
+            yield GaugeMetricFamily(
+                "keyhouse_dpop_replay_cache_capacity",
+                "Most DPoP proof jtis remembered at once (RESOURCE_DPOP_REPLAY_CACHE_SIZE).",
+                replay.max_entries,
+            )
 
 
 class ResourceMetrics:

@@ -4,6 +4,7 @@ the test serves from a local JWKS (tests.support.jwks_fakes.JWKSServer), proofs 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -223,6 +224,10 @@ def test_a_replayed_proof_is_refused(photos: Server) -> None:
     )
     metrics = httpx.get(photos.url + "/metrics", timeout=10).text
     assert 'keyhouse_token_verifications_total{result="invalid_dpop_proof"}' in metrics
+    assert "keyhouse_dpop_replay_cache_capacity 200000.0" in metrics
+    entries = re.search(r"^keyhouse_dpop_replay_cache_entries (\S+)$", metrics, re.M)
+    assert entries is not None
+    assert float(entries.group(1)) >= 1
 
 
 def test_require_dpop_refuses_bearer_and_checks_htu_against_the_public_url(strict: Server) -> None:
@@ -275,3 +280,45 @@ def test_a_full_replay_cache_is_503_and_the_algorithm_list_is_configurable(
     assert "www-authenticate" not in full.headers
     # Bearer requests do not use the cache: still served.
     assert _get(small, "/whoami", f"Bearer {_token(jkt=None)}").status_code == 200
+
+
+def test_a_token_the_issuer_bound_works_at_photos_and_only_with_its_key(
+    module_stack: Stack,
+) -> None:
+    """The whole way: a real issuer binds a client_credentials token to an EC key (RFC 9449 §5),
+    a real photos verifying against that issuer accepts it with a proof by that key only."""
+    stack = module_stack
+    stack.issuer().start()
+    photos = stack.resource("photos", RESOURCE_DATABASE_PATH=str(stack.root / "real.db")).start()
+    client = stack.create_client(scope="photos:read", audiences=["photos"])
+    token_proof = make_proof(
+        EC_KEY,
+        "ES256",
+        payload={
+            "jti": str(uuid.uuid4()),
+            "htm": "POST",
+            "htu": stack.issuer_url + "/token",
+            "iat": int(time.time()),
+        },
+    )
+    issued = httpx.post(
+        stack.issuer_url + "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        headers={"DPoP": token_proof},
+        timeout=10,
+    )
+    assert issued.status_code == 200, issued.text
+    assert issued.json()["token_type"] == "DPoP"
+    tok = issued.json()["access_token"]
+    url = photos.url + "/photos"
+    assert _get(photos, "/photos", f"DPoP {tok}", (_proof(tok, url),)).status_code == 200
+    _refused_token(
+        _get(photos, "/photos", f"Bearer {tok}"),
+        "the token is DPoP-bound: send it with the DPoP scheme",
+        "Bearer",
+    )
+    _refused_proof(
+        _get(photos, "/photos", f"DPoP {tok}", (_proof(tok, url, signer=EC_KEY_2),)),
+        "DPoP proof key is not the key the token is bound to",
+    )
