@@ -44,9 +44,15 @@ def extract_credentials(
     if authorization is None or other_carriers:
         return BEARER, extract_bearer(authorization, other_carriers=other_carriers)
     scheme, _, token = authorization.partition(" ")
-    if not dpop or scheme.lower() != DPOP:
-        return BEARER, extract_bearer(authorization)
+    scheme = scheme.lower()
+    if scheme == BEARER:
+        kind = BEARER
+    elif scheme == DPOP and dpop:
+        kind = DPOP
+    else:
+        raise MissingToken("the Authorization header does not use the Bearer scheme")
     token = token.strip(" ")
     if not token or not _B64TOKEN.match(token):
-        raise InvalidToken("the DPoP access token is malformed")
-    return DPOP, token
+        what = "bearer" if kind == BEARER else "DPoP access"
+        raise InvalidToken(f"the {what} token is malformed")
+    return kind, token

@@ -84,7 +84,8 @@ class BearerAuthenticator:
             if scheme == BEARER:
                 if self.require_dpop:
                     raise InvalidToken("this service accepts DPoP-bound tokens only")
-                access = await self._verified(token)
+                # The hot path: a cached token is a lookup, not one more coroutine.
+                access = self._cached(token) or await self._verified(token)
                 if access.cnf_jkt is not None:
                     raise InvalidToken("the token is DPoP-bound: send it with the DPoP scheme")
             else:
@@ -93,7 +94,7 @@ class BearerAuthenticator:
                     raise InvalidDPoPProof("DPoP is not available on this request")
                 context = request()
                 proof = one_proof(context.proofs)  # cheap refusals before the token's RSA
-                access = await self._verified(token)
+                access = self._cached(token) or await self._verified(token)
                 if access.cnf_jkt is None:
                     raise InvalidToken("the token is not DPoP-bound: send it as a Bearer token")
                 dpop.verify(
@@ -109,26 +110,28 @@ class BearerAuthenticator:
         self.results["valid"] += 1
         return access
 
-    async def _verified(self, token: str) -> AccessToken:
-        """The token's verified claims: from the cache, or parsed, its key looked up, checked
-        and cached."""
+    def _cached(self, token: str) -> AccessToken | None:
+        """The token's verified claims if the cache holds them and the keys still vouch."""
         cache = self.cache
-        if cache.max_size:
-            jwks = self.jwks
-            if jwks.generation != cache.generation:
-                cache.sync(jwks.generation, jwks.kids)
-            now = self.verifier.clock()
-            # Past max_stale the keys no longer vouch for anything: take the slow path,
-            # which fails closed with 503 like an uncached token would.
-            if jwks.usable(now):
-                hit = cache.get(token, now)
-                if hit is not None:
-                    return hit
+        if not cache.max_size:
+            return None
+        jwks = self.jwks
+        if jwks.generation != cache.generation:
+            cache.sync(jwks.generation, jwks.kids)
+        now = self.verifier.clock()
+        # Past max_stale the keys no longer vouch for anything: take the slow path,
+        # which fails closed with 503 like an uncached token would.
+        if not jwks.usable(now):
+            return None
+        return cache.get(token, now)
+
+    async def _verified(self, token: str) -> AccessToken:
+        """The token's verified claims: parsed, its key looked up, checked, and cached."""
         # The header names the key: an unknown kid is refused before the payload is decoded.
         split = self.verifier.parse_header(token)
         key = await self.jwks.get_key(split.header["kid"])
         access = self.verifier.verify(split.complete(), key)
-        cache.put(token, access)
+        self.cache.put(token, access)
         return access
 
 
