@@ -75,7 +75,9 @@ class Introspector:
             return INACTIVE
         if self.revoked.is_revoked(str(claims["jti"])):
             return INACTIVE
-        return {"active": True, "token_type": "Bearer", **claims}
+        # RFC 9449 §6.2: a DPoP-bound token (cnf.jkt, copied with the claims) is of type DPoP.
+        token_type = "DPoP" if "cnf" in claims else "Bearer"
+        return {"active": True, "token_type": token_type, **claims}
 
     def _verify_any_audience(self, token: str) -> dict[str, Any] | None:
         """The token's claims if it is valid here for whichever audience it names, else None."""

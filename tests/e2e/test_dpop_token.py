@@ -95,6 +95,19 @@ def test_client_credentials_without_dpop_is_unchanged(
     assert "cnf" not in unverified_claims(body["access_token"])
 
 
+def test_introspection_says_dpop_for_a_bound_token(world: World, service: dict[str, Any]) -> None:
+    bound = cc(world, service, proof(world)).json()["access_token"]
+    plain = cc(world, service).json()["access_token"]
+    auth = (service["client_id"], service["client_secret"])
+    seen = [
+        httpx.post(world.url + "/introspect", data={"token": t}, auth=auth, timeout=10).json()
+        for t in (bound, plain)
+    ]
+    assert (seen[0]["active"], seen[0]["token_type"]) == (True, "DPoP")
+    assert seen[0]["cnf"] == {"jkt": thumbprint(public_jwk(EC_KEY))}
+    assert (seen[1]["active"], seen[1]["token_type"]) == (True, "Bearer")
+
+
 def test_a_replayed_proof_is_refused(world: World, service: dict[str, Any]) -> None:
     once = proof(world)
     assert cc(world, service, once).status_code == 200
