@@ -37,9 +37,10 @@ def jwks_server() -> Iterator[JWKSServer]:
         server.stop()
 
 
-def _service(stack: Stack, jwks: JWKSServer, label: str, **env: str) -> Server:
+def _service(stack: Stack, jwks: JWKSServer, label: str, *args: str, **env: str) -> Server:
     return stack.resource(
         "photos",
+        *args,
         RESOURCE_ISSUER=ISSUER,
         RESOURCE_JWKS_URL=jwks.url + "/jwks.json",
         RESOURCE_DATABASE_PATH=str(stack.root / f"photos-{label}.db"),
@@ -322,3 +323,24 @@ def test_a_token_the_issuer_bound_works_at_photos_and_only_with_its_key(
         _get(photos, "/photos", f"DPoP {tok}", (_proof(tok, url, signer=EC_KEY_2),)),
         "DPoP proof key is not the key the token is bound to",
     )
+
+
+def test_x_forwarded_proto_counts_for_htu_only_from_a_trusted_proxy(
+    module_stack: Stack, jwks_server: JWKSServer, photos: Server
+) -> None:
+    """Issue 17: htu "correct behind a proxy that sets X-Forwarded-* only when configured to
+    trust it". photos trusts no one (the default); this one trusts 127.0.0.1."""
+    proxied = _service(module_stack, jwks_server, "proxied", "--forwarded-allow-ips", "127.0.0.1")
+    for service, status in ((photos, 401), (proxied, 200)):
+        tok = _token()
+        https = service.url.replace("http://", "https://") + "/whoami"
+        response = httpx.get(
+            service.url + "/whoami",
+            headers={
+                "Authorization": f"DPoP {tok}",
+                "DPoP": _proof(tok, https),
+                "X-Forwarded-Proto": "https",
+            },
+            timeout=10,
+        )
+        assert response.status_code == status, (service.url, response.text)

@@ -4,14 +4,23 @@ rules (RFC 9449 §6.1, §7), with keys of the tests' own and hand-built proofs."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.clock import FakeClock
 from shared.dpop import DPoPVerifier, InvalidDPoPProof, access_token_hash, thumbprint
 from shared.dpop_replay import ReplayCache, ReplayCacheFull
-from shared.errors import InsufficientScope, InvalidToken, MissingToken, ServerError
+from shared.errors import (
+    InsufficientScope,
+    InvalidToken,
+    KeyhouseError,
+    MissingToken,
+    ServerError,
+)
 from shared.token_cache import TokenCache
 from shared.tokens import AccessToken
 from shared.verification import BearerAuthenticator, ProofContext, dpop_challenges
@@ -25,6 +34,7 @@ from tests.shared.test_dpop_support import (
     make_proof,
     public_jwk,
 )
+from tests.support.fuzz import TEST_SETTINGS, mutated_text
 from tests.support.jwks_fakes import FakeIssuer, key, make_client, token, verifier
 
 JKT = thumbprint(public_jwk(EC_KEY))
@@ -250,3 +260,36 @@ def test_challenges() -> None:
     ]
     assert _challenges(ReplayCacheFull("full", retry_after=3), "dpop") == []
     assert _challenges(ServerError("x"), "dpop") == []
+
+
+# --- Arbitrary input -------------------------------------------------------------------------
+
+_PROPERTY_WORLD = World(cache_size=0)
+_PROPERTY_WORLD.replay.max_entries = 10**6
+_GOOD_PROOF = _PROPERTY_WORLD.proof(_PROPERTY_WORLD.bound)
+
+
+_SCHEMES = st.sampled_from(["DPoP ", "dpop ", "Bearer ", "DPoP  ", ""])
+
+
+@TEST_SETTINGS
+@given(
+    authorization=st.one_of(
+        st.none(),
+        st.tuples(_SCHEMES, st.text(max_size=80)).map("".join),
+        st.tuples(_SCHEMES, st.just(_PROPERTY_WORLD.bound)).map("".join),
+        st.tuples(_SCHEMES, mutated_text(_PROPERTY_WORLD.bound)).map("".join),
+    ),
+    proofs=st.lists(
+        st.one_of(st.text(max_size=200), st.just(_GOOD_PROOF), mutated_text(_GOOD_PROOF)),
+        max_size=3,
+    ),
+    method=st.sampled_from(["GET", "POST", "get", ""]),
+)
+def test_arbitrary_credentials_raise_only_keyhouse_errors(
+    authorization: str | None, proofs: list[str], method: str
+) -> None:
+    """Whatever arrives in Authorization and DPoP: a token, or a KeyhouseError (never another
+    exception, so never a 500). The good proof is accepted once, then refused as a replay."""
+    with contextlib.suppress(KeyhouseError):
+        _PROPERTY_WORLD.run(authorization, tuple(proofs), method)
