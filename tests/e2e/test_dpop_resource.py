@@ -5,6 +5,7 @@ the test serves from a local JWKS (tests.support.jwks_fakes.JWKSServer), proofs 
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -344,3 +345,24 @@ def test_x_forwarded_proto_counts_for_htu_only_from_a_trusted_proxy(
             timeout=10,
         )
         assert response.status_code == status, (service.url, response.text)
+
+
+def test_htu_is_matched_on_the_raw_path_normalised_and_without_a_host_header(
+    photos: Server,
+) -> None:
+    tok = _token()
+    # RFC 3986 §6.2.2: %6F is "o"; the proof may spell the path either way.
+    for htu_path in ("/whoami", "/wh%6Fami"):
+        proof = _proof(tok, photos.url + htu_path)
+        assert _get(photos, "/wh%6Fami", f"DPoP {tok}", (proof,)).status_code == 200
+    # HTTP/1.0 without Host: the server's own address.
+    proof = _proof(tok, photos.url + "/whoami")
+    request = (
+        f"GET /whoami HTTP/1.0\r\nAuthorization: DPoP {tok}\r\nDPoP: {proof}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", photos.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
