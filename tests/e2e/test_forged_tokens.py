@@ -117,7 +117,11 @@ def test_missing_token_and_missing_scope(
     _stack, photos, key, claims = env
     missing = httpx.get(photos.url + "/photos")
     assert missing.status_code == 401
-    assert missing.headers["www-authenticate"] == 'Bearer realm="photos"'
+    # Both schemes are accepted (the default), so both challenges come back (RFC 9449 §7.1).
+    assert missing.headers.get_list("www-authenticate") == [
+        'Bearer realm="photos"',
+        'DPoP realm="photos", algs="ES256 RS256"',
+    ]
     token = _sign(key, claims)  # scope photos:read only
     denied = httpx.post(
         photos.url + "/photos", json={"title": "x"}, headers={"Authorization": f"Bearer {token}"}
