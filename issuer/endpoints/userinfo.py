@@ -10,6 +10,12 @@ Refusals are RFC 6750 §3 challenges (``WWW-Authenticate: Bearer realm="issuer"`
 401 without an error code; a bad one, 401 ``invalid_token``; no ``openid``, 403
 ``insufficient_scope``. The token travels in the ``Authorization`` header only (RFC 6750 §2.1);
 one in the body or the query string is refused, not read.
+
+A DPoP-bound token (``cnf.jkt``, RFC 9449) must come as ``Authorization: DPoP`` with one
+``DPoP`` proof by its key (``htm`` the request's method, ``htu`` ``ISSUER_URL/userinfo``,
+``ath`` the token's hash; the token endpoint's verifier, its algorithms and replay cache); sent
+as ``Bearer`` it is ``invalid_token``, and so is an unbound token sent as ``DPoP``. A bad proof
+is 401 ``invalid_dpop_proof`` with a ``WWW-Authenticate: DPoP`` challenge (RFC 9449 §7.1).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 from issuer import http
 from issuer.container import Issuer
 from issuer.forms import parse_form
-from shared.bearer import extract_bearer
+from shared.bearer import DPOP, extract_credentials
+from shared.dpop import InvalidDPoPProof, dpop_challenge, one_proof
 from shared.errors import (
     NO_STORE,
     InsufficientScope,
@@ -32,6 +39,7 @@ from shared.errors import (
     KeyhouseError,
     MethodNotAllowed,
 )
+from shared.protocol import USERINFO_PATH
 from shared.tokens import AccessToken, TokenVerifier
 
 REALM = "issuer"
@@ -58,8 +66,14 @@ async def _userinfo(request: Request) -> Response:
         if body:
             form = parse_form(body, request.headers.get("content-type"))
             other_carrier = other_carrier or "access_token" in form
-    token = extract_bearer(request.headers.get("authorization"), other_carriers=other_carrier)
+    scheme, token = extract_credentials(
+        request.headers.get("authorization"), other_carriers=other_carrier
+    )
     access = _verify(issuer, token)
+    if scheme == DPOP:
+        _check_proof(request, issuer, token, access)
+    elif access.cnf_jkt is not None:
+        raise InvalidToken("a DPoP-bound access token must be sent with the DPoP scheme")
     if "openid" not in access.scopes:
         raise InsufficientScope("the access token was not granted openid", scope="openid")
     if not access.subject.startswith(USER_PREFIX):
@@ -78,6 +92,26 @@ async def _userinfo(request: Request) -> Response:
 
     claims = await anyio.to_thread.run_sync(look_up)
     return JSONResponse(claims, headers=dict(NO_STORE))
+
+
+def _check_proof(request: Request, issuer: Issuer, token: str, access: AccessToken) -> None:
+    """The request's one DPoP proof, by the key the token is bound to (401 otherwise)."""
+    if access.cnf_jkt is None:
+        raise InvalidToken("the access token is not DPoP-bound: send it as Bearer")
+    verifier = issuer.tokens.dpop
+    try:
+        verifier.verify(
+            one_proof(request.headers.getlist("dpop")),
+            method=request.method,
+            url=issuer.settings.issuer_url + USERINFO_PATH,
+            access_token=token,
+            expected_jkt=access.cnf_jkt,
+        )
+    except InvalidDPoPProof as exc:
+        exc.status_code = 401  # a protected resource's answer (the verifier's is /token's 400)
+        challenge = dpop_challenge(issuer.settings.dpop_algs, exc, realm=REALM)
+        exc.headers = {**exc.headers, "WWW-Authenticate": challenge}
+        raise
 
 
 def _verify(issuer: Issuer, token: str) -> AccessToken:

@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.dpop import thumbprint
+from shared.dpop import access_token_hash, thumbprint
 from tests.e2e.oidc_world import (
+    REDIRECT,
     World,
     error_of,
     make_code,
@@ -319,3 +320,74 @@ def test_server_nonces_when_switched_on(stack: Stack) -> None:
         timeout=10,
     )
     assert plain.json()["token_type"] == "Bearer"
+
+
+def _bound_user_token(world: World) -> str:
+    grant = make_code(world, world.web)
+    form = {
+        "grant_type": "authorization_code",
+        "code": grant.code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": grant.verifier,
+    }
+    response = httpx.post(
+        world.url + "/token",
+        data=form,
+        auth=(world.web["client_id"], world.web["client_secret"]),
+        headers={"DPoP": proof(world)},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
+    return str(response.json()["access_token"])
+
+
+def _userinfo_proof(world: World, token: str, key: Any = EC_KEY, **changes: Any) -> str:
+    payload = {
+        "jti": str(uuid.uuid4()),
+        "htm": "GET",
+        "htu": world.url + "/userinfo",
+        "iat": int(time.time()),
+        "ath": access_token_hash(token),
+        **changes,
+    }
+    return make_proof(key, "ES256", payload=payload)
+
+
+def test_userinfo_takes_a_bound_token_only_with_a_proof_by_its_key(world: World) -> None:
+    token = _bound_user_token(world)
+    url = world.url + "/userinfo"
+    as_bearer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert as_bearer.status_code == 401
+    assert 'error="invalid_token"' in as_bearer.headers["www-authenticate"]
+    good = httpx.get(
+        url,
+        headers={"Authorization": f"DPoP {token}", "DPoP": _userinfo_proof(world, token)},
+        timeout=10,
+    )
+    assert good.status_code == 200, good.text
+    assert good.json()["sub"] == f"user:{world.user_id}"
+    for bad in (
+        _userinfo_proof(world, token, key=EC_KEY_2),  # another key
+        _userinfo_proof(world, token, ath="A" * 43),  # another token's hash
+        _userinfo_proof(world, token, htu=world.url + "/token"),  # another URL
+    ):
+        refused = httpx.get(
+            url, headers={"Authorization": f"DPoP {token}", "DPoP": bad}, timeout=10
+        )
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"] == "invalid_dpop_proof"
+        assert refused.headers["www-authenticate"].startswith('DPoP realm="issuer"')
+    no_proof = httpx.get(url, headers={"Authorization": f"DPoP {token}"}, timeout=10)
+    assert no_proof.status_code == 401
+
+
+def test_userinfo_refuses_an_unbound_token_sent_as_dpop(world: World) -> None:
+    token = redeem(world, world.web, make_code(world, world.web)).json()["access_token"]
+    response = httpx.get(
+        world.url + "/userinfo",
+        headers={"Authorization": f"DPoP {token}", "DPoP": _userinfo_proof(world, token)},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
