@@ -36,6 +36,10 @@ def require_admin(request: Request) -> None:
         if key is None:
             raise InvalidToken("token signed with an unknown key")
         access = verifier.verify(jwt, key)
+        if access.cnf_jkt is not None:
+            # A DPoP-bound token proves nothing without its key's proof, which the admin API
+            # does not take (RFC 9449 §7.2: a bound token is never a bearer token).
+            raise InvalidToken("DPoP-bound tokens are not accepted by the admin API")
         if ADMIN_SCOPE not in access.scopes:
             raise InsufficientScope(f"requires scope {ADMIN_SCOPE}", scope=ADMIN_SCOPE)
     except KeyhouseError as exc:

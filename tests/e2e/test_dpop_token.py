@@ -391,3 +391,25 @@ def test_userinfo_refuses_an_unbound_token_sent_as_dpop(world: World) -> None:
     )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"
+
+
+def test_the_admin_api_refuses_a_bound_token(world: World) -> None:
+    admin = world.stack.create_client(scope="issuer:admin", audiences=["issuer"])
+    response = httpx.post(
+        world.url + "/token",
+        data={"grant_type": "client_credentials", "audience": "issuer"},
+        auth=(admin["client_id"], admin["client_secret"]),
+        headers={"DPoP": proof(world)},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    bound = response.json()["access_token"]
+    plain = cc(world, admin).json()["access_token"]
+    headers = {"Authorization": f"Bearer {bound}"}
+    refused = httpx.get(world.url + "/admin/keys", headers=headers, timeout=10)
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    ok = httpx.get(
+        world.url + "/admin/keys", headers={"Authorization": f"Bearer {plain}"}, timeout=10
+    )
+    assert ok.status_code == 200, ok.text
