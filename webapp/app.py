@@ -27,7 +27,7 @@ from shared.jwks_settings import JWKSClientSettings
 from shared.protocol import HEALTH_PATH, JWKS_PATH, READINESS_PATH
 from webapp import pages
 from webapp.forms import csrf_ok, read_form, same_origin
-from webapp.issuer_client import IssuerClient, IssuerRefused, IssuerUnavailable
+from webapp.issuer_client import DPoPSigner, IssuerClient, IssuerRefused, IssuerUnavailable
 from webapp.resources import SERVICES, Listing, Resources, SignInEnded
 from webapp.sessions import SessionStore
 from webapp.settings import CALLBACK_PATH, SIGNED_OUT_PATH, WebappSettings
@@ -203,7 +203,7 @@ def create_app(
             http,
             clock=clock,
         )
-        issuer = IssuerClient(settings, http, jwks, clock=clock)
+        issuer = IssuerClient(settings, http, jwks, dpop=DPoPSigner(clock=clock), clock=clock)
         urls = {"photos": settings.photos_url, "contacts": settings.contacts_url}
         app.state.webapp = Webapp(
             settings=settings,

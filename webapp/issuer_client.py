@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +24,15 @@ from urllib.parse import quote, urlencode
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from shared.clock import Clock, system_clock
+from shared.dpop import access_token_hash, thumbprint
 from shared.errors import InvalidToken
 from shared.id_tokens import ALGORITHM, ID_TOKEN_TYPE, at_hash
 from shared.jwks_client import JWKSClient
-from shared.jws import parse_header, strict_json_object
+from shared.jws import b64url_encode, parse_header, strict_json_object
 from shared.pkce import METHOD, s256_challenge
 from shared.protocol import (
     AUTHORIZE_PATH,
@@ -42,6 +46,62 @@ from webapp.settings import WebappSettings
 
 MAX_ID_TOKEN_BYTES = 16_384
 MAX_RESPONSE_BYTES = 65_536
+DPOP_ALG = "ES256"
+
+
+class DPoPSigner:
+    """The web app's DPoP key (RFC 9449): an EC P-256 key made when the app starts, held only in
+    its memory (never written, never logged), and the proofs it signs. Every token the web app
+    gets is bound to this key (``cnf.jkt``), so a token that leaks is no use without it; a
+    restart makes a new key, as it forgets the sessions too."""
+
+    def __init__(self, *, clock: Clock = system_clock) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self._key.public_key().public_numbers()
+        self._jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url_encode(numbers.x.to_bytes(32, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(32, "big")),
+        }
+        self.jkt = thumbprint(self._jwk)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"DPoPSigner(jkt={self.jkt!r})"
+
+    def proof(
+        self, method: str, url: str, *, access_token: str | None = None, nonce: str | None = None
+    ) -> str:
+        """A proof for one request: ``htu`` is ``url`` without query or fragment, a fresh
+        ``jti``; ``ath`` when the request carries ``access_token``; ``nonce`` when given."""
+        header = {"typ": "dpop+jwt", "alg": DPOP_ALG, "jwk": self._jwk}
+        claims: dict[str, Any] = {
+            "jti": str(uuid.uuid4()),
+            "htm": method.upper(),
+            "htu": url.split("#", 1)[0].split("?", 1)[0],
+            "iat": int(self._clock()),
+        }
+        if access_token is not None:
+            claims["ath"] = access_token_hash(access_token)
+        if nonce is not None:
+            claims["nonce"] = nonce
+        signing_input = f"{_segment(header)}.{_segment(claims)}".encode("ascii")
+        r, s = decode_dss_signature(self._key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return f"{signing_input.decode('ascii')}.{b64url_encode(signature)}"
+
+
+def _segment(value: Mapping[str, Any]) -> str:
+    return b64url_encode(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def dpop_nonce(response: httpx.Response) -> str | None:
+    """The ``DPoP-Nonce`` a refusal asks for (RFC 9449 §8, §9), if it is a usable one."""
+    nonce: str | None = response.headers.get("dpop-nonce")
+    if nonce and nonce.isascii() and nonce.isprintable() and len(nonce) <= 512:
+        return nonce
+    return None
 
 
 class IssuerUnavailable(Exception):
@@ -103,11 +163,13 @@ class IssuerClient:
         http: httpx.AsyncClient,
         jwks: JWKSClient,
         *,
+        dpop: DPoPSigner,
         clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
         self._http = http
         self._jwks = jwks
+        self.dpop = dpop
         self._clock = clock
         self._auth = basic_credentials(settings.client_id, settings.client_secret)
 
@@ -163,10 +225,14 @@ class IssuerClient:
 
     async def preferred_username(self, access_token: str) -> str | None:
         """``preferred_username`` from ``/userinfo``, or None when the issuer gives none."""
+        # The token is DPoP-bound: the DPoP scheme and a proof for the issuer's public URL.
+        proof = self.dpop.proof(
+            "GET", self.settings.issuer + USERINFO_PATH, access_token=access_token
+        )
         try:
             response = await self._http.get(
                 self.settings.issuer_url + USERINFO_PATH,
-                headers={"Authorization": f"Bearer {access_token}"},
+                headers={"Authorization": f"DPoP {access_token}", "DPoP": proof},
             )
         except httpx.HTTPError:
             return None
@@ -179,18 +245,30 @@ class IssuerClient:
         name = body.get("preferred_username")
         return name if isinstance(name, str) and name else None
 
-    async def _post(self, path: str, form: Mapping[str, str]) -> httpx.Response:
+    async def _post(
+        self, path: str, form: Mapping[str, str], *, proof: str | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": self._auth, "Accept": "application/json"}
+        if proof is not None:
+            headers["DPoP"] = proof
         try:
             return await self._http.post(
-                self.settings.issuer_url + path,
-                data=dict(form),
-                headers={"Authorization": self._auth, "Accept": "application/json"},
+                self.settings.issuer_url + path, data=dict(form), headers=headers
             )
         except httpx.HTTPError as exc:
             raise IssuerUnavailable(type(exc).__name__) from None
 
     async def _token(self, form: Mapping[str, str]) -> TokenResponse:
-        response = await self._post(TOKEN_PATH, form)
+        """A token request with a DPoP proof: its ``htu`` is the issuer's public token URL
+        (``WEBAPP_ISSUER``), which the issuer checks, not the address the request goes to. A
+        ``use_dpop_nonce`` refusal is answered once with the nonce it gives."""
+        htu = self.settings.issuer + TOKEN_PATH
+        response = await self._post(TOKEN_PATH, form, proof=self.dpop.proof("POST", htu))
+        nonce = dpop_nonce(response)
+        if response.status_code == 400 and nonce is not None:
+            response = await self._post(
+                TOKEN_PATH, form, proof=self.dpop.proof("POST", htu, nonce=nonce)
+            )
         if len(response.content) > MAX_RESPONSE_BYTES:
             raise IssuerUnavailable("token response too large")
         try:
@@ -286,8 +364,9 @@ def _token_response(body: Mapping[str, Any]) -> TokenResponse:
     scope = body.get("scope")
     if not isinstance(access, str) or not access or not access.isascii():
         raise IssuerUnavailable("token response has no access_token")
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise IssuerUnavailable("token response is not a bearer token")
+    if not isinstance(token_type, str) or token_type.lower() != "dpop":
+        # A proof went with the request: a token not bound to the key is not what was asked.
+        raise IssuerUnavailable("token response is not a DPoP-bound token")
     if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
         raise IssuerUnavailable("token response has no positive expires_in")
     if refresh is not None and not isinstance(refresh, str):

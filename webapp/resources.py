@@ -20,7 +20,7 @@ import httpx
 
 from shared.clock import Clock, system_clock
 from shared.jws import strict_json_object
-from webapp.issuer_client import IssuerClient, IssuerRefused
+from webapp.issuer_client import IssuerClient, IssuerRefused, dpop_nonce
 from webapp.sessions import AccessGrant, Session
 
 logger = logging.getLogger("keyhouse.webapp")
@@ -104,10 +104,10 @@ class Resources:
     async def list(self, session: Session, service: str) -> Listing:
         """The person's items at ``service``. SignInEnded and IssuerUnavailable propagate."""
         token = await self.access_token(session, service)
-        response = await self._get(service, token)
+        response = await self._call("GET", service, token)
         if response is not None and response.status_code == 401:
             token = await self.access_token(session, service, stale=token)
-            response = await self._get(service, token)
+            response = await self._call("GET", service, token)
         if response is None:
             return Listing(service, problem=f"{service} could not be reached")
         if response.status_code == 403:
@@ -128,10 +128,10 @@ class Resources:
         """Adds an item titled ``title`` at ``service``; None when done, else why not (for the
         page). SignInEnded and IssuerUnavailable propagate."""
         token = await self.access_token(session, service)
-        response = await self._post(service, token, title)
+        response = await self._call("POST", service, token, title)
         if response is not None and response.status_code == 401:
             token = await self.access_token(session, service, stale=token)
-            response = await self._post(service, token, title)
+            response = await self._call("POST", service, token, title)
         if response is None:
             return f"{service} could not be reached"
         if response.status_code == 201:
@@ -142,23 +142,27 @@ class Resources:
             return f"{service} refused the title (1 to {MAX_TITLE} characters, not blank)"
         return f"{service} answered {response.status_code}"
 
-    async def _post(self, service: str, token: str, title: str) -> httpx.Response | None:
-        base = self._urls[service]
-        try:
-            return await self._http.post(
-                f"{base}/{service}",
-                json={"title": title},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        except httpx.HTTPError as exc:
-            logger.warning("%s could not be reached: %s", service, type(exc).__name__)
-            return None
+    async def _call(
+        self, method: str, service: str, token: str, title: str | None = None
+    ) -> httpx.Response | None:
+        """One call with the DPoP scheme and a proof (``htu``: the service's URL and path); a
+        401 asking for a DPoP nonce (RFC 9449 §9) is answered once with it."""
+        response = await self._send(method, service, token, title, None)
+        if response is not None and response.status_code == 401:
+            nonce = dpop_nonce(response)
+            if nonce is not None:
+                response = await self._send(method, service, token, title, nonce)
+        return response
 
-    async def _get(self, service: str, token: str) -> httpx.Response | None:
-        base = self._urls[service]
+    async def _send(
+        self, method: str, service: str, token: str, title: str | None, nonce: str | None
+    ) -> httpx.Response | None:
+        url = f"{self._urls[service]}/{service}"
+        proof = self._issuer.dpop.proof(method, url, access_token=token, nonce=nonce)
+        headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
         try:
-            return await self._http.get(
-                f"{base}/{service}", headers={"Authorization": f"Bearer {token}"}
+            return await self._http.request(
+                method, url, headers=headers, json=None if title is None else {"title": title}
             )
         except httpx.HTTPError as exc:
             logger.warning("%s could not be reached: %s", service, type(exc).__name__)

@@ -74,7 +74,7 @@ def test_an_id_token_for_another_nonce_is_refused_and_its_refresh_token_given_ba
         )  # fmt: skip
         return {
             "access_token": "at",
-            "token_type": "Bearer",
+            "token_type": "DPoP",
             "expires_in": 60,
             "refresh_token": "rt-1",
             "id_token": TokenSigner(key).sign_id_token(claims),
@@ -90,7 +90,7 @@ def test_an_id_token_for_another_nonce_is_refused_and_its_refresh_token_given_ba
 
 def test_a_token_response_without_an_id_token_is_refused(key: SigningKey) -> None:
     clock = FakeClock()
-    body = {"access_token": "at", "token_type": "Bearer", "expires_in": 60}
+    body = {"access_token": "at", "token_type": "DPoP", "expires_in": 60}
     transport, _ = _issuer(key, clock, lambda: body)
     answer = _sign_in_with(transport, clock)
     assert answer.status_code == 502

@@ -19,7 +19,7 @@ from shared.jwks_client import JWKSClient
 from shared.jwks_settings import JWKSClientSettings
 from shared.keys import SigningKey, generate_signing_key
 from shared.tokens import TokenSigner
-from webapp.issuer_client import BadIdToken, IdClaims, IssuerClient
+from webapp.issuer_client import BadIdToken, DPoPSigner, IdClaims, IssuerClient
 from webapp.settings import WebappSettings
 
 ISSUER = "http://127.0.0.1:8000"
@@ -67,7 +67,7 @@ def _verify(key: SigningKey, clock: FakeClock, token: str, nonce: str = NONCE) -
                 http,
                 clock=clock,
             )
-            client = IssuerClient(settings, http, cache, clock=clock)
+            client = IssuerClient(settings, http, cache, dpop=DPoPSigner(), clock=clock)
             return await client.verify_id_token(token, nonce=nonce, access_token=ACCESS)
 
     return asyncio.run(run())
