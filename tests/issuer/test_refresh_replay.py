@@ -202,8 +202,9 @@ def test_a_row_rotated_before_migration_0004_has_no_successor_and_its_replay_is_
 
 
 def _wait_for_a_blocked_transaction(engine: Engine) -> None:
-    """PostgreSQL: poll until another session of this database waits on a lock (10 s)."""
-    deadline = time.monotonic() + 10
+    """PostgreSQL: poll until another session of this database waits on a lock (30 s: on a
+    loaded CI machine 10 s once ran out; the poll returns as soon as the wait is seen)."""
+    deadline = time.monotonic() + 30
     with engine.connect() as conn:
         while time.monotonic() < deadline:
             waiting = conn.execute(
