@@ -104,13 +104,14 @@ class Grants(AccessTokens, FailedAttempts):
             client.subject, client, audience, scopes, refresh_token=None, jkt=jkt
         )
 
-    async def _password(
-        self, form: dict[str, str], client: Client, address: str, jkt: str | None = None
-    ) -> dict[str, Any]:
-        username, password = form.get("username"), form.get("password")
-        if not username or password is None:
-            raise InvalidRequest("username and password are required")
-        audience = resolve_audience(form, client.audiences, None)
+    async def check_login(
+        self, username: str, password: str, *, client_id: str, address: str, where: str = ""
+    ) -> User | None:
+        """The user ``username`` names if ``password`` is theirs and they are enabled; else
+        None, once the failure is counted and audited (``where`` ends its detail, e.g. " on the
+        login page"). Raises ``SlowDown`` while the username or the address is blocked, before
+        the password is checked. The password grant and the login page both sign in through
+        this; a hash made with older parameters is rehashed on success."""
         keys = [self.throttle.user(username[:MAX_USERNAME]), self.throttle.address(address)]
         now = self.clock()
 
@@ -132,7 +133,7 @@ class Grants(AccessTokens, FailedAttempts):
                     now,
                     audit.USER_AUTH_FAILED,
                     address=address,
-                    client_id=client.client_id,
+                    client_id=client_id,
                     subject=user.subject if user else None,
                     detail=(
                         "unknown username"
@@ -140,13 +141,28 @@ class Grants(AccessTokens, FailedAttempts):
                         else "login by a disabled user"
                         if user.disabled
                         else "wrong password"
-                    ),
+                    )
+                    + where,
                 )
 
             await in_thread(failed)
-            raise InvalidGrant("the username or password is incorrect")
+            return None
         if needs_rehash(user.password_hash):
             await self._rehash(user, password)
+        return user
+
+    async def _password(
+        self, form: dict[str, str], client: Client, address: str, jkt: str | None = None
+    ) -> dict[str, Any]:
+        username, password = form.get("username"), form.get("password")
+        if not username or password is None:
+            raise InvalidRequest("username and password are required")
+        audience = resolve_audience(form, client.audiences, None)
+        user = await self.check_login(
+            username, password, client_id=client.client_id, address=address
+        )
+        if user is None:
+            raise InvalidGrant("the username or password is incorrect")
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
         refresh = None
         if "refresh_token" in client.grant_types:

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from issuer import audit, pages
-from issuer.accounts import MAX_USERNAME, User, password_matches
+from issuer.accounts import MAX_USERNAME, User
 from issuer.authorization import (
     AccessDenied,
     AuthorizationRequest,
@@ -47,7 +47,6 @@ from issuer.container import Issuer
 from issuer.cookies import CSRF_COOKIE, SESSION_COOKIE, read_cookie, set_cookie
 from issuer.grants import in_thread
 from issuer.http import client_address, issuer_of, read_form
-from issuer.passwords import needs_rehash
 from issuer.sessions import LoginSession
 from issuer.sign_in import (
     CONSENT,
@@ -159,45 +158,23 @@ async def login(request: Request) -> Response:
         )
     address = client_address(request)
     tokens = issuer.tokens
-    keys = [tokens.throttle.user(shown), tokens.throttle.address(address)]
-
-    def look_up() -> User | None:
-        tokens._check_blocked(keys, now)  # blocked: refused before the password is checked
-        return tokens.accounts.find_login(username)
-
     try:
-        user = await in_thread(look_up)
+        user = await tokens.check_login(
+            username,
+            password,
+            client_id=client.client_id,
+            address=address,
+            where=" on the login page",
+        )
     except SlowDown as exc:
         message = f"Too many failed sign-in attempts. Try again in {exc.headers['Retry-After']} s."
         return login_page(
             request, issuer, client, auth, now, error=message, status=429, headers=exc.headers
         )
-    matches = await tokens.password_pool.run(lambda: password_matches(user, password))
-    if not matches or user is None:
-
-        def failed() -> None:
-            tokens._failed(
-                keys,
-                now,
-                audit.USER_AUTH_FAILED,
-                address=address,
-                client_id=client.client_id,
-                subject=user.subject if user else None,
-                detail=(
-                    "unknown username on the login page"
-                    if user is None
-                    else "login by a disabled user on the login page"
-                    if user.disabled
-                    else "wrong password on the login page"
-                ),
-            )
-
-        await in_thread(failed)
+    if user is None:
         return login_page(
             request, issuer, client, auth, now, error=WRONG_LOGIN, username=shown, status=401
         )
-    if needs_rehash(user.password_hash):
-        await tokens._rehash(user, password)
     cookie, session = await in_thread(lambda: _new_session(request, issuer, user, now))
     await in_thread(
         lambda: tokens.audit.record(
