@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from shared.errors import InvalidToken
 from shared.jwks import VerificationKey
-from shared.jws import b64url_encode, parse_header
+from shared.jws import DEFAULT_MAX_TOKEN_BYTES, SplitJWS, b64url_encode, parse_header
 
 ALGORITHM = "RS256"
 ID_TOKEN_TYPE = "JWT"
@@ -101,25 +101,44 @@ def check_id_token_hint(
     a ``kid`` that ``key_for`` knows, the signature, ``iss``, a single client in ``aud`` (or
     ``azp``), a ``sub``. Anything else raises :class:`InvalidToken`.
     """
-    split = parse_header(token)
-    header = split.header
-    if header.get("alg") != ALGORITHM:
-        raise InvalidToken("id_token_hint algorithm is not accepted")
-    typ = header.get("typ", ID_TOKEN_TYPE)
-    if not isinstance(typ, str) or typ.upper() != ID_TOKEN_TYPE:
-        raise InvalidToken("id_token_hint is not an ID token")
-    kid = header.get("kid")
-    if not isinstance(kid, str):
-        raise InvalidToken("id_token_hint has no kid")
+    split, kid = id_token_parts(token, what="id_token_hint")
     key = key_for(kid)
     if key is None:
         raise InvalidToken("id_token_hint was not signed by a key of this issuer")
+    return _hint_claims(verified_payload(split, key, what="id_token_hint"), issuer)
+
+
+def id_token_parts(
+    token: str, *, what: str = "id_token", max_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+) -> tuple[SplitJWS, str]:
+    """An ID token's checks before any cryptography, for the issuer (a logout hint) and a
+    relying party (the web app) alike: the compact JWS's shape (:func:`shared.jws.parse_header`),
+    ``alg`` RS256 (never taken from the token as a choice), ``typ`` JWT when present (an access
+    token is no ID token), a ``kid``. Returns the split token and its ``kid``; anything else
+    raises :class:`InvalidToken` naming ``what``."""
+    split = parse_header(token, max_bytes=max_bytes)
+    header = split.header
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken(f"{what} algorithm is not accepted")
+    typ = header.get("typ", ID_TOKEN_TYPE)
+    if not isinstance(typ, str) or typ.upper() != ID_TOKEN_TYPE:
+        raise InvalidToken(f"{what} is not an ID token (typ is not JWT)")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidToken(f"{what} has no kid")
+    return split, kid
+
+
+def verified_payload(
+    split: SplitJWS, key: VerificationKey, *, what: str = "id_token"
+) -> Mapping[str, Any]:
+    """The claims of ``split`` once its RS256 signature checks out with ``key``."""
     jws = split.complete()
     try:
         key.public_key.verify(jws.signature, jws.signing_input, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature as exc:
-        raise InvalidToken("id_token_hint signature is invalid") from exc
-    return _hint_claims(jws.payload, issuer)
+        raise InvalidToken(f"{what} signature is invalid") from exc
+    return jws.payload
 
 
 def _hint_claims(claims: Mapping[str, Any], issuer: str) -> IdTokenHint:

@@ -22,17 +22,16 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from shared.clock import Clock, system_clock
 from shared.dpop import access_token_hash, thumbprint
 from shared.errors import InvalidToken
-from shared.id_tokens import ALGORITHM, ID_TOKEN_TYPE, at_hash
+from shared.id_tokens import at_hash, id_token_parts, verified_payload
 from shared.jwks_client import JWKSClient
-from shared.jws import b64url_encode, parse_header, strict_json_object
+from shared.jws import b64url_encode, strict_json_object
 from shared.pkce import METHOD, s256_challenge
 from shared.protocol import (
     AUTHORIZE_PATH,
@@ -288,30 +287,11 @@ class IssuerClient:
         """OIDC Core §3.1.3.7 for the token this sign-in's code brought. KeysUnavailable (the
         JWKS could not be had) propagates; any failed check is :class:`BadIdToken`."""
         try:
-            split = parse_header(id_token, max_bytes=MAX_ID_TOKEN_BYTES)
+            split, kid = id_token_parts(id_token, max_bytes=MAX_ID_TOKEN_BYTES)
+            claims = verified_payload(split, await self._jwks.get_key(kid))
         except InvalidToken as exc:
             raise BadIdToken(exc.description) from None
-        header = split.header
-        if header.get("alg") != ALGORITHM:
-            raise BadIdToken("id_token alg is not RS256")
-        typ = header.get("typ", ID_TOKEN_TYPE)
-        if not isinstance(typ, str) or typ.upper() != ID_TOKEN_TYPE:
-            raise BadIdToken("id_token typ is not JWT")
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise BadIdToken("id_token has no kid")
-        try:
-            key = await self._jwks.get_key(kid)
-            jws = split.complete()
-        except InvalidToken as exc:
-            raise BadIdToken(exc.description) from None
-        try:
-            key.public_key.verify(
-                jws.signature, jws.signing_input, padding.PKCS1v15(), hashes.SHA256()
-            )
-        except InvalidSignature:
-            raise BadIdToken("id_token signature is invalid") from None
-        return self._check_claims(jws.payload, nonce=nonce, access_token=access_token)
+        return self._check_claims(claims, nonce=nonce, access_token=access_token)
 
     def _check_claims(
         self, claims: Mapping[str, Any], *, nonce: str, access_token: str
