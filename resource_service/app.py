@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,7 @@ from shared.errors import (
 )
 from shared.jwks_client import JWKSClient
 from shared.jws import strict_json
+from shared.outgoing import outgoing_client
 from shared.protocol import HEALTH_PATH, READINESS_PATH
 from shared.token_cache import TokenCache
 from shared.tokens import TokenVerifier
@@ -247,17 +247,11 @@ async def metrics(request: Request) -> Response:
 def _http_client(
     settings: ResourceSettings, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(settings.jwks.fetch_timeout)
-    verify: ssl.SSLContext | bool = True
-    if settings.ca_file:
-        verify = ssl.create_default_context(cafile=settings.ca_file)
-    return httpx.AsyncClient(
+    return outgoing_client(
         transport=transport,
-        timeout=timeout,
-        verify=verify,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": "keyhouse-resource-service"},
+        timeout=settings.jwks.fetch_timeout,
+        ca_file=settings.ca_file,
+        user_agent="keyhouse-resource-service",
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator
 
 import httpx
@@ -24,6 +23,7 @@ from shared.clock import Clock, system_clock
 from shared.errors import log_unexpected
 from shared.jwks_client import JWKSClient
 from shared.jwks_settings import JWKSClientSettings
+from shared.outgoing import outgoing_client
 from shared.protocol import HEALTH_PATH, JWKS_PATH, READINESS_PATH
 from webapp import pages
 from webapp.forms import csrf_ok, read_form, same_origin
@@ -169,16 +169,11 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 def _http_client(
     settings: WebappSettings, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
-    verify: ssl.SSLContext | bool = True
-    if settings.ca_file:
-        verify = ssl.create_default_context(cafile=settings.ca_file)
-    return httpx.AsyncClient(
+    return outgoing_client(
         transport=transport,
-        timeout=httpx.Timeout(settings.http_timeout),
-        verify=verify,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": "keyhouse-webapp"},
+        timeout=settings.http_timeout,
+        ca_file=settings.ca_file,
+        user_agent="keyhouse-webapp",
     )
 
 
