@@ -425,36 +425,29 @@ class RefreshTokenStore:
         such a family carries the sid. Returns how many tokens were marked revoked (redeemed ones
         included)."""
         with self.engine.begin() as conn:
-            _lock_in_order(conn, refresh_tokens.c.sid == sid)
-            return conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.sid == sid)
-                .where(refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            ).rowcount
+            return _revoke_where(conn, refresh_tokens.c.sid == sid, now)
 
     def revoke_user(self, user_id: str, now: float) -> int:
         with self.engine.begin() as conn:
-            _lock_in_order(conn, refresh_tokens.c.user_id == user_id)
-            return conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.user_id == user_id)
-                .where(refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            ).rowcount
+            return _revoke_where(conn, refresh_tokens.c.user_id == user_id, now)
 
 
 def revoke_family(conn: Connection, family_id: str, now: float) -> None:
     """Revoke every token of the family, inside the caller's transaction (rows locked in
     ``token_hash`` order on PostgreSQL, like every path that locks several of them)."""
-    family = refresh_tokens.c.family_id == family_id
-    _lock_in_order(conn, family)
-    conn.execute(
+    _revoke_where(conn, refresh_tokens.c.family_id == family_id, now)
+
+
+def _revoke_where(conn: Connection, where: ColumnElement[bool], now: float) -> int:
+    """Mark revoked every unrevoked token ``where`` selects (a family, a session's families, a
+    user's), rows locked in ``token_hash`` order first. Returns how many."""
+    _lock_in_order(conn, where)
+    return conn.execute(
         update(refresh_tokens)
-        .where(family)
+        .where(where)
         .where(refresh_tokens.c.revoked_at.is_(None))
         .values(revoked_at=now)
-    )
+    ).rowcount
 
 
 def family_start_revoked(conn: Connection, family_id: str) -> bool:
