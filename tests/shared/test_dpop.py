@@ -13,18 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
 
 from shared.clock import FakeClock
-from shared.dpop import (
-    DPoPProof,
-    DPoPSettings,
-    DPoPVerifier,
-    InvalidDPoPProof,
-    UseDPoPNonce,
-    access_token_hash,
-    dpop_challenge,
-    normalize_htu,
-    one_proof,
-    thumbprint,
-)
+from shared.dpop import DPoPProof, DPoPSettings, DPoPVerifier, access_token_hash
+from shared.dpop_errors import InvalidDPoPProof, UseDPoPNonce, dpop_challenge, one_proof
+from shared.dpop_htu import normalize_htu
+from shared.dpop_keys import thumbprint
 from shared.dpop_replay import ReplayCache, ReplayCacheFull
 from shared.errors import InvalidToken, render_error
 from shared.jws import b64url_encode

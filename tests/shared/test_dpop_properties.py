@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.clock import FakeClock
-from shared.dpop import DPoPProof, DPoPSettings, DPoPVerifier, InvalidDPoPProof, thumbprint
+from shared.dpop import DPoPProof, DPoPSettings, DPoPVerifier
+from shared.dpop_errors import InvalidDPoPProof
+from shared.dpop_keys import thumbprint
 from shared.dpop_replay import ReplayCache
 from shared.jws import b64url_decode, b64url_encode
 from tests.shared.test_dpop_support import (

@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.clock import FakeClock
-from shared.dpop import DPoPVerifier, InvalidDPoPProof, access_token_hash, thumbprint
+from shared.dpop import DPoPVerifier, access_token_hash
+from shared.dpop_errors import InvalidDPoPProof
+from shared.dpop_keys import thumbprint
 from shared.dpop_replay import ReplayCache, ReplayCacheFull
 from shared.errors import (
     InsufficientScope,
