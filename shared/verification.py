@@ -15,6 +15,11 @@ repeated token costs a dict lookup instead of parsing and an RSA verification.
 * ``require_dpop``: a ``Bearer`` token is refused whatever it holds.
 * A ``Bearer`` token without ``cnf`` costs what it always did: one attribute test more, no DPoP
   work (no proof read, no URL built: the request context is a callable called only for DPoP).
+
+**Pushed revocation**: every verified token, cache hits included, is looked up in the
+:class:`~shared.deny_list.DenyList` the issuer's events fill (``shared/revocation_events.py``);
+a token an entry covers is refused, 401 ``invalid_token`` "the token has been revoked". An empty
+deny-list costs one attribute test (:attr:`DenyList.active`) per request.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.bearer import BEARER, DPOP, extract_credentials
+from shared.deny_list import DenyList
 from shared.dpop import DPoPVerifier, InvalidDPoPProof, dpop_challenge, one_proof
 from shared.errors import InsufficientScope, InvalidToken, KeyhouseError, MissingToken
 from shared.jwks_client import JWKSClient
@@ -52,6 +58,7 @@ class BearerAuthenticator:
         cache: TokenCache | None = None,
         dpop: DPoPVerifier | None = None,
         require_dpop: bool = False,
+        deny: DenyList | None = None,
     ) -> None:
         if require_dpop and dpop is None:
             raise ValueError("require_dpop needs a DPoP verifier")
@@ -60,6 +67,7 @@ class BearerAuthenticator:
         self.cache = cache if cache is not None else TokenCache(0)
         self.dpop = dpop
         self.require_dpop = require_dpop
+        self.deny = deny if deny is not None else DenyList(max_entries=1)
         self.results: Counter[str] = Counter()  # verifications by result, for metrics
 
     @property
@@ -86,6 +94,8 @@ class BearerAuthenticator:
                     raise InvalidToken("this service accepts DPoP-bound tokens only")
                 # The hot path: a cached token is a lookup, not one more coroutine.
                 access = self._cached(token) or await self._verified(token)
+                if self.deny.active:
+                    self._check_revoked(access)
                 if access.cnf_jkt is not None:
                     raise InvalidToken("the token is DPoP-bound: send it with the DPoP scheme")
             else:
@@ -95,6 +105,8 @@ class BearerAuthenticator:
                 context = request()
                 proof = one_proof(context.proofs)  # cheap refusals before the token's RSA
                 access = self._cached(token) or await self._verified(token)
+                if self.deny.active:
+                    self._check_revoked(access)
                 if access.cnf_jkt is None:
                     raise InvalidToken("the token is not DPoP-bound: send it as a Bearer token")
                 dpop.verify(
@@ -109,6 +121,10 @@ class BearerAuthenticator:
             raise
         self.results["valid"] += 1
         return access
+
+    def _check_revoked(self, access: AccessToken) -> None:
+        if self.deny.check(access) is not None:
+            raise InvalidToken("the token has been revoked")
 
     def _cached(self, token: str) -> AccessToken | None:
         """The token's verified claims if the cache holds them and the keys still vouch."""
