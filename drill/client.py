@@ -39,20 +39,30 @@ class StackClient:
 
     async def token(self, client_id: str, secret: str, **form: str) -> str:
         """A client-credentials access token for ``client_id`` (``form``: audience, scope)."""
+        data = await self.grant(client_id, secret, grant_type="client_credentials", **form)
+        return str(data["access_token"])
+
+    async def grant(self, client_id: str, secret: str, **form: str) -> dict[str, Any]:
+        """``POST /token`` with ``form``; the token response (it has an ``access_token``).
+        Refusals say which grant was refused and why, never the form (it may hold a password)."""
+        grant_type = form.get("grant_type", "?")
         try:
             response = await self.http.post(
-                self.issuer + "/token",
-                data={"grant_type": "client_credentials", **form},
-                auth=(client_id, secret),
+                self.issuer + "/token", data=form, auth=(client_id, secret)
             )
         except httpx.HTTPError as exc:
             raise DrillError(f"cannot reach the issuer's token endpoint: {describe(exc)}") from exc
+        target = form.get("audience", "")
         if response.status_code != 200:
-            raise DrillError(f"the issuer refused a token for {form}: {error_text(response)}")
-        token = response.json().get("access_token")
-        if not isinstance(token, str):
+            raise DrillError(
+                f"the issuer refused a {grant_type} token"
+                + (f" for {target}" if target else "")
+                + f": {error_text(response)}"
+            )
+        data = response.json()
+        if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
             raise DrillError("the issuer's token response has no access_token")
-        return token
+        return data
 
     async def admin(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One admin API call with a fresh admin token; its JSON object."""
@@ -89,12 +99,27 @@ class StackClient:
 
     async def jwks_state(self, name: str, url: str) -> dict[str, Any]:
         """The ``jwks`` part of the resource service's ``/healthz`` (its key cache)."""
-        response = await self.http.get(url + "/healthz")
-        data = response.json()
-        jwks = data.get("jwks") if isinstance(data, dict) else None
+        jwks = (await self.health(url)).get("jwks")
         if not isinstance(jwks, dict):
             raise DrillError(f"{name}: /healthz has no jwks state")
         return jwks
+
+    async def health(self, url: str) -> dict[str, Any]:
+        """The resource service's ``/healthz`` document (an object; empty when it is not)."""
+        response = await self.http.get(url + "/healthz")
+        data = response.json()
+        return data if isinstance(data, dict) else {}
+
+    async def subscription(self, url: str) -> str:
+        """The service's events subscription state from ``/healthz`` ("connected", ...):
+        "absent" when it has none, "unknown" when ``/healthz`` did not answer."""
+        try:
+            events = (await self.health(url)).get("events")
+        except (httpx.HTTPError, ValueError):
+            return "unknown"
+        if not isinstance(events, dict):
+            return "absent"
+        return str(events.get("state") or "unknown")
 
 
 def describe(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 
@@ -30,6 +31,11 @@ class DrillConfig:
     revocation_margin: float = 5.0
     token_interval: float = 0.5
     timeout: float = 10.0
+    revoke_user: str | None = None
+    user_password: str | None = None
+    probes: int = 20
+    refusal_deadline: float = 20.0
+    html: Path | None = None
 
     @property
     def revocation_bound(self) -> float:
@@ -68,6 +74,36 @@ def add_arguments(drill: argparse.ArgumentParser) -> None:
         "--interval", type=float, default=10.0, help="seconds between rotations (10)"
     )
     drill.add_argument("--revoke", action="store_true", help="end with one emergency revocation")
+    drill.add_argument(
+        "--revoke-user",
+        metavar="USERNAME",
+        help="disable this user (admin API) while its tokens are in the load; enabled again after",
+    )
+    drill.add_argument(
+        "--user-password-stdin",
+        action="store_true",
+        help="read the --revoke-user password from stdin (the line after the client secret)",
+    )
+    drill.add_argument(
+        "--user-password-file",
+        metavar="FILE",
+        help="read the --revoke-user password from the first line of FILE",
+    )
+    drill.add_argument(
+        "--probes",
+        type=int,
+        default=20,
+        help="probes per service holding revoked tokens, for p50/p99/max of the refusal (20)",
+    )
+    drill.add_argument(
+        "--refusal-deadline",
+        type=float,
+        default=20.0,
+        help="seconds to probe a user's tokens for a refusal before reporting none (20)",
+    )
+    drill.add_argument(
+        "--html", metavar="FILE", help="also write the report with its timeline as HTML to FILE"
+    )
     drill.add_argument("--concurrency", type=int, default=8, help="load workers in all (8)")
     drill.add_argument(
         "--duration", type=float, default=0.0, help="minimum seconds of load (0: the timetable)"
@@ -108,7 +144,10 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO) -> DrillConfig:
         raise DrillError(f"--issuer must be an http(s) URL, got {args.issuer!r}")
     checks = [
         (args.rotations >= 0, "--rotations must not be negative"),
-        (args.rotations or args.revoke, "nothing to drill: use --rotations K and/or --revoke"),
+        (
+            args.rotations or args.revoke or args.revoke_user,
+            "nothing to drill: use --rotations K, --revoke and/or --revoke-user USERNAME",
+        ),
         (args.interval > 0, "--interval must be positive"),
         (1 <= args.concurrency <= 1000, "--concurrency must be between 1 and 1000"),
         (args.duration >= 0, "--duration must not be negative"),
@@ -116,6 +155,21 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO) -> DrillConfig:
         (args.revocation_margin >= 0, "--revocation-margin must not be negative"),
         (args.token_interval > 0, "--token-interval must be positive"),
         (args.warmup >= 0, "--warmup must not be negative"),
+        (1 <= args.probes <= 500, "--probes must be between 1 and 500"),
+        (args.refusal_deadline > 0, "--refusal-deadline must be positive"),
+        (
+            args.revoke_user is None or args.revoke_user.strip() != "",
+            "--revoke-user needs a username",
+        ),
+        (
+            not (args.user_password_stdin and args.user_password_file),
+            "use one of --user-password-stdin and --user-password-file",
+        ),
+        (
+            args.revoke_user is not None
+            or not (args.user_password_stdin or args.user_password_file),
+            "--user-password-stdin and --user-password-file go with --revoke-user",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -129,6 +183,8 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO) -> DrillConfig:
         )
     if bool(args.load_client_id) != bool(args.load_client_secret):
         raise DrillError("--load-client-id and --load-client-secret go together")
+    password = _user_password(args, stdin) if args.revoke_user is not None else None
+    html = _html_path(args.html) if args.html else None
     return DrillConfig(
         issuer=args.issuer.rstrip("/"),
         resources=resources,
@@ -146,4 +202,45 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO) -> DrillConfig:
         poll_interval=args.poll_interval,
         revocation_margin=args.revocation_margin,
         token_interval=args.token_interval,
+        revoke_user=args.revoke_user.strip() if args.revoke_user is not None else None,
+        user_password=password,
+        probes=args.probes,
+        refusal_deadline=args.refusal_deadline,
+        html=html,
     )
+
+
+def _user_password(args: argparse.Namespace, stdin: TextIO) -> str:
+    """The ``--revoke-user`` password: the next line of ``stdin`` (after the client secret when
+    that is read from stdin too) or the first line of ``--user-password-file``; never an
+    argument, which other users of the machine could read."""
+    if args.user_password_stdin:
+        password = stdin.readline().rstrip("\r\n")
+        source = "stdin"
+    elif args.user_password_file:
+        try:
+            with open(args.user_password_file, encoding="utf-8") as handle:
+                password = handle.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise DrillError(f"cannot read --user-password-file: {reason}") from None
+        source = args.user_password_file
+    else:
+        raise DrillError(
+            "--revoke-user needs the user's password: --user-password-stdin or "
+            "--user-password-file FILE"
+        )
+    if not password:
+        raise DrillError(f"the --revoke-user password read from {source} is empty")
+    return password
+
+
+def _html_path(value: str) -> Path:
+    """``--html FILE``, checked before the drill runs: a file (not a directory) in a directory
+    that exists, so a finished drill does not lose its picture to a typo."""
+    path = Path(value)
+    if path.is_dir():
+        raise DrillError(f"--html {value}: is a directory")
+    if not path.parent.is_dir():
+        raise DrillError(f"--html {value}: no directory {str(path.parent)!r}")
+    return path

@@ -3,12 +3,13 @@ as the table ``issuer drill`` prints."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from drill import refusals
 from drill.config import DrillConfig
-from drill.records import Revocation, Rotation, ServiceState
+from drill.records import Revocation, Rotation, ServiceState, Timeline
+from drill.series import timeline_section
 
 
 def build_report(
@@ -16,12 +17,15 @@ def build_report(
     *,
     states: Sequence[ServiceState],
     rotation_log: Sequence[Rotation],
-    revocation_record: Revocation | None,
+    revocations: Sequence[Revocation],
     failures: Mapping[str, int],
     failures_by_phase: Mapping[str, int],
     problems: Sequence[str],
     schedule: dict[str, Any],
     duration: float,
+    timeline: Timeline | None = None,
+    key_list: Sequence[Mapping[str, Any]] = (),
+    user_enabled: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the drill saw, and ``ok`` with the ``reasons`` it failed for (none: it passed)."""
     services: dict[str, Any] = {}
@@ -67,48 +71,12 @@ def build_report(
                 "services": per,
             }
         )
-    revocation: dict[str, Any] | None = None
-    if revocation_record is not None:
-        rv = revocation_record
-        per = {}
-        for s in states:
-            refused = _round(s.revoked_refused_at, rv.requested_at)
-            replacement = s.first_accept.get(rv.replacement_kid or "")
-            accepted_at = [
-                answered for _, answered, status in s.revoked_probe_log if status == "200"
-            ]
-            per[s.name] = {
-                "refused_after_s": refused,
-                "within_bound": refused is not None and refused <= cfg.revocation_bound,
-                "probes": s.revoked_probes,
-                "last_accepted_after_s": _round(
-                    max(accepted_at) if accepted_at else None, rv.requested_at
-                ),
-                "probe_statuses": dict(Counter(status for *_, status in s.revoked_probe_log)),
-                # Each probe: when it was sent and answered (s after the revocation request)
-                # and what it got, so a slow answer or a 503 is told apart from an acceptance.
-                "probe_log": [
-                    {
-                        "sent_after_s": round(sent - rv.requested_at, 3),
-                        "answered_after_s": round(answered - rv.requested_at, 3),
-                        "status": status,
-                    }
-                    for sent, answered, status in s.revoked_probe_log
-                ],
-                "left_jwks_cache_after_s": _round(s.kid_gone.get(rv.kid), rv.requested_at),
-                "replacement_accepted_after_s": _round(replacement, rv.requested_at),
-            }
-        revocation = {
-            "kid": rv.kid,
-            "replacement_kid": rv.replacement_kid,
-            "requested_at": rv.requested_at,
-            # How long the admin API took to revoke (the probes start after it answered).
-            "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
-            "bound_s": cfg.revocation_bound,
-            "poll_interval_s": cfg.poll_interval,
-            "margin_s": cfg.revocation_margin,
-            "services": per,
-        }
+    key_record = next((r for r in revocations if r.kind == "key"), None)
+    user_record = next((r for r in revocations if r.kind == "user"), None)
+    revocation = None if key_record is None else _key_revocation(cfg, key_record, states)
+    user_revocation = (
+        None if user_record is None else _user_revocation(cfg, user_record, user_enabled)
+    )
     total = sum(s.requests for s in states)
     failed = sum(failures.values())
     reasons = list(problems)
@@ -122,9 +90,18 @@ def build_report(
         for name, data in entry["services"].items():
             if data["first_accept_after_activation_s"] is None:
                 reasons.append(f"{name} never accepted a token signed by {entry['kid']}")
+    if user_revocation is not None:
+        for name, data in user_revocation["services"].items():
+            why = refusals.reason(name, f"user {user_revocation['username']}'s tokens", data)
+            if why:
+                reasons.append(why)
     if revocation is not None:
         for name, data in revocation["services"].items():
-            if not data["within_bound"]:
+            if data["verdict"] != refusals.FAIL:
+                continue
+            if data["subscription_up"]:
+                reasons.append(refusals.reason(name, "the revoked key", data) or "")
+            else:
                 reasons.append(
                     f"{name} did not refuse the revoked key within {cfg.revocation_bound:g}s"
                     f" (probe saw {probe_summary(data['probe_log'])})"
@@ -139,6 +116,9 @@ def build_report(
             "rotations": cfg.rotations,
             "interval_s": cfg.interval,
             "revoke": cfg.revoke,
+            "revoke_user": cfg.revoke_user,
+            "probes": cfg.probes,
+            "refusal_deadline_s": cfg.refusal_deadline,
             "concurrency": cfg.concurrency,
             "token_interval_s": cfg.token_interval,
         },
@@ -156,6 +136,97 @@ def build_report(
         "services": services,
         "rotations": rotations,
         "revocation": revocation,
+        "user_revocation": user_revocation,
+        "timeline": timeline_section(
+            timeline or Timeline(started=0.0),
+            duration=duration,
+            keys=key_list,
+            states=states,
+            revocations=revocations,
+        ),
+    }
+
+
+def _probe_log(log: Sequence[tuple[float, float, str]], since: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "sent_after_s": round(sent - since, 3),
+            "answered_after_s": round(answered - since, 3),
+            "status": status,
+        }
+        for sent, answered, status in log
+    ]
+
+
+def _key_revocation(
+    cfg: DrillConfig, rv: Revocation, states: Sequence[ServiceState]
+) -> dict[str, Any]:
+    per: dict[str, Any] = {}
+    for s in states:
+        run = rv.runs[s.name]
+        judged = refusals.judge(
+            run,
+            kind="key",
+            requested_at=rv.requested_at,
+            deadline_s=round(rv.deadline - rv.requested_at, 3),
+            poll_bound_s=cfg.revocation_bound,
+        )
+        replacement = s.first_accept.get(rv.replacement_kid or "")
+        accepted_at = [answered for _, answered, status in run.log if status == "200"]
+        worst = judged["max_s"]
+        per[s.name] = {
+            **judged,
+            # The first refusal at this service, by any probe.
+            "refused_after_s": judged["first_refusal_s"],
+            "within_bound": worst is not None and worst <= cfg.revocation_bound,
+            "last_accepted_after_s": _round(
+                max(accepted_at) if accepted_at else None, rv.requested_at
+            ),
+            # Every answer of the first probe: when it was sent and answered (s after the
+            # revocation request) and what it got, so a slow answer or a 503 is told apart
+            # from an acceptance.
+            "probe_log": _probe_log(run.log, rv.requested_at),
+            "left_jwks_cache_after_s": _round(s.kid_gone.get(rv.kid), rv.requested_at),
+            "replacement_accepted_after_s": _round(replacement, rv.requested_at),
+        }
+    return {
+        "kid": rv.kid,
+        "replacement_kid": rv.replacement_kid,
+        "requested_at": rv.requested_at,
+        # How long the admin API took to revoke (the probes ran meanwhile).
+        "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
+        "bound_s": cfg.revocation_bound,
+        "poll_interval_s": cfg.poll_interval,
+        "margin_s": cfg.revocation_margin,
+        "events_target_s": refusals.EVENTS_TARGET,
+        "services": per,
+    }
+
+
+def _user_revocation(
+    cfg: DrillConfig, rv: Revocation, enabled: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    per: dict[str, Any] = {}
+    for name, run in rv.runs.items():
+        judged = refusals.judge(
+            run,
+            kind="user",
+            requested_at=rv.requested_at,
+            deadline_s=round(rv.deadline - rv.requested_at, 3),
+            poll_bound_s=cfg.revocation_bound,
+        )
+        per[name] = {**judged, "probe_log": _probe_log(run.log, rv.requested_at)}
+    response = rv.response
+    return {
+        "username": rv.subject,
+        "requested_at": rv.requested_at,
+        "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
+        "refresh_tokens_revoked": response.get("refresh_tokens_revoked"),
+        "sessions_ended": response.get("sessions_ended"),
+        "events_target_s": refusals.EVENTS_TARGET,
+        "deadline_s": cfg.refusal_deadline,
+        "enabled_again": dict(enabled) if enabled is not None else None,
+        "services": per,
     }
 
 
@@ -195,10 +266,13 @@ def format_report(report: dict[str, Any]) -> str:
     lines: list[str] = []
     req = report["requests"]
     n_rot = len(report["rotations"])
+    actions = [
+        *(["1 user revocation"] if report.get("user_revocation") else []),
+        "1 key revocation" if report["revocation"] else "no key revocation",
+    ]
     lines.append(
         f"Keyhouse drill against {report['issuer']}: {n_rot} planned rotation(s), "
-        f"{'1 revocation' if report['revocation'] else 'no revocation'}, "
-        f"{report['duration_s']:.1f}s"
+        f"{', '.join(actions)}, {report['duration_s']:.1f}s"
     )
     lines.append(
         f"requests: {req['total']}  ok: {req['ok']}  failed: {req['failed']}  "
@@ -236,6 +310,7 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  {name:<16} {_fmt(s['known_before_activation_s']):>24} "
                 f"{_fmt(s['first_accept_after_activation_s']):>21}"
             )
+    _user_lines(report.get("user_revocation"), lines)
     rv = report["revocation"]
     if rv is not None:
         lines.append("")
@@ -257,9 +332,38 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{_fmt(s['replacement_accepted_after_s']):>17}  "
                 f"{probe_summary(s['probe_log'])}"
             )
+        lines.append(
+            f"  the revoked key's tokens, {next(iter(rv['services'].values()))['probes']} "
+            "probes per service (s after the revocation request):"
+        )
+        lines.extend(refusals.table_lines(rv["services"]))
     lines.append("")
+    if report.get("html"):
+        lines.append(f"HTML report with the timeline: {report['html']}")
     if report["ok"]:
         lines.append("RESULT: PASS")
     else:
         lines.append("RESULT: FAIL - " + "; ".join(report["reasons"]))
     return "\n".join(lines) + "\n"
+
+
+def _user_lines(uv: dict[str, Any] | None, lines: list[str]) -> None:
+    if uv is None:
+        return
+    lines.append("")
+    enabled = uv["enabled_again"]
+    again = (
+        "not attempted"
+        if enabled is None
+        else "yes"
+        if enabled.get("enabled")
+        else f"NO ({enabled.get('error', 'the issuer did not say it is enabled')})"
+    )
+    lines.append(
+        f"user revocation: {uv['username']} disabled through the admin API (it answered after "
+        f"{uv['admin_answered_after_s']:.2f}s: {uv['refresh_tokens_revoked']} refresh tokens "
+        f"revoked, {uv['sessions_ended']} sessions ended); enabled again after the drill: "
+        f"{again}"
+    )
+    lines.append("  the user's tokens (s after the disable request):")
+    lines.extend(refusals.table_lines(uv["services"]))

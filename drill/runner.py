@@ -12,10 +12,15 @@ from typing import Any, TextIO
 
 import httpx
 
+from drill import revocations
 from drill.client import StackClient, describe, error_text, kid_of
 from drill.config import DrillConfig, DrillError
-from drill.records import Revocation, Rotation, ServiceState
+from drill.html import write_html
+from drill.records import Revocation, Rotation, ServiceState, Timeline
 from drill.report import build_report
+
+# Tokens kept per kid and service for a revocation's probes to hold (the newest ones).
+HELD_TOKENS = 8
 
 
 class Drill:
@@ -26,10 +31,16 @@ class Drill:
         self.failures: Counter[str] = Counter()
         self.failures_by_phase: Counter[str] = Counter()
         self.rotations: list[Rotation] = []
-        self.revocation: Revocation | None = None
+        self.revocations: list[Revocation] = []
         self.revoked: set[str] = set()
+        self.timeline = Timeline()
+        self.keys: list[dict[str, Any]] = []
+        self.user_stopped = False
+        self.user_disabled = False
+        self.user_enabled: dict[str, Any] | None = None
         self.phase = "warm-up"
         self.started = 0.0
+        self.ended: float | None = None
         self.stop = asyncio.Event()
         self.remint = asyncio.Event()
         self.problems: list[str] = []
@@ -56,7 +67,8 @@ class Drill:
 
     # -- tasks --------------------------------------------------------------------------------
 
-    async def _mint(self, service: ServiceState) -> None:
+    async def mint(self, service: ServiceState) -> None:
+        """A client-credentials token for ``service``, the one its load workers send next."""
         cid = self.config.load_client_id or self.config.client_id
         secret = self.config.load_client_secret or self.config.client_secret
         form = {"audience": service.name}
@@ -65,7 +77,43 @@ class Drill:
         token = await self.stack.token(cid, secret, **form)
         kid = kid_of(token)
         service.token, service.kid = token, kid
-        service.tokens_by_kid[kid] = token
+        service.hold(kid, token, HELD_TOKENS)
+
+    async def mint_user(self, service: ServiceState, refresh: str | None) -> str | None:
+        """A token of the ``--revoke-user`` user for ``service``: the password grant first, then
+        the refresh grant with ``refresh`` (no argon2 each time); the next refresh token."""
+        cfg = self.config
+        cid = cfg.load_client_id or cfg.client_id
+        secret = cfg.load_client_secret or cfg.client_secret
+        if refresh is not None:
+            data = await self.stack.grant(
+                cid, secret, grant_type="refresh_token", refresh_token=refresh
+            )
+        else:
+            assert cfg.revoke_user is not None
+            assert cfg.user_password is not None
+            form = {
+                "grant_type": "password",
+                "username": cfg.revoke_user,
+                "password": cfg.user_password,
+                "audience": service.name,
+            }
+            if cfg.scope:
+                form["scope"] = cfg.scope
+            data = await self.stack.grant(cid, secret, **form)
+        if self.user_stopped:
+            return None
+        token = str(data["access_token"])
+        kid_of(token)  # a readable kid, as for every load token
+        service.user_token = token
+        service.user_tokens = [*service.user_tokens, token][-HELD_TOKENS:]
+        next_refresh = data.get("refresh_token")
+        return next_refresh if isinstance(next_refresh, str) else None
+
+    def remint_now(self) -> None:
+        """Every minter mints at once (a new key signs)."""
+        self.remint.set()
+        self.remint.clear()
 
     async def _minter(self, service: ServiceState) -> None:
         while not self.stop.is_set():
@@ -74,23 +122,49 @@ class Drill:
             if self.stop.is_set():
                 return
             try:
-                await self._mint(service)
+                await self.mint(service)
             except (DrillError, ValueError) as exc:
                 self._fail("token endpoint: " + str(exc)[:120], time.time())
 
+    async def _user_minter(self, service: ServiceState, refresh: str | None) -> None:
+        while not self.stop.is_set() and not self.user_stopped:
+            await asyncio.sleep(self.config.token_interval)
+            if self.stop.is_set() or self.user_stopped:
+                return
+            try:
+                refresh = await self.mint_user(service, refresh)
+            except (DrillError, ValueError) as exc:
+                if self.user_stopped:
+                    return  # refused because the user is being disabled, as it should be
+                self._fail("token endpoint: " + str(exc)[:120], time.time())
+                refresh = None
+
     def _fail(self, cause: str, started: float) -> None:
         self.failures[cause] += 1
-        revoked_at = self.revocation.requested_at if self.revocation else None
-        phase = "after_revocation" if revoked_at and started >= revoked_at else "rotations"
-        self.failures_by_phase[phase] += 1
+        self.timeline.failure(cause, started)
+        revoked = any(started >= r.requested_at for r in self.revocations)
+        self.failures_by_phase["after_revocation" if revoked else "rotations"] += 1
 
-    async def _worker(self, service: ServiceState) -> None:
+    def _expected(self, started: float, kid: str, user: bool) -> bool:
+        """A refusal the drill caused: the token's key, or its user, was revoked before."""
+        return any(
+            started >= r.requested_at
+            and ((r.kind == "key" and r.subject == kid) or (r.kind == "user" and user))
+            for r in self.revocations
+        )
+
+    async def _worker(self, service: ServiceState, slot: int) -> None:
+        """Calls ``/whoami`` with the service's newest token; with ``--revoke-user``, every
+        other worker sends the user's token while there is one."""
         while not self.stop.is_set():
-            token, kid = service.token, service.kid
-            if token is None or kid is None:
+            user = slot % 2 == 1 and service.user_token is not None
+            token = service.user_token if user else service.token
+            if token is None:
                 await asyncio.sleep(0.05)
                 continue
+            kid = kid_of(token)
             started = time.time()
+            self.timeline.request(started)
             try:
                 response = await self.http.get(
                     service.url + "/whoami", headers={"Authorization": f"Bearer {token}"}
@@ -107,14 +181,9 @@ class Drill:
                 service.ok += 1
                 service.first_accept.setdefault(kid, done)
                 continue
-            revocation = self.revocation
-            if (
-                response.status_code == 401
-                and kid in self.revoked
-                and revocation is not None
-                and started >= revocation.requested_at
-            ):
+            if response.status_code == 401 and self._expected(started, kid, user):
                 service.expected_refusals += 1
+                self.timeline.expected_refusal(started)
                 continue
             service.failed += 1
             self._fail(f"{service.name}: {error_text(response)}", started)
@@ -155,26 +224,7 @@ class Drill:
             self.progress.flush()
             last = total
 
-    async def _probe_revoked(self, service: ServiceState, token: str, deadline: float) -> None:
-        """Send the revoked key's token until it is refused (401), recording every answer."""
-        while time.time() < deadline and not self.stop.is_set():
-            sent = time.time()
-            try:
-                response = await self.http.get(
-                    service.url + "/whoami", headers={"Authorization": f"Bearer {token}"}
-                )
-                status = str(response.status_code)
-            except httpx.HTTPError as exc:
-                status = "error: " + describe(exc)
-            answered = time.time()
-            service.revoked_probes += 1
-            service.revoked_probe_log.append((sent, answered, status))
-            if status == "401":
-                service.revoked_refused_at = answered
-                return
-            await asyncio.sleep(0.05)
-
-    async def _wait_for_acceptance(self, kid: str, deadline: float) -> None:
+    async def wait_for_acceptance(self, kid: str, deadline: float) -> None:
         while time.time() < deadline and not self.stop.is_set():
             if all(kid in s.first_accept for s in self.services.values()):
                 return
@@ -204,64 +254,33 @@ class Drill:
             await asyncio.sleep(max(0.0, ahead))
             self.phase = f"rotation {index}/{cfg.rotations}: active"
             self.signing_kid = rotation.kid
-            self.remint.set()
-            self.remint.clear()
-            await self._wait_for_acceptance(rotation.kid, time.time() + cfg.interval + 10)
+            self.remint_now()
+            await self.wait_for_acceptance(rotation.kid, time.time() + cfg.interval + 10)
             await asyncio.sleep(cfg.interval)
+        if cfg.revoke_user:
+            await revocations.revoke_user(self)
         if cfg.revoke:
-            await self._revoke()
-
-    async def _revoke(self) -> None:
-        cfg = self.config
-        self.phase = "revocation"
-        listing = await self.stack.admin("GET", "/admin/keys")
-        signing = [k for k in listing.get("keys", []) if k.get("signing")]
-        if not signing:
-            raise DrillError("the issuer reports no signing key")
-        kid = str(signing[0]["kid"])
-        # Hold a token signed by the key about to be revoked, for every service.
-        deadline = time.time() + 10
-        while any(kid not in s.tokens_by_kid for s in self.services.values()):
-            if time.time() > deadline:
-                raise DrillError(f"no token signed by {kid} to probe the revocation with")
-            for service in self.services.values():
-                if kid not in service.tokens_by_kid:
-                    await self._mint(service)
-            await asyncio.sleep(0.05)
-        held = {s.name: s.tokens_by_kid[kid] for s in self.services.values()}
-        self.revoked.add(kid)
-        requested = time.time()
-        self.revocation = Revocation(kid, requested, requested, None)
-        out = await self.stack.admin("POST", f"/admin/keys/{kid}/revoke")
-        self.revocation.answered_at = time.time()
-        self.revocation.replacement_kid = out.get("signing_kid")
-        self.remint.set()
-        self.remint.clear()
-        probe_deadline = requested + cfg.revocation_bound + 10
-        await asyncio.gather(
-            *(self._probe_revoked(s, held[s.name], probe_deadline) for s in self.services.values())
-        )
-        self.phase = "after revocation"
-        if self.revocation.replacement_kid:
-            await self._wait_for_acceptance(self.revocation.replacement_kid, time.time() + 10)
-        await asyncio.sleep(1.0)
+            await revocations.revoke_key(self)
 
     async def run(self) -> dict[str, Any]:
         cfg = self.config
         limits = httpx.Limits(max_connections=cfg.concurrency + 4 * len(self.services) + 8)
         async with httpx.AsyncClient(timeout=cfg.timeout, limits=limits) as http:
             self._stack = StackClient(http, cfg.issuer, cfg.client_id, cfg.client_secret)
-            await self._preflight()
-            self.started = time.time()
+            refresh = await self._preflight()
+            self.started = self.timeline.started = time.time()
             tasks = [asyncio.create_task(self._progress())]
             for service in self.services.values():
                 tasks.append(asyncio.create_task(self._minter(service)))
                 tasks.append(asyncio.create_task(self._watch_healthz(service)))
+                if cfg.revoke_user:
+                    tasks.append(
+                        asyncio.create_task(self._user_minter(service, refresh[service.name]))
+                    )
             names = list(self.services)
             for i in range(cfg.concurrency):
-                tasks.append(
-                    asyncio.create_task(self._worker(self.services[names[i % len(names)]]))
-                )
+                service = self.services[names[i % len(names)]]
+                tasks.append(asyncio.create_task(self._worker(service, i // len(names))))
             try:
                 await self._timetable()
                 remaining = cfg.duration - self._elapsed()
@@ -274,6 +293,13 @@ class Drill:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                self.ended = time.time()
+                if self.user_disabled:
+                    await revocations.enable_user(self)
+            try:
+                self.keys = list((await self.stack.admin("GET", "/admin/keys")).get("keys", []))
+            except DrillError as exc:
+                self.problems.append(f"the key list after the drill: {exc}")
             for service in self.services.values():
                 try:
                     service.fetches_after = dict(
@@ -283,7 +309,9 @@ class Drill:
                     self.problems.append(f"{service.name}: /healthz after the drill: {exc}")
         return self.report()
 
-    async def _preflight(self) -> None:
+    async def _preflight(self) -> dict[str, str | None]:
+        """Checks the stack and mints the first tokens; the user's refresh token per service
+        (with ``--revoke-user``: its password grant is checked here, before any load)."""
         await self.stack.check_issuer()
         for service in self.services.values():
             try:
@@ -293,11 +321,16 @@ class Drill:
                     f"resource {service.name} at {service.url}: {describe(exc)}"
                 ) from exc
             service.fetches_before = dict(jwks.get("fetches", {}))
-            await self._mint(service)
+            await self.mint(service)
+        refresh: dict[str, str | None] = {}
+        if self.config.revoke_user:
+            for service in self.services.values():
+                refresh[service.name] = await self.mint_user(service, None)
         status = await self.stack.admin("GET", "/admin/keys")
         self.schedule = dict(status.get("schedule") or {})
         signing = [k for k in status.get("keys", []) if k.get("signing")]
         self.signing_kid = str(signing[0]["kid"]) if signing else None
+        return refresh
 
     def report(self) -> dict[str, Any]:
         """The verdict and everything measured: :func:`drill.report.build_report`."""
@@ -305,14 +338,28 @@ class Drill:
             self.config,
             states=list(self.services.values()),
             rotation_log=self.rotations,
-            revocation_record=self.revocation,
+            revocations=self.revocations,
+            timeline=self.timeline,
+            key_list=self.keys,
+            user_enabled=self.user_enabled,
             failures=self.failures,
             failures_by_phase=self.failures_by_phase,
             problems=self.problems,
             schedule=self.schedule,
-            duration=self._elapsed(),
+            duration=(self.ended or time.time()) - self.started,
         )
 
 
 def run_drill(config: DrillConfig, *, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
-    return asyncio.run(Drill(config, progress=progress).run())
+    """Run the drill; its report, also written as HTML to ``config.html`` when set (a file
+    that cannot be written fails the drill, with the reason in the report)."""
+    report = asyncio.run(Drill(config, progress=progress).run())
+    if config.html is not None:
+        try:
+            write_html(report, config.html)
+        except OSError as exc:
+            report["ok"] = False
+            report["reasons"].append(f"cannot write --html {config.html}: {exc.strerror}")
+        else:
+            report["html"] = str(config.html)
+    return report

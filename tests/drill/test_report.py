@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from drill.config import DrillConfig
-from drill.records import Revocation, ServiceState
+from drill.records import ProbeRun, Revocation
 from drill.report import format_report, probe_summary
 from drill.runner import Drill
 
@@ -40,29 +41,48 @@ def test_report_lists_every_probe_in_json_and_table() -> None:
         revocation_margin=4,
     )
     drill = Drill(config)
-    drill.started = 1000.0
-    drill.revocation = Revocation("old", 1000.0, 1000.1, "new")
-    photos: ServiceState = drill.services["photos"]
-    photos.revoked_probe_log = [(1000.1, 1000.2, "200"), (1000.25, 1000.28, "401")]
-    photos.revoked_probes = 2
-    photos.revoked_refused_at = 1000.28
-    contacts = drill.services["contacts"]
-    contacts.revoked_probe_log = [
-        (1000.1, 1000.2, "200"),
-        (1000.3, 1006.0, "200"),  # a probe that waited 5.7 s for its answer
-        (1006.1, 1006.2, "503"),
-        (1006.3, 1007.39, "401"),
-    ]
-    contacts.revoked_probes = 4
-    contacts.revoked_refused_at = 1007.39
+    drill.started = drill.timeline.started = 1000.0
+    drill.ended = 1010.0
+    revocation = Revocation("key", "old", 1000.0, 1000.1, 1015.0, "new")
+    drill.revocations.append(revocation)
+    # photos: the first probe refused at 0.28 s, the second at 0.30 s
+    revocation.runs["photos"] = ProbeRun(
+        subscription="absent",
+        probes=2,
+        first_refusals=[1000.28, 1000.30],
+        requests=3,
+        statuses=Counter({"200": 1, "401": 2}),
+        log=[(1000.1, 1000.2, "200"), (1000.25, 1000.28, "401")],
+    )
+    # contacts: the first probe waited 5.7 s for one answer and was refused at 7.39 s
+    revocation.runs["contacts"] = ProbeRun(
+        subscription="down",
+        probes=2,
+        first_refusals=[1007.39, 1000.5],
+        requests=5,
+        statuses=Counter({"200": 2, "503": 1, "401": 2}),
+        log=[
+            (1000.1, 1000.2, "200"),
+            (1000.3, 1006.0, "200"),
+            (1006.1, 1006.2, "503"),
+            (1006.3, 1007.39, "401"),
+        ],
+    )
     report = drill.report()
 
     per = report["revocation"]["services"]
     assert per["photos"]["within_bound"] is True
-    assert per["photos"]["probe_statuses"] == {"200": 1, "401": 1}
+    assert per["photos"]["verdict"] == "pass"
+    assert per["photos"]["probe_statuses"] == {"200": 1, "401": 2}
+    assert per["photos"]["refused_after_s"] == 0.28
+    assert per["photos"]["max_s"] == 0.3
     assert per["contacts"]["within_bound"] is False
+    assert per["contacts"]["verdict"] == "fail"
+    # The first refusal at contacts came from the second probe; the slowest is the verdict's.
+    assert per["contacts"]["refused_after_s"] == 0.5
+    assert per["contacts"]["max_s"] == 7.39
     assert per["contacts"]["last_accepted_after_s"] == 6.0
-    assert per["contacts"]["probe_statuses"] == {"200": 2, "503": 1, "401": 1}
+    assert per["contacts"]["probe_statuses"] == {"200": 2, "503": 1, "401": 2}
     assert per["contacts"]["probe_log"][1] == _entry(0.3, 6.0, "200")
     assert [e["status"] for e in per["contacts"]["probe_log"]] == ["200", "200", "503", "401"]
     assert any(

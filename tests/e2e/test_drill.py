@@ -101,13 +101,18 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
         assert service["within_bound"] is True
         assert service["refused_after_s"] <= 5
         assert service["replacement_accepted_after_s"] is not None
-        # Every probe with the revoked key's token is in the report, ending with the refusal.
+        # Every answer of the first probe with the revoked key's token is in the report,
+        # ending with its refusal; the first refusal by any probe came no later.
         log = service["probe_log"]
-        assert len(log) == service["probes"] >= 1
+        assert len(log) >= 1
         assert log[-1]["status"] == "401"
-        assert log[-1]["answered_after_s"] == service["refused_after_s"]
+        assert log[-1]["answered_after_s"] >= service["refused_after_s"]
         assert all(e["sent_after_s"] <= e["answered_after_s"] for e in log)
-        assert sum(service["probe_statuses"].values()) == len(log)
+        assert service["probes"] == service["refused"] == 20
+        assert sum(service["probe_statuses"].values()) == service["probe_requests"]
+        assert service["probe_statuses"]["401"] == 20
+        assert service["refused_after_s"] <= service["p50_s"] <= service["p99_s"]
+        assert service["p99_s"] <= service["max_s"] <= 5
 
     for name in ("photos", "contacts"):
         fetches = report["services"][name]["jwks_fetches"]["delta"]
@@ -127,7 +132,10 @@ def test_drill_fails_when_revocation_exceeds_the_bound(stack: Stack) -> None:
     bound about one run in five and the drill rightly passed: the test was flaky.)"""
     stack.issuer(**ISSUER_ENV).start()
     photos = stack.resource(
-        "photos", RESOURCE_JWKS_POLL_INTERVAL="60", RESOURCE_JWKS_MAX_FETCHES_PER_MINUTE="1"
+        "photos",
+        RESOURCE_JWKS_POLL_INTERVAL="60",
+        RESOURCE_JWKS_MAX_FETCHES_PER_MINUTE="1",
+        RESOURCE_EVENTS="0",  # no pushed revocation: only the poll could refuse the key
     ).start()
     client = stack.create_client(scope="issuer:admin", audiences=["issuer", "photos"])
     result = stack.cli(
