@@ -75,12 +75,15 @@ class AccessTokens:
         now: float | None = None,
         id_token: IdTokenTerms | None = None,
         jkt: str | None = None,
+        fid: str | None = None,
     ) -> dict[str, Any]:
         """The response body. ``jti`` and ``now``: decided by the caller ahead of the response
         (the code grant records them before it signs); ``sid``: the issuer session the tokens
         descend from; ``id_token``: an OpenID Connect ID token goes with the access token;
         ``jkt``: the thumbprint of the request's DPoP proof key: the access token is bound to it
-        (``cnf.jkt``, RFC 9449 §6.1) and its ``token_type`` is ``DPoP`` (§5)."""
+        (``cnf.jkt``, RFC 9449 §6.1) and its ``token_type`` is ``DPoP`` (§5); ``fid``: the
+        refresh-token family the tokens descend from, as the claim ``fid`` (a resource service
+        refuses the token once the family ends: issue 17, shared/security_events.py)."""
         ttl = self.settings.access_token_ttl
         claims = access_token_claims(
             issuer=self.settings.issuer_url,
@@ -95,6 +98,8 @@ class AccessTokens:
         )
         if jkt is not None:
             claims["cnf"] = {"jkt": jkt}
+        if fid is not None:
+            claims["fid"] = fid
         access_token = await self.signatures.sign(claims)
         body: dict[str, Any] = {
             # Signed with the other tokens of this event-loop turn (issuer/batch_signer.py).

@@ -18,15 +18,23 @@ from starlette.routing import Route
 
 from issuer import http
 from issuer.container import build_issuer, close_issuer, reload_keys_forever
-from issuer.endpoints.admin import admin_keys, admin_revoke, admin_rotate
+from issuer.endpoints.admin import (
+    admin_disable_user,
+    admin_enable_user,
+    admin_keys,
+    admin_revoke,
+    admin_rotate,
+)
 from issuer.endpoints.authorize import authorize, consent, login
 from issuer.endpoints.discovery import jwks, metadata
 from issuer.endpoints.end_session import end_session
+from issuer.endpoints.events import events
 from issuer.endpoints.health import healthz, metrics, readyz
 from issuer.endpoints.introspection import introspect
 from issuer.endpoints.revocation import revoke
 from issuer.endpoints.token import TokenFastPath
 from issuer.endpoints.userinfo import userinfo
+from issuer.events.broadcaster import on_exit_signals
 from issuer.pages import static
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, system_clock
@@ -46,6 +54,7 @@ from shared.protocol import (
     STATIC_PATH,
     USERINFO_PATH,
 )
+from shared.security_events import EVENTS_PATH
 
 # Answered by the endpoint itself (405 with ``Allow: POST``) rather than the router.
 _ANY_METHOD = ["GET", "POST", "PUT", "DELETE", "PATCH"]
@@ -56,12 +65,19 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
     async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
         issuer = await anyio.to_thread.run_sync(lambda: build_issuer(settings, clock=clock))
         task = asyncio.create_task(reload_keys_forever(issuer))
+        poller = asyncio.create_task(issuer.broadcaster.run())
+        # uvicorn waits for open responses before the lifespan ends: a stop signal ends the
+        # event streams first (and the lifespan's end, for servers that get there directly).
+        undo = on_exit_signals(issuer.broadcaster.stop)
         try:
             yield {http.ISSUER_STATE: issuer}
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            undo()
+            issuer.broadcaster.stop()
+            for running in (task, poller):
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
             await anyio.to_thread.run_sync(lambda: close_issuer(issuer))
 
     # Matched in order: the busiest endpoints first. /token is served ahead of the router by
@@ -81,6 +97,9 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
         Route("/admin/keys", admin_keys, methods=["GET"]),
         Route("/admin/keys/rotate", admin_rotate, methods=["POST"]),
         Route("/admin/keys/{kid}/revoke", admin_revoke, methods=["POST"]),
+        Route("/admin/users/{username}/disable", admin_disable_user, methods=["POST"]),
+        Route("/admin/users/{username}/enable", admin_enable_user, methods=["POST"]),
+        Route(EVENTS_PATH, events, methods=["GET"]),
         Route(HEALTH_PATH, healthz, methods=["GET"]),  # GET implies HEAD
         Route(READINESS_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -34,7 +34,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from issuer.db import authorization_codes
-from issuer.refresh import revoke_family
+from issuer.events import SecurityEvents
+from issuer.refresh_families import revoke_family
 from issuer.revoked import RevokedAccessTokens
 from shared.errors import InvalidGrant
 from shared.scopes import format_scope, parse_scope
@@ -95,13 +96,19 @@ class AuthorizationCode:
 
 class CodeStore:
     def __init__(
-        self, engine: Engine, *, ttl: int = 60, revoked: RevokedAccessTokens | None = None
+        self,
+        engine: Engine,
+        *,
+        ttl: int = 60,
+        revoked: RevokedAccessTokens | None = None,
+        events: SecurityEvents | None = None,
     ) -> None:
         if not 1 <= ttl <= 600:
             raise ValueError("the code lifetime must be 1-600 seconds")
         self.engine = engine
         self.ttl = ttl
         self.revoked = revoked if revoked is not None else RevokedAccessTokens(engine)
+        self.events = events  # what a replay revokes is pushed to resource services too
 
     def issue(
         self,
@@ -197,10 +204,15 @@ class CodeStore:
             .where(authorization_codes.c.replayed_at.is_(None))
             .values(replayed_at=now)
         )
+        reason = "authorization code replayed"
+        events = self.events if row["replayed_at"] is None else None  # told once per code
         if row["family_id"] is not None:
-            revoke_family(conn, row["family_id"], now)
+            revoke_family(conn, row["family_id"], now, events=events, reason=reason)
         if row["access_jti"] is not None:
-            self.revoked.revoke(row["access_jti"], row["access_expires_at"] or now, conn=conn)
+            expires = row["access_expires_at"] or now
+            self.revoked.revoke(row["access_jti"], expires, conn=conn)
+            if events is not None:
+                events.token_revoked(conn, row["access_jti"], int(expires), reason=reason)
 
 
 def _read(conn: Connection, digest: str, *, lock: bool = False) -> Any:

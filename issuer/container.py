@@ -25,6 +25,8 @@ from issuer.codes import CodeStore
 from issuer.consents import ConsentStore
 from issuer.db import init_schema
 from issuer.engines import make_engine, make_probe_engine
+from issuer.events import SecurityEvents, security_events
+from issuer.events.broadcaster import Broadcaster
 from issuer.introspection import Introspector
 from issuer.keys import KeyAdmin, KeyRing, open_key_repository
 from issuer.keys.sealing import find_secret
@@ -36,6 +38,7 @@ from issuer.revoked import RevokedAccessTokens
 from issuer.sessions import SessionStore
 from issuer.settings import IssuerSettings
 from issuer.token_service import TokenService
+from issuer.user_admin import UserAdmin
 from shared.clock import Clock, system_clock
 from shared.dpop import DPoPSettings, DPoPVerifier
 from shared.errors import ConfigurationError
@@ -65,6 +68,9 @@ class Issuer:
     codes: CodeStore  # authorization codes
     revoked: RevokedAccessTokens  # access tokens revoked before their exp
     sign_in_key: bytes  # HMAC key of the sign-in tickets and CSRF tokens (see sign_in_key())
+    events: SecurityEvents  # revocations recorded for the resource services (issue 17)
+    broadcaster: Broadcaster  # GET /events: the poller and the open streams
+    users: UserAdmin  # disable/enable users (admin API; the CLI has its own)
 
 
 def sign_in_key(secret: str) -> bytes:
@@ -150,12 +156,17 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
     keyring = KeyRing(repo, jwks_max_age=settings.jwks_max_age, clock=clock)
     keyring.reload()
     accounts = AccountStore(engine)
+    events = security_events(engine, settings, clock=clock)
     refresh = RefreshTokenStore(
-        engine, ttl=settings.refresh_token_ttl, idle_ttl=settings.refresh_token_idle_ttl
+        engine,
+        ttl=settings.refresh_token_ttl,
+        idle_ttl=settings.refresh_token_idle_ttl,
+        events=events,
     )
     revoked = RevokedAccessTokens(engine, clock=clock)
     sessions = SessionStore(engine, idle_ttl=settings.session_idle_ttl, ttl=settings.session_ttl)
-    codes = CodeStore(engine, ttl=settings.code_ttl, revoked=revoked)
+    codes = CodeStore(engine, ttl=settings.code_ttl, revoked=revoked, events=events)
+    metrics = IssuerMetrics()
     secret = _secret(settings)
     tokens = TokenService(
         settings,
@@ -172,12 +183,14 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         settings=settings,
         keyring=keyring,
         tokens=tokens,
-        introspector=Introspector(settings, keyring, refresh, clock=clock, revoked=revoked),
-        admin=KeyAdmin(repo, clock=clock),
+        introspector=Introspector(
+            settings, keyring, refresh, clock=clock, revoked=revoked, events=events
+        ),
+        admin=KeyAdmin(repo, clock=clock, events=events),
         admin_verifier=TokenVerifier(
             issuer=settings.issuer_url, audience=ADMIN_AUDIENCE, clock=clock
         ),
-        metrics=IssuerMetrics(),
+        metrics=metrics,
         outage=outage,
         readiness=Readiness(select_one(probe_engine), lambda: keyring.signer().kid, outage),
         probe_engine=probe_engine,
@@ -186,6 +199,16 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
         codes=codes,
         revoked=revoked,
         sign_in_key=sign_in_key(secret),
+        events=events,
+        broadcaster=Broadcaster(
+            events.store,
+            keyring,
+            metrics,
+            max_subscribers=settings.events_max_subscribers,
+            heartbeat=settings.events_heartbeat,
+            poll_interval=settings.events_poll_interval,
+        ),
+        users=UserAdmin(accounts, events=events, clock=clock),
     )
 
 

@@ -188,6 +188,20 @@ revoked_access_tokens = Table(
     Index("ix_revoked_access_tokens_expires", "expires_at"),
 )
 
+# Security Event Tokens for the resource services (issuer/events/): claims stored unsigned, signed
+# when served. ``seq`` orders the stream (SSE ids); rows go once past ``expires_at``.
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("jti", String(128), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("claims", Text, nullable=False),
+    Index("ix_security_events_expires", "expires_at"),
+    sqlite_autoincrement=True,  # ids never reused, even once every row is purged
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

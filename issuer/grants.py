@@ -164,9 +164,10 @@ class Grants(AccessTokens, FailedAttempts):
         if user is None:
             raise InvalidGrant("the username or password is incorrect")
         scopes = resolve_scope(form.get("scope"), client.scopes & user.scopes)
-        refresh = None
+        refresh = family_id = None
         if "refresh_token" in client.grant_types:
             now = self.clock()
+            family_id = secrets.token_hex(16)
             refresh = await in_thread(
                 lambda: self.refresh_tokens.issue(
                     client_id=client.client_id,
@@ -175,10 +176,11 @@ class Grants(AccessTokens, FailedAttempts):
                     audience=audience,
                     now=now,
                     jkt=jkt if client.public else None,
+                    start_family=family_id,
                 )
             )
         return await self._response(
-            user.subject, client, audience, scopes, refresh_token=refresh, jkt=jkt
+            user.subject, client, audience, scopes, refresh_token=refresh, jkt=jkt, fid=family_id
         )
 
     async def _rehash(self, user: User, password: str) -> None:
@@ -278,6 +280,7 @@ class Grants(AccessTokens, FailedAttempts):
             refresh_token=redemption.token,
             sid=redemption.grant.sid,  # tokens refreshed from a sign-in keep its session
             jkt=jkt,
+            fid=redemption.grant.family_id,
         )
 
     async def _authorization_code(
@@ -383,6 +386,7 @@ class Grants(AccessTokens, FailedAttempts):
             jti=jti,
             now=now,
             jkt=jkt,
+            fid=family_id,
             id_token=(
                 IdTokenTerms(auth_time=granted.auth_time, nonce=granted.nonce)
                 if "openid" in granted.scopes

@@ -1,11 +1,11 @@
 """Token introspection (RFC 7662) and revocation (RFC 7009).
 
-Access tokens are self-contained JWTs that resource services verify offline, so revoking one
-here cannot reach them: revocation ends refresh-token families, and an access token stays
-valid until its ``exp`` (keep ``ISSUER_ACCESS_TOKEN_TTL`` short). Introspection reports an
-access token active exactly while its signature, issuer, key and lifetime check out here and its
-``jti`` is not in the revoked list (issuer/revoked.py: the tokens of a replayed authorization
-code). Public clients (no secret) may revoke their refresh tokens but not introspect.
+Revocation ends a refresh-token family, or revokes an access token of the revoking client: its
+``jti`` goes into the revoked list (issuer/revoked.py) and a security event goes to the resource
+services (issuer/events/), which verify access tokens offline and learn of it that way.
+Introspection reports an access token active exactly while its signature, issuer, key and
+lifetime check out here and its ``jti`` is not in the revoked list. Public clients (no secret)
+may revoke their tokens but not introspect.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from issuer.accounts import Client, user_subject
 from issuer.db import refresh_tokens
+from issuer.events import SecurityEvents
 from issuer.keys import KeyRing
 from issuer.refresh import RefreshTokenStore, token_hash
-from issuer.revoked import RevokedAccessTokens
+from issuer.revoked import MAX_JTI, RevokedAccessTokens
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, system_clock
 from shared.errors import InvalidClient, InvalidRequest, KeyhouseError
@@ -37,12 +39,14 @@ class Introspector:
         *,
         clock: Clock = system_clock,
         revoked: RevokedAccessTokens | None = None,
+        events: SecurityEvents | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
         self.refresh = refresh
         self.clock = clock
         self.revoked = revoked if revoked is not None else RevokedAccessTokens(refresh.engine)
+        self.events = events
 
     def _token_param(self, form: dict[str, str]) -> tuple[str, str | None]:
         token = form.get("token")
@@ -124,13 +128,41 @@ class Introspector:
             "iat": int(row["created_at"]),
         }
 
-    def revoke(self, form: dict[str, str], client: Client) -> bool:
+    def revoke(self, form: dict[str, str], client: Client) -> str | None:
         """RFC 7009 §2.2: unknown, invalid or foreign tokens are answered 200 all the same.
 
         The hint is ignored (RFC 7009 §2.1 allows a wrong hint; the token's shape decides).
-        Returns whether a refresh-token family was ended.
+        Returns what was revoked: ``"refresh"`` (a refresh-token family ended), ``"access"`` (an
+        access token of this client, valid here, revoked now), or None (nothing).
         """
         token, _hint = self._token_param(form)
-        if token.count(".") == 2 or len(token) > 256:
-            return False  # access tokens expire on their own; see the module docstring
-        return self.refresh.revoke_family_of(token, client_id=client.client_id, now=self.clock())
+        if len(token) > 8192:
+            return None
+        if token.count(".") == 2:
+            return "access" if self._revoke_access(token, client) else None
+        if len(token) > 256:
+            return None
+        ended = self.refresh.revoke_family_of(token, client_id=client.client_id, now=self.clock())
+        return "refresh" if ended else None
+
+    def _revoke_access(self, token: str, client: Client) -> bool:
+        """Revoke an access token the client was issued and that is valid here now (an expired
+        one needs nothing): its ``jti`` into the revoked list and the event for the resource
+        services, in one transaction. A token revoked already records nothing again."""
+        try:
+            claims = self._verify_any_audience(token)
+        except KeyhouseError:
+            return False
+        if claims is None or claims["client_id"] != client.client_id:
+            return False
+        jti, exp = str(claims["jti"]), int(claims["exp"])
+        if not jti or len(jti) > MAX_JTI:
+            return False
+        try:
+            with self.refresh.engine.begin() as conn:
+                added = self.revoked.revoke(jti, exp, conn=conn)
+                if added and self.events is not None:
+                    self.events.token_revoked(conn, jti, exp, reason="access token revoked")
+        except IntegrityError:  # a concurrent revocation of the same token won (and told)
+            return False
+        return added

@@ -37,6 +37,21 @@ class IssuerMetrics:
             "Keys currently published in the JWKS.",
             registry=self.registry,
         )
+        self.events_recorded = Counter(
+            "keyhouse_issuer_security_events_recorded",
+            "Security events this process found new in the store (recorded here or elsewhere).",
+            registry=self.registry,
+        )
+        self.events_served = Counter(
+            "keyhouse_issuer_security_events_served",
+            "Security events sent to subscribers of GET /events (one per event and subscriber).",
+            registry=self.registry,
+        )
+        self.event_subscribers = Gauge(
+            "keyhouse_issuer_security_event_subscribers",
+            "Open GET /events streams of this process.",
+            registry=self.registry,
+        )
         # Label children bound once: ``labels()`` validates and locks on every call, and the
         # token endpoint counts every request.
         self._issued: dict[str, Counter] = {}

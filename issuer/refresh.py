@@ -4,34 +4,8 @@ Each token belongs to a family started by one login. Redeeming a token is one co
 ``UPDATE ... WHERE used_at IS NULL``: of two concurrent redemptions exactly one changes the row.
 Presenting a token that was already redeemed revokes its whole family (reuse detection).
 
-Replay grace (``ISSUER_REFRESH_REPLAY_GRACE``, seconds; 0 turns it off). A refresh whose answer
-was lost after its rotation was committed (a replica killed between its commit and its answer,
-HAProxy resending the request to the other replica; a client retrying after a timeout) presents
-a token that is already redeemed. Without a grace that is reuse, and the user is logged out by
-an infrastructure failure. RFC 9700 §4.14.2 names the trade-off; Okta ("grace period for token
-rotation") and Auth0 ("reuse interval") accept such a replay for a few seconds. Here a replay is
-honoured when the token is the presenting client's, not revoked, not expired, was redeemed at
-most the grace ago, and its successor (the row whose ``parent_hash`` is the presented token's
-hash) has been neither used nor revoked. Then, in one transaction, that successor is *spent*
-(``used_at`` set: it was never delivered, or someone else holds it), the presented token's
-``used_at`` moves to now, and a new successor is issued. Every other case is reuse, as before.
-
-What that costs: within the window, a thief holding the just-rotated token can take the chain
-over instead of ending it, but only while the owner has not used its successor (a used successor
-makes the replay reuse). The owner's next refresh then presents a spent token, which is reuse and
-ends the family, the thief's new tokens included. A spent successor has no successor of its own,
-so it never qualifies for the grace. Tokens rotated before migration 0004 have no recorded
-successor: their replays are reuse.
-
-Concurrency. Concurrent replays of one token end as if they had come one after the other: each
-is honoured in turn, and only the last one's successor stays usable (exactly one live chain).
-On SQLite the failed claim already holds the write lock, so they are serialised. On PostgreSQL
-the replay locks the presented row and its successor (``FOR UPDATE``, in ``token_hash`` order)
-and moves the presented row's ``used_at`` with an ``UPDATE ... WHERE used_at = <the value read>``:
-of two replays exactly one changes the row; the other, already holding the lock when it
-re-reads, decides again on the winner's state (the winner's successor is the one it spends).
-Every path that locks several rows of a family locks them in ``token_hash`` order, so a replay
-and a family revocation cannot deadlock.
+The replay grace (``ISSUER_REFRESH_REPLAY_GRACE``: a redeemed token presented again shortly after)
+is in issuer/refresh_replay.py; ending families is in issuer/refresh_families.py.
 """
 
 from __future__ import annotations
@@ -41,19 +15,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
-from issuer.db import authorization_codes, refresh_tokens
+from issuer.db import refresh_tokens
 from issuer.engines import execute_autocommit
+from issuer.events import SecurityEvents
+from issuer.refresh_families import (
+    family_start_revoked,
+    revoke_family,
+    revoke_user,
+    revoke_where,
+)
+from issuer.refresh_replay import replay_within_grace
 from issuer.sessions import session_ended
 from shared.scopes import format_scope, parse_scope
 
 TOKEN_BYTES = 32  # 256 bits
-# Decisions a replay may take (see the module docstring): the second one runs holding the lock
-# on the presented row, where no other transaction can change it, so it cannot lose again.
-REPLAY_ATTEMPTS = 2
 
 
 # Refresh tokens are 256-bit random values like client secrets: the same fast hash serves both.
@@ -158,8 +137,18 @@ _NARROW_SCOPES = _ROTATE_AT_ONCE.format(
 
 
 class RefreshTokenStore:
-    def __init__(self, engine: Engine, *, ttl: int, idle_ttl: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        ttl: int,
+        idle_ttl: int | None = None,
+        events: SecurityEvents | None = None,
+    ) -> None:
         self.engine = engine
+        # Security events (issue 17): a family or session ended is pushed to resource services,
+        # recorded in the transaction that ends it. None: nothing is recorded (tests, tools).
+        self.events = events
         self.ttl = ttl  # the family's absolute lifetime, counted from the login
         # Each token's own lifetime: unused this long, the family is dead. Never beyond ``ttl``.
         self.idle_ttl = min(idle_ttl, ttl) if idle_ttl is not None else ttl
@@ -179,6 +168,7 @@ class RefreshTokenStore:
         parent_hash: str | None = None,
         sid: str | None = None,
         jkt: str | None = None,
+        start_family: str | None = None,
     ) -> str:
         """Store a new refresh token and return it.
 
@@ -189,13 +179,15 @@ class RefreshTokenStore:
         started from (successors inherit it in :meth:`rotate`); a family started from a
         session that has ended (logout ran between the code and its redemption) is stored
         revoked too (see :func:`issuer.sessions.session_ended`). ``jkt``: the DPoP key the
-        family is bound to (successors inherit it in :meth:`rotate`).
+        family is bound to (successors inherit it in :meth:`rotate`). ``start_family``: the id
+        of the family a login starts here, chosen by the caller (the password grant's access
+        token carries it as ``fid``); without it and without ``family_id``, a random one.
         """
         token = secrets.token_urlsafe(TOKEN_BYTES)
         family_end = family_expires_at if family_expires_at is not None else now + self.ttl
         row = {
             "token_hash": token_hash(token),
-            "family_id": family_id or secrets.token_hex(16),
+            "family_id": family_id or start_family or secrets.token_hex(16),
             "client_id": client_id,
             "user_id": user_id,
             "scopes": format_scope(scopes),
@@ -296,8 +288,8 @@ class RefreshTokenStore:
                     return Redemption("revoked", grant)
                 if row["used_at"] is None:
                     return Redemption("expired", grant)
-                if not self._replay_within_grace(conn, row, now=now, grace=replay_grace):
-                    self._revoke_family(conn, grant.family_id, now)
+                if not replay_within_grace(conn, row, now=now, grace=replay_grace):
+                    self._revoke_family(conn, grant.family_id, now, "refresh token reuse")
                     return Redemption("reused", grant)
                 replayed = True
             scopes, audience = narrow(grant, conn)
@@ -349,63 +341,8 @@ class RefreshTokenStore:
         scopes = grant.scopes if terms.scopes is None else terms.scopes
         return Redemption("ok", grant, token, scopes, row["new_audience"])
 
-    def _replay_within_grace(
-        self, conn: Connection, row: RowMapping, *, now: float, grace: float
-    ) -> bool:
-        """Honour a replay of the redeemed token ``row`` (see the module docstring): spend its
-        unused successor and move its ``used_at`` to ``now``. False: it is reuse."""
-        digest = row["token_hash"]
-        for _ in range(REPLAY_ATTEMPTS):
-            used_at = row["used_at"]
-            if (
-                grace <= 0
-                or used_at is None
-                or row["revoked_at"] is not None
-                or row["expires_at"] <= now  # an expired token or family stays refused
-                or now - used_at > grace
-            ):
-                return False
-            successors = (
-                conn.execute(
-                    select(refresh_tokens.c.token_hash)
-                    .where(refresh_tokens.c.parent_hash == digest)
-                    .where(refresh_tokens.c.used_at.is_(None))
-                    .where(refresh_tokens.c.revoked_at.is_(None))
-                )
-                .scalars()
-                .all()
-            )
-            if len(successors) != 1:  # used (the owner has moved on) or revoked, or pre-0004
-                return False
-            successor = successors[0]
-            _lock_in_order(conn, refresh_tokens.c.token_hash.in_([digest, successor]))
-            # The arbiter between concurrent replays: exactly one moves ``used_at`` from the
-            # value it read.
-            moved = conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.token_hash == digest)
-                .where(refresh_tokens.c.used_at == used_at)
-                .where(refresh_tokens.c.revoked_at.is_(None))
-                .values(used_at=now)
-            ).rowcount
-            if moved == 1:
-                # Conditional too: a successor the owner redeemed meanwhile makes this reuse.
-                spent = conn.execute(
-                    update(refresh_tokens)
-                    .where(refresh_tokens.c.token_hash == successor)
-                    .where(refresh_tokens.c.used_at.is_(None))
-                    .where(refresh_tokens.c.revoked_at.is_(None))
-                    .values(used_at=now)
-                ).rowcount
-                return bool(spent == 1)
-            # Another replay won: decide again on its state (we hold the row's lock now).
-            again = _read(conn, digest)
-            assert again is not None  # it was read above, and nothing deletes refresh-token rows
-            row = again
-        return False
-
-    def _revoke_family(self, conn: Connection, family_id: str, now: float) -> None:
-        revoke_family(conn, family_id, now)
+    def _revoke_family(self, conn: Connection, family_id: str, now: float, reason: str) -> None:
+        revoke_family(conn, family_id, now, events=self.events, reason=reason)
 
     def revoke_family_of(self, token: str, *, client_id: str, now: float) -> bool:
         digest = token_hash(token)
@@ -417,7 +354,7 @@ class RefreshTokenStore:
             ).first()
             if row is None or row.client_id != client_id:
                 return False
-            self._revoke_family(conn, row.family_id, now)
+            self._revoke_family(conn, row.family_id, now, "refresh token revoked")
         return True
 
     def revoke_session(self, sid: str, now: float) -> int:
@@ -425,45 +362,14 @@ class RefreshTokenStore:
         such a family carries the sid. Returns how many tokens were marked revoked (redeemed ones
         included)."""
         with self.engine.begin() as conn:
-            return _revoke_where(conn, refresh_tokens.c.sid == sid, now)
+            revoked = revoke_where(conn, refresh_tokens.c.sid == sid, now)
+            if self.events is not None:  # the session's access tokens carry its sid
+                self.events.session_ended(conn, sid)
+            return revoked
 
     def revoke_user(self, user_id: str, now: float) -> int:
         with self.engine.begin() as conn:
-            return _revoke_where(conn, refresh_tokens.c.user_id == user_id, now)
-
-
-def revoke_family(conn: Connection, family_id: str, now: float) -> None:
-    """Revoke every token of the family, inside the caller's transaction (rows locked in
-    ``token_hash`` order on PostgreSQL, like every path that locks several of them)."""
-    _revoke_where(conn, refresh_tokens.c.family_id == family_id, now)
-
-
-def _revoke_where(conn: Connection, where: ColumnElement[bool], now: float) -> int:
-    """Mark revoked every unrevoked token ``where`` selects (a family, a session's families, a
-    user's), rows locked in ``token_hash`` order first. Returns how many."""
-    _lock_in_order(conn, where)
-    return conn.execute(
-        update(refresh_tokens)
-        .where(where)
-        .where(refresh_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now)
-    ).rowcount
-
-
-def family_start_revoked(conn: Connection, family_id: str) -> bool:
-    """Was the authorization code whose redemption chose ``family_id`` presented again?
-
-    Reads (on PostgreSQL: locks) the code's row, so this check and a concurrent replay's
-    revocation of the family (issuer/codes.py, which locks the same row first) are serialised:
-    either the replay's mark is seen here, or the replay's family revocation sees the token this
-    transaction inserted. SQLite serialises writers anyway.
-    """
-    query = select(authorization_codes.c.replayed_at).where(
-        authorization_codes.c.family_id == family_id
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return any(at is not None for at in conn.execute(query).scalars().all())
+            return revoke_user(conn, user_id, now)
 
 
 def _insert(
@@ -478,20 +384,6 @@ def _insert(
             .where(refresh_tokens.c.token_hash == row["token_hash"])
             .values(revoked_at=now)
         )
-
-
-def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
-    """PostgreSQL: lock the rows ``where`` selects in ``token_hash`` order (``FOR UPDATE``), so
-    two transactions that each lock several refresh-token rows (a replay, a family or user
-    revocation) take them in the same order and cannot deadlock. SQLite has no row locks (the
-    transaction's write lock serialises writers): there it does nothing."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            select(refresh_tokens.c.token_hash)
-            .where(where)
-            .order_by(refresh_tokens.c.token_hash)
-            .with_for_update()
-        ).all()
 
 
 def _read(conn: Connection, digest: str) -> RowMapping | None:

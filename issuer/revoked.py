@@ -1,10 +1,12 @@
 """Access tokens revoked before their ``exp``, by ``jti``.
 
-Access tokens are JWTs that resource services verify offline, so nothing here reaches them: a
-revoked token still works there until it expires (keep ``ISSUER_ACCESS_TOKEN_TTL`` short). The
-issuer's own endpoints consult this list: ``/introspect`` reports such a token inactive and
-``/userinfo`` refuses it. Today one thing revokes access tokens: an authorization code presented
-a second time revokes what its first redemption issued (RFC 6749 §4.1.2, issuer/codes.py).
+Access tokens are JWTs that resource services verify offline: this list is the issuer's own.
+Its endpoints consult it: ``/introspect`` reports such a token inactive and ``/userinfo`` refuses
+it. The resource services learn of a revocation through the security event recorded with it
+(issuer/events/, ``GET /events``). Two things revoke access tokens: ``POST /revoke`` of an access
+token by the client it was issued to (issuer/introspection.py), and an authorization code
+presented a second time, which revokes what its first redemption issued (RFC 6749 §4.1.2,
+issuer/codes.py).
 
 A row lives until the token would have expired anyway; expired rows are deleted now and then.
 """
@@ -29,19 +31,21 @@ class RevokedAccessTokens:
         self.engine = engine
         self.clock = clock  # decides which rows are expired when purging
 
-    def revoke(self, jti: str, expires_at: float, *, conn: Connection | None = None) -> None:
+    def revoke(self, jti: str, expires_at: float, *, conn: Connection | None = None) -> bool:
         """Record ``jti`` as revoked until ``expires_at`` (through ``conn`` when the caller is
-        inside a transaction). Revoking it again changes nothing."""
+        inside a transaction). Revoking it again changes nothing. Returns whether this call
+        added it (False: it was revoked already). Inside a caller's transaction, a concurrent
+        revocation of the same jti makes the insert fail (``IntegrityError``): the caller's to
+        handle (it is revoked either way)."""
         if conn is not None:
-            self._revoke(conn, jti, expires_at)
-            return
+            return self._revoke(conn, jti, expires_at)
         try:
             with self.engine.begin() as own:
-                self._revoke(own, jti, expires_at)
+                return self._revoke(own, jti, expires_at)
         except IntegrityError:  # a concurrent revocation of the same jti won: it is revoked
-            pass
+            return False
 
-    def _revoke(self, conn: Connection, jti: str, expires_at: float) -> None:
+    def _revoke(self, conn: Connection, jti: str, expires_at: float) -> bool:
         known = conn.execute(
             select(revoked_access_tokens.c.jti).where(revoked_access_tokens.c.jti == jti)
         ).first()
@@ -49,6 +53,7 @@ class RevokedAccessTokens:
             conn.execute(revoked_access_tokens.insert().values(jti=jti, expires_at=expires_at))
         if secrets.randbelow(PURGE_ONE_IN) == 0:
             self._purge(conn, now=self.clock())
+        return known is None
 
     def is_revoked(self, jti: str) -> bool:
         if not jti or len(jti) > MAX_JTI:

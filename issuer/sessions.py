@@ -146,12 +146,7 @@ class SessionStore:
         """End every live session of ``user_id`` (disabled, or the password changed: OWASP
         asks that a credential change end the sessions). Returns how many."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                update(login_sessions)
-                .where(login_sessions.c.user_id == user_id)
-                .where(login_sessions.c.ended_at.is_(None))
-                .values(ended_at=now)
-            ).rowcount
+            return end_user_sessions(conn, user_id, now)
 
     def get(self, sid: str) -> LoginSession | None:
         """The session ``sid`` whatever its state (ended or expired ones included)."""
@@ -175,3 +170,13 @@ def session_ended(conn: Connection, sid: str) -> bool:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     return conn.execute(query).scalar() is not None
+
+
+def end_user_sessions(conn: Connection, user_id: str, now: float) -> int:
+    """:meth:`SessionStore.end_user` in the caller's transaction (issuer/user_admin.py)."""
+    return conn.execute(
+        update(login_sessions)
+        .where(login_sessions.c.user_id == user_id)
+        .where(login_sessions.c.ended_at.is_(None))
+        .values(ended_at=now)
+    ).rowcount

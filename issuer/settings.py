@@ -39,6 +39,9 @@ DEFAULTS: dict[str, str] = {
     "ISSUER_CODE_TTL": "60",
     "ISSUER_DPOP_ALGS": "ES256 RS256",
     "ISSUER_DPOP_NONCE": "0",
+    "ISSUER_EVENTS_MAX_SUBSCRIBERS": "64",
+    "ISSUER_EVENTS_HEARTBEAT": "10",
+    "ISSUER_EVENTS_POLL_INTERVAL": "0.2",
 }
 
 
@@ -211,6 +214,13 @@ class IssuerSettings:
     # DPoP (RFC 9449) at /token: the proof algorithms accepted, and server nonces on or off.
     dpop_algs: tuple[str, ...] = ("ES256", "RS256")
     dpop_nonce: bool = False
+    # GET /events (issue 17): concurrent subscribers per process (beyond: 503), seconds between
+    # keep-alive comments (under any proxy's idle timeout: HAProxy's ``timeout server`` is 30 s),
+    # seconds between two looks at the database for events recorded elsewhere (the CLI, another
+    # replica; this process's own wake the stream at once).
+    events_max_subscribers: int = 64
+    events_heartbeat: float = 10.0
+    events_poll_interval: float = 0.2
     # ISSUER_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
     connections: ConnectionLimits = field(
         default_factory=lambda: ConnectionLimits(prefix="ISSUER_")
@@ -251,6 +261,9 @@ class IssuerSettings:
             code_ttl=_code_ttl(env),
             dpop_algs=_dpop_algs(env),
             dpop_nonce=_flag(env, "ISSUER_DPOP_NONCE"),
+            events_max_subscribers=_int(env, "ISSUER_EVENTS_MAX_SUBSCRIBERS", minimum=1),
+            events_heartbeat=_float(env, "ISSUER_EVENTS_HEARTBEAT", minimum=0.05),
+            events_poll_interval=_float(env, "ISSUER_EVENTS_POLL_INTERVAL", minimum=0.01),
             connections=ConnectionLimits.from_env("ISSUER_", env),
         )
         settings = replace(settings, **overrides) if overrides else settings

@@ -17,9 +17,9 @@ from issuer.cli.common import (
     table,
 )
 from issuer.consents import ConsentStore
-from issuer.refresh import RefreshTokenStore
-from issuer.sessions import SessionStore
+from issuer.events import security_events
 from issuer.settings import IssuerSettings
+from issuer.user_admin import UserAdmin
 from serving.cli import CLIError
 from shared.clock import system_clock
 from shared.scopes import parse_scope
@@ -88,53 +88,26 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     sys.stdout.write(f"created user {user.username} (sub user:{user.user_id})\n")
 
 
-def cmd_users_disable(args: argparse.Namespace, disabled: bool = True) -> None:
-    settings = load_settings()
+def _user_admin(settings: IssuerSettings) -> UserAdmin:
     accounts = open_accounts(settings)
-    user = accounts.set_user_disabled(args.username, disabled)
-    ended = sessions = 0
-    if disabled:
-        ended = RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
-            user.user_id, system_clock()
-        )
-        sessions = _end_sign_in_sessions(accounts, settings, user)
-    audit.AuditLog(accounts.engine).record(
-        audit.USER_DISABLED if disabled else audit.USER_ENABLED,
-        subject=user.subject,
-        detail=(
-            f"by the CLI; {ended} refresh tokens revoked, {sessions} sign-in sessions ended"
-            if disabled
-            else "by the CLI"
-        ),
-    )
-    sys.stdout.write(f"user {user.username} {'disabled' if disabled else 'enabled'}\n")
+    return UserAdmin(accounts, events=security_events(accounts.engine, settings))
+
+
+def cmd_users_disable(args: argparse.Namespace, disabled: bool = True) -> None:
+    """Disable: refresh tokens revoked, sign-in sessions ended, the event pushed to the
+    resource services (issuer/user_admin.py, shared with the admin API)."""
+    change = _user_admin(load_settings()).set_disabled(args.username, disabled, by="the CLI")
+    sys.stdout.write(f"user {change.user.username} {'disabled' if disabled else 'enabled'}\n")
 
 
 def cmd_users_set_password(args: argparse.Namespace) -> None:
     if not args.password_stdin:
         raise CLIError("pass the new password on standard input with --password-stdin")
     password = read_password_stdin()
-    settings = load_settings()
-    accounts = open_accounts(settings)
-    user = accounts.set_user_password(args.username, password)
-    ended = RefreshTokenStore(accounts.engine, ttl=settings.refresh_token_ttl).revoke_user(
-        user.user_id, system_clock()
+    change = _user_admin(load_settings()).set_password(args.username, password, by="the CLI")
+    sys.stdout.write(
+        f"password changed for {change.user.username}; their refresh tokens are revoked\n"
     )
-    sessions = _end_sign_in_sessions(accounts, settings, user)
-    audit.AuditLog(accounts.engine).record(
-        audit.USER_PASSWORD_CHANGED,
-        subject=user.subject,
-        detail=f"by the CLI; {ended} refresh tokens revoked, {sessions} sign-in sessions ended",
-    )
-    sys.stdout.write(f"password changed for {user.username}; their refresh tokens are revoked\n")
-
-
-def _end_sign_in_sessions(accounts: AccountStore, settings: IssuerSettings, user: User) -> int:
-    """The user's issuer sessions (the login page's) end with their refresh tokens."""
-    store = SessionStore(
-        accounts.engine, idle_ttl=settings.session_idle_ttl, ttl=settings.session_ttl
-    )
-    return store.end_user(user.user_id, system_clock())
 
 
 def _user(accounts: AccountStore, username: str) -> User:

@@ -11,6 +11,7 @@ from typing import Any
 
 from issuer.accounts import AccountStore
 from issuer.db import open_store
+from issuer.events import security_events
 from issuer.keys import KeyAdmin, open_key_repository
 from issuer.settings import IssuerSettings
 from serving.cli import CLIError
@@ -31,7 +32,7 @@ def open_key_admin(settings: IssuerSettings) -> KeyAdmin:
     (``keys rotate`` and the revocation of the signing key make theirs on purpose)."""
     engine = open_store(settings.database_url, pool_size=settings.database_pool_size)
     repo = open_key_repository(settings, engine, system_clock(), create=False)
-    return KeyAdmin(repo)
+    return KeyAdmin(repo, events=security_events(engine, settings))
 
 
 def when(at: float | None, now: float) -> str:

@@ -1,4 +1,5 @@
-"""The key administration API (``/admin/keys``): list, rotate and revoke signing keys.
+"""The administration API: signing keys (``/admin/keys``: list, rotate, revoke) and users
+(``/admin/users/{username}/disable`` and ``/enable``).
 
 A bearer-protected resource of the issuer itself: every call needs an access token issued by
 this issuer for the ``issuer`` audience holding ``issuer:admin`` (:func:`require_admin`). Its
@@ -86,6 +87,27 @@ async def admin_rotate(request: Request) -> Response:
     await anyio.to_thread.run_sync(issuer.keyring.reload)
     status = 201 if record["created"] else 200
     return JSONResponse(record, status_code=status, headers=NO_STORE)
+
+
+async def admin_disable_user(request: Request) -> Response:
+    """``POST /admin/users/{username}/disable``: as ``issuer users disable`` (refresh tokens
+    revoked, sign-in sessions ended, the account-disabled event; issuer/user_admin.py)."""
+    return await _set_disabled(request, disabled=True)
+
+
+async def admin_enable_user(request: Request) -> Response:
+    """``POST /admin/users/{username}/enable``: as ``issuer users enable``."""
+    return await _set_disabled(request, disabled=False)
+
+
+async def _set_disabled(request: Request, *, disabled: bool) -> Response:
+    require_admin(request)
+    issuer = issuer_of(request)
+    username = request.path_params["username"]
+    change = await anyio.to_thread.run_sync(
+        lambda: issuer.users.set_disabled(username, disabled, by="the admin API")
+    )
+    return JSONResponse(change.to_dict(), headers=NO_STORE)
 
 
 async def admin_revoke(request: Request) -> Response:

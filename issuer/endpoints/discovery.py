@@ -23,6 +23,7 @@ from shared.protocol import (
     TOKEN_PATH,
     USERINFO_PATH,
 )
+from shared.security_events import EVENTS_PATH
 
 _CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 # Public clients (no secret) at /token and /revoke; /introspect is for confidential clients.
@@ -43,6 +44,8 @@ def metadata_document(settings: IssuerSettings, scopes: list[str]) -> dict[str, 
         "jwks_uri": base + JWKS_PATH,
         "revocation_endpoint": base + REVOCATION_PATH,
         "introspection_endpoint": base + INTROSPECTION_PATH,
+        # Issue 17: the Server-Sent Events stream of signed security events (docs/revocation.md).
+        "keyhouse_events_endpoint": base + EVENTS_PATH,
         "grant_types_supported": list(GRANT_TYPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

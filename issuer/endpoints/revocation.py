@@ -1,4 +1,6 @@
-"""``POST /revoke``: RFC 7009 token revocation, for an authenticated client."""
+"""``POST /revoke``: RFC 7009 token revocation, for an authenticated client: a refresh token ends
+its family; an access token of the client is revoked at the issuer and at the resource services
+(a security event, issuer/events/)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ async def revoke(request: Request) -> Response:
     client = await issuer.tokens.authenticate_request(
         form, request.headers.get("authorization"), address
     )
-    ended = await anyio.to_thread.run_sync(lambda: issuer.introspector.revoke(form, client))
-    if ended:
+    revoked = await anyio.to_thread.run_sync(lambda: issuer.introspector.revoke(form, client))
+    if revoked == "refresh":
         await anyio.to_thread.run_sync(
             lambda: issuer.tokens.audit.record(
                 audit.REFRESH_REVOKED,

@@ -5,15 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from issuer import audit
+from issuer.events import SecurityEvents
 from issuer.keys.record import KeyRecord, signing_record
 from issuer.keys.repository import KeyRepository
 from shared.clock import Clock, system_clock
 
 
 class KeyAdmin:
-    def __init__(self, repo: KeyRepository, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        repo: KeyRepository,
+        *,
+        clock: Clock = system_clock,
+        events: SecurityEvents | None = None,
+    ) -> None:
         self.repo = repo
         self.clock = clock
+        # A revocation is pushed to the resource services (issue 17): the key-revoked event,
+        # recorded by the one caller whose revocation took effect.
+        self.events = events
 
     def schedule(self) -> dict[str, Any]:
         s = self.repo.schedule
@@ -70,6 +80,10 @@ class KeyAdmin:
         at = self.clock()
         result = self.repo.revoke(kid, at)
         if result.revoked:
+            if self.events is not None:
+                events = self.events
+                with self.repo.engine.begin() as conn:
+                    events.key_revoked(conn, kid)
             audit.key_revoked(self.repo.engine, kid, now=at)
         signing = signing_record(self.repo.records(), at)
         return self._describe(

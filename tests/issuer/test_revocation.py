@@ -92,14 +92,23 @@ def test_missing_token_parameter_is_invalid_request(app: App) -> None:
     assert response.json()["error"] == "invalid_request"
 
 
-def test_revoking_an_access_token_is_accepted_but_it_stays_valid_until_exp(app: App) -> None:
-    """Resource services verify offline: see docs/revocation.md."""
+def test_revoking_an_access_token_makes_it_inactive_here(app: App) -> None:
+    """Issue 17: /revoke of an access token of the revoking client revokes it (the resource
+    services learn of it through GET /events: tests/issuer/test_events_emission.py)."""
     creds = app.new_client()
     access = app.token(creds, grant_type="client_credentials").json()["access_token"]
+    other = app.token(creds, grant_type="client_credentials").json()["access_token"]
     response = app.post(
         "/revoke", {"token": access, "token_type_hint": "access_token"}, creds=creds
     )
     assert response.status_code == 200
-    assert app.introspect(creds, access)["active"] is True
-    app.advance(app.settings.access_token_ttl)
     assert app.introspect(creds, access) == {"active": False}
+    assert app.introspect(creds, other)["active"] is True
+
+
+def test_a_client_cannot_revoke_another_clients_access_token(app: App) -> None:
+    owner, stranger = app.new_client(), app.new_client()
+    access = app.token(owner, grant_type="client_credentials").json()["access_token"]
+    response = app.post("/revoke", {"token": access}, creds=stranger)
+    assert response.status_code == 200  # RFC 7009 §2.2: answered the same
+    assert app.introspect(owner, access)["active"] is True
