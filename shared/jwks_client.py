@@ -23,6 +23,8 @@ Behaviour, in the order a request meets it:
   signing key, so it is a broken answer, not "every key revoked".
 * Every fetch has a total deadline, a byte cap and a key-count cap, and follows no redirect: a
   3xx from the metadata or JWKS endpoint is a failed fetch, logged with its ``Location``.
+* A signing key revoked by a pushed event (``shared/revocation_events.py``) asks
+  :meth:`JWKSClient.refetch`: a fetch that starts then, so the key leaves the set at once.
 * Failed fetches are counted by reason (:attr:`JWKSClient.failure_counts`, on ``/metrics``).
 
 The client ties the parts together: it holds the keys, the negative cache and the clock, asks
@@ -140,6 +142,14 @@ class JWKSClient:
         """Fetch now (or join the fetch under way); errors are recorded, never raised."""
         task = self._inflight or self._start_fetch()
         await asyncio.shield(task)
+
+    async def refetch(self) -> None:
+        """A fetch that starts now, for news the set must reflect at once (a key revoked by a
+        pushed event): a fetch already under way may have started before the news, so it is
+        waited out and one more is made. Errors are recorded, never raised."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        await self.refresh()
 
     async def refresh_if_due(self) -> None:
         """One tick of the background loop: refresh when the planned refresh time has come."""

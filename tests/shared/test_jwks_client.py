@@ -852,3 +852,25 @@ def test_a_kid_that_left_the_set_is_refused_at_once_without_a_fetch() -> None:
         issuer.gate.set()
 
     asyncio.run(main())
+
+
+# -- refetch (a key revoked by a pushed event) ------------------------------------------------
+
+
+def test_refetch_waits_out_an_older_fetch_and_fetches_again() -> None:
+    async def main() -> None:
+        issuer = FakeIssuer()
+        issuer.publish(key(0), key(1))
+        client, _ = await _started(issuer)
+        issuer.gate = asyncio.Event()
+        older = asyncio.create_task(client.refresh())  # arrives while key 1 is still published
+        await _settle()
+        issuer.publish(key(0))  # key 1 revoked
+        refetch = asyncio.create_task(client.refetch())
+        await _settle()
+        issuer.gate.set()
+        await asyncio.gather(older, refetch)
+        assert issuer.fetches == 3
+        assert client.kids == {key(0).kid}  # joining the older fetch alone would keep key 1
+
+    asyncio.run(main())
