@@ -180,9 +180,84 @@ def test_drill_bad_input_is_one_line(stack: Stack) -> None:
         (["--resource", "p=http://h", "--interval", "0"], "--interval"),
         (["--resource", "p=http://h", "--rotations", "0"], "nothing to drill"),
         (["--resource", "p=http://127.0.0.1:9", "--issuer", "http://127.0.0.1:9"], "issuer"),
+        (["--resource", "p=http://h", "--revoke-user", "ada"], "--user-password-stdin or"),
+        (["--resource", "p=http://h", "--revoke", "--html", "/nonexistent/r.html"], "--html"),
     ]:
         result = stack.cli("drill", *creds, *args, check=False)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _user_drill(stack: Stack, *, services: dict[str, str], **extra: str) -> list[str]:
+    """A user revocation drill (the ``ada`` user's tokens in the load), the password on stdin
+    after the admin client's secret; ``extra`` are more options (``--opt value``)."""
+    args = ["drill", "--issuer", stack.issuer_url]
+    for name, url in services.items():
+        args += ["--resource", f"{name}={url}"]
+    args += ["--client-secret-stdin", "--revoke-user", "ada", "--user-password-stdin"]
+    for option, value in extra.items():
+        args += ["--" + option.replace("_", "-"), *([value] if value else [])]
+    return args
+
+
+def _user_client(stack: Stack, *audiences: str) -> dict[str, str]:
+    """The admin client, with the password and refresh grants, and the user ``ada``."""
+    client = stack.create_client(
+        scope="issuer:admin photos:read contacts:read",
+        audiences=["issuer", *audiences],
+        grants=("client_credentials", "password", "refresh_token"),
+    )
+    stack.create_user("ada", "correct horse battery", "photos:read contacts:read")
+    return client
+
+
+def _enabled_again(stack: Stack, client: dict[str, str], audience: str) -> None:
+    """ada signs in again after the drill (the drill enabled her again)."""
+    stack.token(
+        client,
+        grant_type="password",
+        username="ada",
+        password="correct horse battery",
+        audience=audience,
+    )
+
+
+def test_drill_user_revocation_with_the_subscription_down_has_no_bound(
+    stack: Stack,
+) -> None:
+    """Without pushed events a disabled user's access tokens live until exp: the drill stops
+    probing at --refusal-deadline, says so, and does not fail for it."""
+    stack.issuer(**ISSUER_ENV).start()
+    photos = stack.resource("photos", RESOURCE_EVENTS="0", **RESOURCE_ENV).start()
+    client = _user_client(stack, "photos")
+    args = _user_drill(
+        stack,
+        services={"photos": photos.url},
+        client_id=client["client_id"],
+        rotations="0",
+        concurrency="2",
+        probes="4",
+        warmup="1",
+        refusal_deadline="1.5",
+        json="",
+    )
+    result = stack.cli(
+        *args, input=client["client_secret"] + "\ncorrect horse battery\n", check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    service = report["user_revocation"]["services"]["photos"]
+    assert service["subscription"] != "connected"
+    assert service["verdict"] == "no bound"
+    assert service["refused"] == 0
+    assert service["p99_s"] is None
+    assert service["note"] == (
+        "4 of 4 probes not refused by 1.5s (subscription down: tokens live until exp)"
+    )
+    assert service["probe_statuses"].keys() == {"200"}
+    assert "not refused by 1.5s (subscription down: tokens live until exp)" in result.stderr
+    assert "RESULT: PASS" in result.stderr
+    assert report["user_revocation"]["enabled_again"]["enabled"] is True
+    _enabled_again(stack, client, "photos")
