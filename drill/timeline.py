@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 WIDTH = 960
-LEFT, RIGHT, TOP = 64, 24, 40
+LEFT, RIGHT = 64, 24
+LABEL_ROWS, LABEL_ROW_HEIGHT, CHAR_WIDTH = 3, 13, 6.2
+TOP = 24 + LABEL_ROWS * LABEL_ROW_HEIGHT
 CHART_HEIGHT = 220
 LANE_HEIGHT = 28
 LANE_GAP = 36
@@ -93,6 +95,9 @@ class Marker:
     label: str
     colour: str
     dash: str
+    # A short text above the chart ("activate 3f2a9c1d"), in the row at ``text_y``; "" none.
+    text: str = ""
+    text_y: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,24 @@ def _causes(failures: Mapping[str, Sequence[int]]) -> list[tuple[str, list[int],
     return drawn
 
 
+def place_labels(markers: Sequence[Marker], chart_top: float) -> list[Marker]:
+    """The markers with their texts placed in rows above the chart, left to right: each text
+    goes in the lowest row where it does not overlap the previous one (the row whose text ends
+    first when none is free)."""
+    ends = [-math.inf] * LABEL_ROWS
+    placed: list[Marker] = []
+    for marker in sorted(markers, key=lambda m: m.x):
+        if not marker.text:
+            placed.append(marker)
+            continue
+        free = [row for row in range(LABEL_ROWS) if ends[row] + 4 <= marker.x]
+        row = free[0] if free else min(range(LABEL_ROWS), key=lambda r: ends[r])
+        ends[row] = marker.x + 2 + len(marker.text) * CHAR_WIDTH
+        text_y = chart_top - 4 - row * LABEL_ROW_HEIGHT
+        placed.append(replace(marker, text_y=text_y))
+    return placed
+
+
 def geometry(timeline: Mapping[str, Any]) -> Geometry:
     """Every position of the timeline picture for the report's ``timeline`` section."""
     requests: list[int] = list(timeline.get("requests") or [])
@@ -213,12 +236,16 @@ def geometry(timeline: Mapping[str, Any]) -> Geometry:
                 continue
             if not x.contains(at):
                 continue
-            markers.append(Marker(x(at), kind, f"{kind} {kid}", colour, dash))
+            text = f"{kind} {kid[:8]}"
+            markers.append(Marker(x(at), kind, f"{kind} {kid}", colour, dash, text))
     for action in timeline.get("actions") or []:
         at = action.get("at_s")
         if at is not None and x.contains(at):
             label = f"{action['kind']} revocation requested: {action['subject']}"
-            markers.append(Marker(x(at), "action", label, ACTION_COLOUR, "1 3"))
+            # A key's revocation is labelled by its revoke marker; a user's by this one.
+            text = f"disable {action['subject'][:12]}" if action["kind"] == "user" else ""
+            markers.append(Marker(x(at), "action", label, ACTION_COLOUR, "1 3", text))
+    markers = place_labels(markers, chart_top)
 
     lanes: list[Lane] = []
     accepts = timeline.get("first_accept") or {}
@@ -242,7 +269,7 @@ def geometry(timeline: Mapping[str, Any]) -> Geometry:
         lanes.append(Lane(name, lane_y, marks))
 
     legend = [
-        LegendEntry("requests/s", REQUESTS_COLOUR, "line"),
+        LegendEntry("load requests/s", REQUESTS_COLOUR, "line"),
         LegendEntry("refused as expected (revoked)", EXPECTED_COLOUR, "bar"),
         *(LegendEntry(f"failed: {cause}", colour, "bar") for cause, _, colour in causes),
         *(

@@ -9,15 +9,18 @@ import pytest
 from drill.timeline import (
     ACCEPT_COLOUR,
     EXPECTED_COLOUR,
+    LABEL_ROW_HEIGHT,
     LEFT,
     MAX_CAUSES,
     OTHER_COLOUR,
     REFUSE_COLOUR,
     RIGHT,
     WIDTH,
+    Marker,
     Scale,
     geometry,
     nice_ceiling,
+    place_labels,
     ticks,
 )
 
@@ -185,3 +188,27 @@ def test_an_empty_timeline_still_draws() -> None:
     assert g.requests_points == ""
     assert g.lanes == []
     assert {e.shape for e in g.legend} == {"line", "bar", "dash", "circle", "cross"}
+
+
+def test_marker_texts_take_rows_so_they_do_not_overlap() -> None:
+    chart_top = 100.0
+    markers = [
+        Marker(300.0, "activate", "activate k2", "#000", "", "activate k2"),
+        Marker(100.0, "publish", "publish k2", "#000", "", "publish k2"),
+        Marker(104.0, "retire", "retire k1", "#000", "", "retire k1"),
+        Marker(150.0, "action", "key revocation requested: k2", "#000", "1 3", ""),
+    ]
+    placed = {m.label: m for m in place_labels(markers, chart_top)}
+    row0 = chart_top - 4
+    assert placed["publish k2"].text_y == row0  # leftmost: the lowest row
+    assert placed["retire k1"].text_y == row0 - LABEL_ROW_HEIGHT  # would overlap: next row
+    assert placed["activate k2"].text_y == row0  # far enough right: back to the lowest row
+    assert placed["key revocation requested: k2"].text_y == 0  # no text, not placed
+    assert [m.x for m in place_labels(markers, chart_top)] == [100.0, 104.0, 150.0, 300.0]
+
+
+def test_every_row_taken_the_text_goes_where_the_row_ends_first() -> None:
+    markers = [Marker(100.0 + i, "publish", f"m{i}", "#000", "", f"publish k{i}") for i in range(4)]
+    rows = [m.text_y for m in place_labels(markers, 100.0)]
+    assert rows[:3] == [96.0, 96.0 - LABEL_ROW_HEIGHT, 96.0 - 2 * LABEL_ROW_HEIGHT]
+    assert rows[3] == 96.0
