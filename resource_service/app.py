@@ -1,5 +1,10 @@
 """The resource service's Starlette app: ``/whoami``, ``/NAME``, ``/healthz`` (alive) and
-``/readyz`` (holds usable keys)."""
+``/readyz`` (holds usable keys).
+
+The lifespan also runs the subscription to the issuer's revocation events
+(``shared/event_stream.py``, RESOURCE_EVENTS): they fill the deny-list every request is checked
+against. Readiness does not depend on it: while it is down, verification goes on as before it
+existed (the JWKS poll still bounds a key revocation)."""
 
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from resource_service.items import MAX_TITLE, ItemStore
 from resource_service.metrics import ResourceMetrics
 from resource_service.settings import ResourceSettings
 from shared.clock import Clock, system_clock
+from shared.deny_list import DenyList
 from shared.dpop import DPoPSettings, DPoPVerifier
 from shared.dpop_replay import ReplayCache
 from shared.errors import (
@@ -43,10 +49,13 @@ from shared.errors import (
     log_unexpected,
     render_error,
 )
+from shared.event_stream import DISABLED, EventSubscriber
+from shared.event_verification import EventVerifier
 from shared.jwks_client import JWKSClient
 from shared.jws import strict_json
 from shared.outgoing import outgoing_client
 from shared.protocol import HEALTH_PATH, READINESS_PATH
+from shared.revocation_events import RevocationEvents
 from shared.token_cache import TokenCache
 from shared.tokens import TokenVerifier
 from shared.verification import BearerAuthenticator, dpop_challenges
@@ -62,6 +71,12 @@ class Resource:
     authenticator: BearerAuthenticator
     items: ItemStore
     metrics: ResourceMetrics
+    events: EventSubscriber | None  # None: RESOURCE_EVENTS=0
+
+    def events_state(self) -> dict[str, Any]:
+        if self.events is None:
+            return {"state": DISABLED}
+        return self.events.state()
 
 
 def _resource(request: HTTPConnection) -> Resource:
@@ -209,6 +224,7 @@ async def healthz(request: Request) -> Response:
         "audience": resource.settings.audience,
         "issuer": resource.settings.issuer,
         "jwks": state,
+        "events": resource.events_state(),
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -255,6 +271,26 @@ def _http_client(
     )
 
 
+def _subscriber(
+    settings: ResourceSettings,
+    http: httpx.AsyncClient,
+    handler: RevocationEvents,
+    deny: DenyList,
+    clock: Clock,
+) -> EventSubscriber:
+    return EventSubscriber(
+        settings.events_url,
+        http,
+        handler,
+        connect_timeout=settings.jwks.fetch_timeout,
+        idle_timeout=settings.events_idle_timeout,
+        retry_backoff=settings.events_retry_backoff,
+        max_retry_backoff=settings.events_max_retry_backoff,
+        clock=clock,
+        tick=deny.purge,
+    )
+
+
 def create_app(
     settings: ResourceSettings,
     *,
@@ -281,25 +317,39 @@ def create_app(
             clock=clock,
         )
         dpop = DPoPVerifier(dpop_settings, clock=clock, replay_cache=replay)
-        authenticator = BearerAuthenticator(
-            verifier, jwks, cache=cache, dpop=dpop, require_dpop=settings.require_dpop
+        deny = DenyList(
+            max_entries=settings.deny_list_size, leeway=settings.token_leeway, clock=clock
         )
+        authenticator = BearerAuthenticator(
+            verifier,
+            jwks,
+            cache=cache,
+            dpop=dpop,
+            require_dpop=settings.require_dpop,
+            deny=deny,
+        )
+        handler = RevocationEvents(EventVerifier(verifier, jwks), deny, jwks)
+        events = _subscriber(settings, http, handler, deny, clock) if settings.events else None
         resource = Resource(
             settings=settings,
             jwks=jwks,
             authenticator=authenticator,
             items=ItemStore(settings.database_path),
-            metrics=ResourceMetrics(jwks, authenticator),
+            metrics=ResourceMetrics(jwks, authenticator, events),
+            events=events,
         )
         app.state.resource = resource
         await jwks.refresh()  # warm the cache; a failure here is recorded, not fatal
-        task = asyncio.create_task(jwks.run())
+        tasks = [asyncio.create_task(jwks.run())]
+        if events is not None:
+            tasks.append(asyncio.create_task(events.run()))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await handler.aclose()
             await jwks.aclose()
             await http.aclose()
             resource.items.close()

@@ -8,12 +8,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from serving.limits import ConnectionLimits
+from shared.deny_list import DEFAULT_MAX_ENTRIES as DEFAULT_DENY_LIST_SIZE
 from shared.dpop import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS, normalize_htu
 from shared.dpop_replay import DEFAULT_MAX_ENTRIES
 from shared.errors import ConfigurationError
 from shared.jwks_settings import JWKSClientSettings
+from shared.security_events import EVENTS_PATH
+from shared.urls import check_fetch_url
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
@@ -58,6 +62,14 @@ class ResourceSettings:
     dpop_algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     require_dpop: bool = False
     dpop_replay_cache_size: int = DEFAULT_MAX_ENTRIES
+    # Pushed revocation (issue 17): RESOURCE_EVENTS, _EVENTS_URL, _DENY_LIST_SIZE,
+    # _EVENTS_IDLE_TIMEOUT, _EVENTS_RETRY_BACKOFF, _EVENTS_MAX_RETRY_BACKOFF
+    events: bool = True
+    events_url: str = ""  # "" only when events is off
+    deny_list_size: int = DEFAULT_DENY_LIST_SIZE
+    events_idle_timeout: float = 30.0
+    events_retry_backoff: float = 0.5
+    events_max_retry_backoff: float = 10.0
     # RESOURCE_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS
     connections: ConnectionLimits = dataclasses.field(
         default_factory=lambda: ConnectionLimits(prefix="RESOURCE_")
@@ -117,7 +129,42 @@ class ResourceSettings:
                 env.get("RESOURCE_DPOP_REPLAY_CACHE_SIZE", str(DEFAULT_MAX_ENTRIES)),
             ),
             connections=ConnectionLimits.from_env("RESOURCE_", env),
+            **_event_settings(env, jwks),
         )
+
+
+def _event_settings(env: Mapping[str, str], jwks: JWKSClientSettings) -> dict[str, Any]:
+    """RESOURCE_EVENTS (default on), RESOURCE_EVENTS_URL (default: the origin of
+    RESOURCE_JWKS_URL + /events, else the issuer URL + /events; the http/https rules of the JWKS
+    URL, RESOURCE_JWKS_ALLOW_HTTP included), RESOURCE_DENY_LIST_SIZE and the stream's timings."""
+    enabled: bool = _parse("RESOURCE_EVENTS", env.get("RESOURCE_EVENTS", "1"), bool)
+    url = env.get("RESOURCE_EVENTS_URL", "").strip()
+    if url:
+        check_fetch_url(url, allow_http=jwks.allow_http, what="RESOURCE_EVENTS_URL")
+    elif jwks.jwks_url:
+        parts = urlsplit(jwks.jwks_url)
+        url = f"{parts.scheme}://{parts.netloc}{EVENTS_PATH}"
+    else:
+        url = (jwks.issuer_url or jwks.issuer).rstrip("/") + EVENTS_PATH
+    timings = {}
+    for field, var, default in (
+        ("events_idle_timeout", "RESOURCE_EVENTS_IDLE_TIMEOUT", "30"),
+        ("events_retry_backoff", "RESOURCE_EVENTS_RETRY_BACKOFF", "0.5"),
+        ("events_max_retry_backoff", "RESOURCE_EVENTS_MAX_RETRY_BACKOFF", "10"),
+    ):
+        value: float = _parse(var, env.get(var, default), float)
+        if not 0 < value < 86_400:
+            raise ConfigurationError(f"{var} must be a positive number of seconds")
+        timings[field] = value
+    return {
+        "events": enabled,
+        "events_url": url if enabled else "",
+        "deny_list_size": _positive(
+            "RESOURCE_DENY_LIST_SIZE",
+            env.get("RESOURCE_DENY_LIST_SIZE", str(DEFAULT_DENY_LIST_SIZE)),
+        ),
+        **timings,
+    }
 
 
 def _positive(name: str, raw: str) -> int:

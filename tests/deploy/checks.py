@@ -395,6 +395,7 @@ def resource_wiring(m: Manifests) -> list[str]:
                 problems.append(
                     f"{where}: RESOURCE_JWKS_URL {jwks.geturl()} is not the issuer's Service"
                 )
+            problems += _events_wiring(where, env, service)
             found = mount_for(spec, container, env.get("RESOURCE_DATABASE_PATH", "var/x.db"))
             if found is None or found[0].get("readOnly"):
                 problems.append(f"{where}: RESOURCE_DATABASE_PATH is on no writable volume")
@@ -406,6 +407,23 @@ def resource_wiring(m: Manifests) -> list[str]:
                     f"{where}: items on a volume claim need 1 replica and strategy Recreate"
                 )
     return problems
+
+
+def _events_wiring(where: str, env: Mapping[str, str], service: dict[str, Any]) -> list[str]:
+    """Pushed revocation is on and its stream (RESOURCE_EVENTS_URL, or the default derived from
+    RESOURCE_JWKS_URL) is reached through the issuer's Service, like the keys."""
+    try:
+        settings = ResourceSettings.from_env(env)
+    except ConfigurationError:
+        return []  # setting_names reports it
+    if not settings.events:
+        return [f"{where}: RESOURCE_EVENTS is off: revocations would not be pushed"]
+    events = urlsplit(settings.events_url)
+    if (events.hostname or "").split(".")[0] != service["metadata"]["name"] or events.port not in {
+        p["port"] for p in service["spec"]["ports"]
+    }:
+        return [f"{where}: the events stream {events.geturl()} is not the issuer's Service"]
+    return []
 
 
 CHECKS = {

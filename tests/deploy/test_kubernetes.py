@@ -259,6 +259,16 @@ BROKEN: list[tuple[str, str, Breakage]] = [
     ),
     (
         "resource_wiring",
+        "no pushed revocation",
+        lambda m: _set_env(m, PHOTOS, "RESOURCE_EVENTS", "0"),
+    ),
+    (
+        "resource_wiring",
+        "events from elsewhere",
+        lambda m: _set_env(m, PHOTOS, "RESOURCE_EVENTS_URL", "http://issuer:8000/events"),
+    ),
+    (
+        "resource_wiring",
         "items in the image",
         lambda m: _set_env(m, PHOTOS, "RESOURCE_DATABASE_PATH", "/var/lib/keyhouse/var/photos.db"),
     ),
