@@ -7,6 +7,7 @@ from bench.scenarios import (
     balancer,
     baseline,
     ceilings,
+    dpop,
     kidflood,
     memory,
     password,
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "slowclients": slowclients.SCENARIO,
     "refresh": refresh.SCENARIO,
     "balancer": balancer.SCENARIO,
+    "dpop": dpop.SCENARIO,
 }
 
 
