@@ -48,6 +48,8 @@ class ProbeRun:
     first_refusals: list[float | None] = field(default_factory=list)
     requests: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    # Each probe request's round trip (answered - sent), s: how long observing a refusal took.
+    round_trips: list[float] = field(default_factory=list)
     # Every answer of the first probe: (sent, answered, status), status the HTTP status as
     # text ("200", "401", "503", ...) or "error: <exception>" when none came.
     log: list[tuple[float, float, str]] = field(default_factory=list)
@@ -92,6 +94,9 @@ class Timeline:
     requests: Counter[int] = field(default_factory=Counter)
     failures: dict[str, Counter[int]] = field(default_factory=dict)
     expected: Counter[int] = field(default_factory=Counter)
+    # How late the drill's own event loop woke up from a 0.1 s sleep, s (a starved drill
+    # observes every answer late: a reader of its refusal times must know).
+    loop_lags: list[float] = field(default_factory=list)
 
     def bucket(self, at: float) -> int:
         return max(0, int(at - self.started))

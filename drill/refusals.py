@@ -82,6 +82,10 @@ def judge(
         "note": note,
         "deadline_s": deadline_s,
         "probe_requests": run.requests,
+        # How long each probe request took (sent to answered): a refusal is observed only
+        # when its answer arrives, so a slow stack (or a starved drill) shows here.
+        "probe_round_trip_p50_s": _rounded(percentile(run.round_trips, 0.5)),
+        "probe_round_trip_max_s": _rounded(percentile(run.round_trips, 1.0)),
         "probe_statuses": dict(run.statuses),
         "first_refusals_s": after,
     }
@@ -96,6 +100,10 @@ def reason(service: str, what: str, judged: dict[str, Any]) -> str | None:
         f"{fmt(judged['p99_s'])}, max {fmt(judged['max_s'])}; target {judged['basis']} "
         f"({judged['note']})"
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def fmt(value: float | None) -> str:
@@ -120,4 +128,12 @@ def table_lines(services: dict[str, dict[str, Any]]) -> list[str]:
             f"{s['verdict'].upper() if s['verdict'] == FAIL else s['verdict']}: {s['basis']}"
             + ("" if s["refused"] == s["probes"] else f"; {s['note']}")
         )
+    trips = [
+        f"{name} p50 {fmt(s['probe_round_trip_p50_s'])} max {fmt(s['probe_round_trip_max_s'])}"
+        for name, s in services.items()
+    ]
+    lines.append(
+        "  probe request round trips (a refusal is seen when its answer arrives): "
+        + ", ".join(trips)
+    )
     return lines

@@ -129,6 +129,7 @@ def build_report(
             "expected_refusals": sum(s.expected_refusals for s in states),
         },
         "failures_by_cause": dict(failures),
+        "drill_loop_lag": _loop_lag(timeline),
         "failures_by_phase": {
             "rotations": failures_by_phase.get("rotations", 0),
             "after_revocation": failures_by_phase.get("after_revocation", 0),
@@ -144,6 +145,16 @@ def build_report(
             states=states,
             revocations=revocations,
         ),
+    }
+
+
+def _loop_lag(timeline: Timeline | None) -> dict[str, float | None]:
+    lags = timeline.loop_lags if timeline is not None else []
+    p50, p99 = refusals.percentile(lags, 0.5), refusals.percentile(lags, 0.99)
+    return {
+        "p50_s": None if p50 is None else round(p50, 3),
+        "p99_s": None if p99 is None else round(p99, 3),
+        "max_s": round(max(lags), 3) if lags else None,
     }
 
 
@@ -278,6 +289,13 @@ def format_report(report: dict[str, Any]) -> str:
         f"requests: {req['total']}  ok: {req['ok']}  failed: {req['failed']}  "
         f"refused as expected (revoked kid): {req['expected_refusals']}"
     )
+    lag = report.get("drill_loop_lag") or {}
+    if lag.get("max_s") is not None:
+        lines.append(
+            f"the drill's own event loop woke late by p50 {refusals.fmt(lag['p50_s'])}, "
+            f"p99 {refusals.fmt(lag['p99_s'])}, max {refusals.fmt(lag['max_s'])} "
+            "(a busy machine: every answer is observed that much later)"
+        )
     phases = report["failures_by_phase"]
     lines.append(
         f"failures: during planned rotations {phases['rotations']}, "

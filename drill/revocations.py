@@ -25,9 +25,16 @@ from drill.records import ProbeRun, Revocation, ServiceState
 if TYPE_CHECKING:
     from drill.runner import Drill
 
-# A probe's pause between two requests; the probes of a service start staggered over it, so
-# together they send every PROBE_PAUSE / probes seconds.
+# A probe's pause between two requests: PROBE_PAUSE, or longer so that a service's probes
+# together send at most PROBE_RATE requests a second (the probes must not become the load they
+# measure). They start staggered over the pause, so together they send at an even pace.
 PROBE_PAUSE = 0.05
+PROBE_RATE = 200.0
+
+
+def probe_pause(probes: int) -> float:
+    """Seconds between two requests of one probe, for ``probes`` probes at a service."""
+    return max(PROBE_PAUSE, probes / PROBE_RATE)
 
 
 async def measure(
@@ -71,7 +78,8 @@ async def _probe(
     drill: Drill, service: ServiceState, revocation: Revocation, index: int, token: str
 ) -> None:
     run = revocation.runs[service.name]
-    await asyncio.sleep(PROBE_PAUSE * index / max(1, run.probes))
+    pause = probe_pause(run.probes)
+    await asyncio.sleep(pause * index / max(1, run.probes))
     while time.time() < revocation.deadline and not drill.stop.is_set():
         sent = time.time()
         try:
@@ -84,12 +92,13 @@ async def _probe(
         answered = time.time()
         run.requests += 1
         run.statuses[status] += 1
+        run.round_trips.append(answered - sent)
         if index == 0:
             run.log.append((sent, answered, status))
         if status == "401":
             run.first_refusals[index] = answered
             return
-        await asyncio.sleep(PROBE_PAUSE)
+        await asyncio.sleep(pause)
 
 
 async def revoke_user(drill: Drill) -> Revocation:

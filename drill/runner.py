@@ -207,6 +207,12 @@ class Drill:
                 service.kid_gone.setdefault(kid, now)
             await asyncio.sleep(0.25)
 
+    async def _loop_lag(self) -> None:
+        while not self.stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.1)
+            self.timeline.loop_lags.append(max(0.0, time.monotonic() - before - 0.1))
+
     async def _progress(self) -> None:
         last = 0
         while not self.stop.is_set():
@@ -269,7 +275,10 @@ class Drill:
             self._stack = StackClient(http, cfg.issuer, cfg.client_id, cfg.client_secret)
             refresh = await self._preflight()
             self.started = self.timeline.started = time.time()
-            tasks = [asyncio.create_task(self._progress())]
+            tasks = [
+                asyncio.create_task(self._progress()),
+                asyncio.create_task(self._loop_lag()),
+            ]
             for service in self.services.values():
                 tasks.append(asyncio.create_task(self._minter(service)))
                 tasks.append(asyncio.create_task(self._watch_healthz(service)))

@@ -69,3 +69,12 @@ def test_user_with_the_subscription_down_has_no_bound() -> None:
         "2 of 2 probes not refused by 20s (subscription down: tokens live until exp)"
     )
     assert reason("photos", "user ada's tokens", judged) is None
+
+
+def test_probe_round_trips_are_reported() -> None:
+    run = _run("connected", 0.2, 0.3)
+    run.round_trips = [0.01, 0.02, 0.5]
+    judged = _judge(run, "user")
+    assert judged["probe_round_trip_p50_s"] == 0.02
+    assert judged["probe_round_trip_max_s"] == 0.5
+    assert _judge(_run("connected"), "user")["probe_round_trip_p50_s"] is None
