@@ -64,14 +64,18 @@ class StackClient:
             raise DrillError("the issuer's token response has no access_token")
         return data
 
-    async def admin(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One admin API call with a fresh admin token; its JSON object."""
-        token = await self.token(
-            self._client_id,
-            self._client_secret,
-            audience=ADMIN_AUDIENCE,
-            scope=ADMIN_SCOPE,
+    async def admin_token(self) -> str:
+        """A fresh access token for the admin API."""
+        return await self.token(
+            self._client_id, self._client_secret, audience=ADMIN_AUDIENCE, scope=ADMIN_SCOPE
         )
+
+    async def admin(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """One admin API call with ``token`` (default: a fresh admin token); its JSON object."""
+        if token is None:
+            token = await self.admin_token()
         try:
             response = await self.http.request(
                 method,

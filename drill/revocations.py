@@ -116,10 +116,12 @@ async def revoke_user(drill: Drill) -> Revocation:
     for service in drill.services.values():
         service.user_token = None
     path = f"/admin/users/{quote(username, safe='')}/disable"
+    # The admin token is minted first: the measurement starts when the disable call is sent.
+    token = await drill.stack.admin_token()
 
     async def disable() -> dict[str, Any]:
         drill.user_disabled = True
-        return await drill.stack.admin("POST", path)
+        return await drill.stack.admin("POST", path, token=token)
 
     revocation = await measure(
         drill, "user", username, held, disable, drill.config.refusal_deadline
@@ -165,9 +167,11 @@ async def revoke_key(drill: Drill) -> Revocation:
         await asyncio.sleep(0.05)
     held = {s.name: list(s.tokens_by_kid[kid]) for s in drill.services.values()}
     drill.revoked.add(kid)
+    token = await drill.stack.admin_token()  # minted first, as for the user
 
     async def revoke() -> dict[str, Any]:
-        out = await drill.stack.admin("POST", f"/admin/keys/{quote(kid, safe='')}/revoke")
+        path = f"/admin/keys/{quote(kid, safe='')}/revoke"
+        out = await drill.stack.admin("POST", path, token=token)
         drill.remint_now()  # the load goes on with the replacement key's tokens
         return out
 
