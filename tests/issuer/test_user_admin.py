@@ -67,3 +67,16 @@ def test_needs_an_admin_token(app: App) -> None:
     )
     assert refused.status_code == 401
     assert app.issuer.tokens.accounts.get_user("alice").disabled is False  # type: ignore[union-attr]
+
+
+def test_a_password_change_revokes_and_records_credential_change(app: App) -> None:
+    creds = app.new_client()
+    user_id = app.new_user("alice")
+    tokens = app.login(creds, "alice")
+    change = app.issuer.users.set_password("alice", "a-new-password-1", by="the CLI")
+    assert (change.refresh_tokens_revoked, change.user.disabled) == (1, False)
+    assert app.refresh(creds, tokens["refresh_token"]).status_code == 400
+    (event,) = app.issuer.events.store.after(0)
+    assert list(event.claims["events"]) == [se.CREDENTIAL_CHANGE]
+    assert se.rule_from_claims(event.claims).value == se.subject_hash(f"user:{user_id}")
+    assert "user_password_changed" in app.audit_events()

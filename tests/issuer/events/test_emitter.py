@@ -1,16 +1,20 @@
 """Each revocation records its security event, in the revocation's transaction, through a real
 issuer app (SQLite and PostgreSQL): /revoke of an access token (jti) and of a refresh token (fid),
-refresh-token reuse (fid), a replayed authorization code is covered by test_code_grant; logout
+refresh-token reuse (fid), a replayed authorization code (jti and fid, once); logout
 (sid), key revocation at the admin API (kid), and the ``fid`` claim of tokens from a family."""
 
 from __future__ import annotations
 
 import base64
 import json
+import secrets
 from typing import Any
 
 from shared import security_events as se
-from tests.issuer.conftest import App
+from shared.pkce import s256_challenge
+from tests.issuer.conftest import App, Creds
+
+REDIRECT = "https://web.example/callback"
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -94,7 +98,51 @@ def test_revoking_a_key_at_the_admin_api_records_its_kid(app: App) -> None:
 
 def test_logout_records_the_session(app: App) -> None:
     user_id = app.new_user("alice")
-    sid, _session = app.issuer.sessions.create(user_id, app.clock())
+    _cookie, session = app.issuer.sessions.create(user_id, app.clock())
+    sid = session.sid
     app.issuer.sessions.end(sid, app.clock())
     app.issuer.tokens.refresh_tokens.revoke_session(sid, app.clock())
     assert [(r.claim, r.value) for r in _rules(app)] == [("sid", sid)]
+
+
+def test_a_replayed_code_records_its_access_token_and_family_once(app: App) -> None:
+    client, secret = app.issuer.tokens.accounts.create_client(
+        name="web",
+        scopes=frozenset({"openid", "photos:read"}),
+        audiences=["photos"],
+        grant_types=["authorization_code", "refresh_token"],
+        redirect_uris=[REDIRECT],
+        now=app.clock(),
+    )
+    web = Creds(client.client_id, secret)
+    _cookie, session = app.issuer.sessions.create(app.new_user("alice", "photos:read"), app.clock())
+    verifier = secrets.token_urlsafe(48)
+    code = app.issuer.codes.issue(
+        client_id=web.client_id,
+        redirect_uri=REDIRECT,
+        code_challenge=s256_challenge(verifier),
+        user_id=session.user_id,
+        scopes=["openid", "photos:read"],
+        audience="photos",
+        nonce=None,
+        sid=session.sid,
+        auth_time=session.auth_time,
+        now=app.clock(),
+    )
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    first = app.token(web, **form)
+    assert first.status_code == 200, first.text
+    access = _claims(first.json()["access_token"])
+    assert access["sid"] == session.sid
+    assert _rules(app) == []
+    for _ in range(2):  # told once, however often the code is replayed
+        assert app.token(web, **form).status_code == 400
+    assert sorted((r.claim, r.value) for r in _rules(app)) == [
+        ("fid", access["fid"]),
+        ("jti", access["jti"]),
+    ]
