@@ -156,6 +156,15 @@ class DenyList:
                 return self._refused("sub")
         return None
 
+    def check_kid(self, kid: str) -> str | None:
+        """``"kid"`` if tokens signed with ``kid`` are refused (counted like :meth:`check`):
+        asked before the key lookup, so a revoked key's token is refused as revoked even once
+        the key has left the key set."""
+        cuts = self._kid.get(kid) if self._kid else None
+        if cuts is not None and self._alive(cuts, -math.inf):
+            return self._refused("kid")
+        return None
+
     def _alive(self, cuts: tuple[_Cut, ...], iat: float) -> bool:
         """Whether one of ``cuts`` covers a token issued at ``iat`` and has not expired."""
         now: float | None = None

@@ -36,6 +36,8 @@ from shared.jwks_client import JWKSClient
 from shared.token_cache import TokenCache
 from shared.tokens import AccessToken, TokenVerifier
 
+REVOKED = "the token has been revoked"  # a token a pushed revocation event covers
+
 
 @dataclass(frozen=True)
 class ProofContext:
@@ -124,7 +126,7 @@ class BearerAuthenticator:
 
     def _check_revoked(self, access: AccessToken) -> None:
         if self.deny.check(access) is not None:
-            raise InvalidToken("the token has been revoked")
+            raise InvalidToken(REVOKED)
 
     def _cached(self, token: str) -> AccessToken | None:
         """The token's verified claims if the cache holds them and the keys still vouch."""
@@ -145,7 +147,10 @@ class BearerAuthenticator:
         """The token's verified claims: parsed, its key looked up, checked, and cached."""
         # The header names the key: an unknown kid is refused before the payload is decoded.
         split = self.verifier.parse_header(token)
-        key = await self.jwks.get_key(split.header["kid"])
+        kid = split.header["kid"]
+        if self.deny.active and self.deny.check_kid(kid) is not None:
+            raise InvalidToken(REVOKED)
+        key = await self.jwks.get_key(kid)
         access = self.verifier.verify(split.complete(), key)
         self.cache.put(token, access)
         return access

@@ -290,3 +290,12 @@ def test_the_memory_per_entry_is_bounded() -> None:
 if __name__ == "__main__":
     for size in (10_000, 100_000, 200_000):
         print(f"{size:>8} entries: {measure_bytes_per_entry(size):.0f} bytes per entry")
+
+
+def test_check_kid_refuses_a_revoked_key_and_counts_it() -> None:
+    entries = deny()
+    assert entries.check_kid("kid-1") is None
+    entries.add("kid", "kid-1", before=None, expires=T0 + 900)
+    assert entries.check_kid("kid-1") == "kid"
+    assert entries.check_kid("kid-2") is None
+    assert entries.refusals["kid"] == 1

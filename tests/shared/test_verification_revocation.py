@@ -27,7 +27,7 @@ REVOKED = "the token has been revoked"
 class World:
     def __init__(self, deny: DenyList | None = None) -> None:
         self.clock = FakeClock(NOW)
-        issuer = FakeIssuer()
+        self.issuer = issuer = FakeIssuer()
         issuer.publish(key(0))
         jwks, _ = make_client(issuer, self.clock)
         self.deny = deny if deny is not None else DenyList(clock=self.clock)
@@ -127,3 +127,12 @@ def test_an_empty_deny_list_is_never_consulted() -> None:
     for _ in range(3):
         assert w.bearer(tok)
     assert w.auth.cache.hits == 2
+
+
+def test_a_revoked_key_is_refused_as_revoked_even_once_it_left_the_key_set() -> None:
+    w = World()
+    tok = w.token()
+    w.issuer.publish(key(1))  # key 0 is gone from the set: its tokens would be "unknown key"
+    w.deny.add("kid", key(0).kid, before=None, expires=NOW + 900)
+    w.refused(tok)  # refused on the header's kid, before the key lookup
+    assert w.deny.refusals["kid"] == 1
