@@ -1,7 +1,9 @@
 """HAProxy in front of issuer replicas, as the compose stack runs it: Debian's ``haproxy`` with
 the repository's docker/haproxy/haproxy.cfg, its addresses from the KEYHOUSE_LB_* variables
-(docker/haproxy/haproxy.cfg's header), access log off but for errors, pinned to the server CPUs
-like the replicas. Ready once every backend server of ``issuers`` is UP (HAProxy's CSV stats)."""
+(docker/haproxy/haproxy.cfg's header), everything else as shipped (its access-log default
+included), pinned to the server CPUs like the replicas. Ready once every backend server of
+``issuers`` is UP (HAProxy's CSV stats). The replicas behind it run as compose runs them:
+trusting the balancer's X-Forwarded-* headers (``REPLICA_ARGS``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ BACKEND = "issuers"  # haproxy.cfg's backend for /token (key discovery has its o
 ADMIN_OFFSET = 30  # the stats port: the balancer's port + this
 REPLICA_OFFSET = 20  # replica i listens on the base port + 20 + i (the balancer on the base port)
 READY_TIMEOUT = 30.0
+# compose.yaml's issuer command line beyond host and port: the replicas trust X-Forwarded-*.
+REPLICA_ARGS = ("--forwarded-allow-ips", "*")
 
 
 def haproxy_missing() -> str | None:
@@ -76,10 +80,16 @@ class Balancer:
 
 @contextmanager
 def balancer(
-    cfg: Config, port: int, replicas: list[int], name: str = "haproxy"
+    cfg: Config,
+    port: int,
+    replicas: list[int],
+    name: str = "haproxy",
+    *,
+    access_log: str | None = None,
 ) -> Iterator[Balancer]:
     """HAProxy on 127.0.0.1:``port`` in front of the replicas on these ports (the config has two
-    server lines: one replica fills both, so all traffic reaches that one process)."""
+    server lines: one replica fills both, so all traffic reaches that one process);
+    ``access_log``: KEYHOUSE_LB_ACCESS_LOG (default: unset, the config's own default)."""
     why = haproxy_missing()
     if why:
         raise BenchError(why)
@@ -94,8 +104,9 @@ def balancer(
         "KEYHOUSE_LB_ISSUER1": f"127.0.0.1:{first}",
         "KEYHOUSE_LB_ISSUER2": f"127.0.0.1:{second}",
         "KEYHOUSE_LB_ADMIN_BIND": f"127.0.0.1:{admin}",
-        "KEYHOUSE_LB_ACCESS_LOG": "errors",
     }
+    if access_log is not None:
+        env["KEYHOUSE_LB_ACCESS_LOG"] = access_log
     cmd = ["haproxy", "-db", "-f", str(HAPROXY_CFG)]
     server = bench_server(cfg, name, cmd, port=admin, env=env, ready_path="/stats;csv")
     lb = Balancer(server, f"http://127.0.0.1:{port}", f"{server.url}/stats;csv")
@@ -130,7 +141,9 @@ def serving(cfg: Config, stack: Stack, replicas: int, tag: str) -> Iterator[Serv
     ports = [replica_port(cfg, i) for i in range(replicas)]
     with ExitStack() as started:
         servers = [
-            started.enter_context(stack.issuer(port=port, name=f"issuer-{tag}-r{i + 1}"))
+            started.enter_context(
+                stack.issuer(port=port, name=f"issuer-{tag}-r{i + 1}", args=REPLICA_ARGS)
+            )
             for i, port in enumerate(ports)
         ]
         if replicas == 1:

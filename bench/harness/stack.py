@@ -183,11 +183,13 @@ class Stack:
         *,
         port: int | None = None,
         name: str | None = None,
+        args: tuple[str, ...] = (),
     ) -> Server:
         """An issuer on ``port`` (default: the stack's issuer port; a replica behind a balancer
-        listens on a port of its own while ISSUER_URL stays the public one)."""
+        listens on a port of its own while ISSUER_URL stays the public one); ``args``: more
+        ``issuer serve`` options."""
         port = port or self.issuer_port
-        cmd = [*self.cfg.issuer_cmd, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [*self.cfg.issuer_cmd, "serve", "--host", "127.0.0.1", "--port", str(port), *args]
         if workers != 1:
             cmd += ["--workers", str(workers)]
         return bench_server(
