@@ -203,8 +203,11 @@ class Broadcaster:
 
 
 def on_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` too when SIGTERM or SIGINT arrives, before uvicorn's own handler (which
-    then waits for open responses to end: the streams must end first). Returns the undo."""
+    """Run ``callback`` on the running event loop when SIGTERM or SIGINT arrives, next to
+    uvicorn's own handler (which then waits for open responses to end: the streams must end
+    first). The handler only schedules it: a signal handler may interrupt the loop anywhere.
+    Returns the undo; outside the main thread (an embedded server) it does nothing."""
+    loop = asyncio.get_running_loop()
     previous: dict[int, Any] = {}
     for number in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -215,7 +218,7 @@ def on_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
             continue
 
         def chained(signum: int, frame: Any, _inner: Any = handler) -> None:
-            callback()
+            loop.call_soon_threadsafe(callback)
             _inner(signum, frame)
 
         try:
