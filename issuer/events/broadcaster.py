@@ -85,6 +85,7 @@ class Broadcaster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._failing = False  # the last poll failed (logged once per outage)
 
     # --- the poller ---------------------------------------------------------------------------
 
@@ -109,9 +110,15 @@ class Broadcaster:
                 if self._loop.time() - purged_at > PURGE_EVERY:
                     purged_at = self._loop.time()
                     await anyio.to_thread.run_sync(self.store.purge)
-            except Exception:  # a database outage: keep the streams open, look again later
-                logger.warning("reading security events failed", exc_info=True)
+            except Exception as exc:  # a database outage: keep the streams open, look again
+                if not self._failing:  # one warning per outage, not one per poll
+                    logger.warning("reading security events failed: %s", type(exc).__name__)
+                self._failing = True
                 await asyncio.sleep(self.poll_interval)
+            else:
+                if self._failing:
+                    logger.info("reading security events works again")
+                self._failing = False
 
     async def _poll(self) -> bool:
         events = await anyio.to_thread.run_sync(lambda: self.store.after(self._head))
@@ -155,16 +162,21 @@ class Broadcaster:
         ``after`` is beyond the newest: a store that was reset), then live ones, keep-alives in
         between, until the subscription ends."""
         try:
-            newest = await anyio.to_thread.run_sync(self.store.newest)
-            last = 0 if after is None or after > newest else after
             yield sse.KEEPALIVE  # the head and a first byte go out at once
-            while True:
-                page = await anyio.to_thread.run_sync(self.store.after, last)
-                for stored in page:
-                    yield await self._message(stored)
-                    last = stored.seq
-                if len(page) < PAGE:
-                    break
+            try:
+                newest = await anyio.to_thread.run_sync(self.store.newest)
+                last = 0 if after is None or after > newest else after
+                while True:
+                    page = await anyio.to_thread.run_sync(self.store.after, last)
+                    for stored in page:
+                        yield await self._message(stored)
+                        last = stored.seq
+                    if len(page) < PAGE:
+                        break
+            except Exception as exc:  # the database (or the key ring) failed: end the stream;
+                # the subscriber reconnects with Last-Event-ID and misses nothing
+                logger.warning("serving stored security events failed: %s", type(exc).__name__)
+                return
             event: StoredEvent | None
             while not subscription.ended:
                 try:
@@ -176,7 +188,12 @@ class Broadcaster:
                 if event is None:
                     return
                 if event.seq > last:
-                    yield await self._message(event)
+                    try:
+                        message = await self._message(event)
+                    except Exception as exc:  # signing needs the key ring: end, resume later
+                        logger.warning("signing a security event failed: %s", type(exc).__name__)
+                        return
+                    yield message
                     last = event.seq
         finally:
             self.unsubscribe(subscription)

@@ -181,3 +181,23 @@ def test_a_resume_point_beyond_the_newest_counts_as_none(tmp_path: Path) -> None
         return await _messages(broadcaster.stream(broadcaster.subscribe(), 999), 1)
 
     assert [seq for seq, _ in asyncio.run(main())] == [1]
+
+
+def test_a_database_failure_ends_the_stream_without_raising(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broadcaster, store, _ring = _setup(tmp_path, max_subscribers=1)
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("the database is gone")
+
+    monkeypatch.setattr(store, "after", broken)
+
+    async def main() -> list[bytes]:
+        subscription = broadcaster.subscribe()
+        async with asyncio.timeout(5):
+            chunks = [chunk async for chunk in broadcaster.stream(subscription, None)]
+        broadcaster.subscribe()  # its slot (the only one) is free again
+        return chunks
+
+    assert asyncio.run(main()) == [sse.KEEPALIVE]
