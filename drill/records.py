@@ -77,6 +77,10 @@ class Revocation:
     answered_at: float
     deadline: float
     replacement_kid: str | None = None
+    # The claim and value its event on the issuer's stream covers ("sub" and the hashed sub,
+    # "kid" and the kid), to find when that event appeared there.
+    event_claim: str = ""
+    event_value: str = ""
     response: dict[str, object] = field(default_factory=dict)
     runs: dict[str, ProbeRun] = field(default_factory=dict)
 

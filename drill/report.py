@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drill import refusals
+from drill import refusals, revocation_report
 from drill.config import DrillConfig
 from drill.records import Revocation, Rotation, ServiceState, Timeline
 from drill.series import timeline_section
+from drill.stream import StreamLog
 
 
 def build_report(
@@ -26,6 +27,7 @@ def build_report(
     timeline: Timeline | None = None,
     key_list: Sequence[Mapping[str, Any]] = (),
     user_enabled: Mapping[str, Any] | None = None,
+    stream: StreamLog | None = None,
 ) -> dict[str, Any]:
     """What the drill saw, and ``ok`` with the ``reasons`` it failed for (none: it passed)."""
     services: dict[str, Any] = {}
@@ -73,10 +75,18 @@ def build_report(
         )
     key_record = next((r for r in revocations if r.kind == "key"), None)
     user_record = next((r for r in revocations if r.kind == "user"), None)
-    revocation = None if key_record is None else _key_revocation(cfg, key_record, states)
-    user_revocation = (
-        None if user_record is None else _user_revocation(cfg, user_record, user_enabled)
+    stream = stream or StreamLog()
+    revocation = (
+        None if key_record is None else revocation_report.key_revocation(cfg, key_record, states)
     )
+    user_revocation = (
+        None
+        if user_record is None
+        else revocation_report.user_revocation(cfg, user_record, user_enabled)
+    )
+    for section, record in ((revocation, key_record), (user_revocation, user_record)):
+        if section is not None and record is not None:
+            section["issuer_stream"] = revocation_report.on_stream(stream, record)
     total = sum(s.requests for s in states)
     failed = sum(failures.values())
     reasons = list(problems)
@@ -155,89 +165,6 @@ def _loop_lag(timeline: Timeline | None) -> dict[str, float | None]:
         "p50_s": None if p50 is None else round(p50, 3),
         "p99_s": None if p99 is None else round(p99, 3),
         "max_s": round(max(lags), 3) if lags else None,
-    }
-
-
-def _probe_log(log: Sequence[tuple[float, float, str]], since: float) -> list[dict[str, Any]]:
-    return [
-        {
-            "sent_after_s": round(sent - since, 3),
-            "answered_after_s": round(answered - since, 3),
-            "status": status,
-        }
-        for sent, answered, status in log
-    ]
-
-
-def _key_revocation(
-    cfg: DrillConfig, rv: Revocation, states: Sequence[ServiceState]
-) -> dict[str, Any]:
-    per: dict[str, Any] = {}
-    for s in states:
-        run = rv.runs[s.name]
-        judged = refusals.judge(
-            run,
-            kind="key",
-            requested_at=rv.requested_at,
-            deadline_s=round(rv.deadline - rv.requested_at, 3),
-            poll_bound_s=cfg.revocation_bound,
-        )
-        replacement = s.first_accept.get(rv.replacement_kid or "")
-        accepted_at = [answered for _, answered, status in run.log if status == "200"]
-        worst = judged["max_s"]
-        per[s.name] = {
-            **judged,
-            # The first refusal at this service, by any probe.
-            "refused_after_s": judged["first_refusal_s"],
-            "within_bound": worst is not None and worst <= cfg.revocation_bound,
-            "last_accepted_after_s": _round(
-                max(accepted_at) if accepted_at else None, rv.requested_at
-            ),
-            # Every answer of the first probe: when it was sent and answered (s after the
-            # revocation request) and what it got, so a slow answer or a 503 is told apart
-            # from an acceptance.
-            "probe_log": _probe_log(run.log, rv.requested_at),
-            "left_jwks_cache_after_s": _round(s.kid_gone.get(rv.kid), rv.requested_at),
-            "replacement_accepted_after_s": _round(replacement, rv.requested_at),
-        }
-    return {
-        "kid": rv.kid,
-        "replacement_kid": rv.replacement_kid,
-        "requested_at": rv.requested_at,
-        # How long the admin API took to revoke (the probes ran meanwhile).
-        "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
-        "bound_s": cfg.revocation_bound,
-        "poll_interval_s": cfg.poll_interval,
-        "margin_s": cfg.revocation_margin,
-        "events_target_s": refusals.EVENTS_TARGET,
-        "services": per,
-    }
-
-
-def _user_revocation(
-    cfg: DrillConfig, rv: Revocation, enabled: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    per: dict[str, Any] = {}
-    for name, run in rv.runs.items():
-        judged = refusals.judge(
-            run,
-            kind="user",
-            requested_at=rv.requested_at,
-            deadline_s=round(rv.deadline - rv.requested_at, 3),
-            poll_bound_s=cfg.revocation_bound,
-        )
-        per[name] = {**judged, "probe_log": _probe_log(run.log, rv.requested_at)}
-    response = rv.response
-    return {
-        "username": rv.subject,
-        "requested_at": rv.requested_at,
-        "admin_answered_after_s": round(rv.answered_at - rv.requested_at, 3),
-        "refresh_tokens_revoked": response.get("refresh_tokens_revoked"),
-        "sessions_ended": response.get("sessions_ended"),
-        "events_target_s": refusals.EVENTS_TARGET,
-        "deadline_s": cfg.refusal_deadline,
-        "enabled_again": dict(enabled) if enabled is not None else None,
-        "services": per,
     }
 
 
@@ -350,6 +277,7 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{_fmt(s['replacement_accepted_after_s']):>17}  "
                 f"{probe_summary(s['probe_log'])}"
             )
+        lines.append("  " + _stream_line(rv["issuer_stream"]))
         lines.append(
             f"  the revoked key's tokens, {next(iter(rv['services'].values()))['probes']} "
             "probes per service (s after the revocation request):"
@@ -383,5 +311,14 @@ def _user_lines(uv: dict[str, Any] | None, lines: list[str]) -> None:
         f"revoked, {uv['sessions_ended']} sessions ended); enabled again after the drill: "
         f"{again}"
     )
+    lines.append("  " + _stream_line(uv["issuer_stream"]))
     lines.append("  the user's tokens (s after the disable request):")
     lines.extend(refusals.table_lines(uv["services"]))
+
+
+def _stream_line(stream: dict[str, Any]) -> str:
+    at = stream["event_after_s"]
+    if at is not None:
+        late = "" if stream["connected_before_the_action"] else " (the drill connected late)"
+        return f"its event appeared on the issuer's stream after {at:.3f}s{late}"
+    return f"its event was not seen on the issuer's stream ({stream['state']})"

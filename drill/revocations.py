@@ -21,6 +21,8 @@ import httpx
 from drill.client import describe
 from drill.config import DrillError
 from drill.records import ProbeRun, Revocation, ServiceState
+from drill.stream import claims_of
+from shared.security_events import subject_hash
 
 if TYPE_CHECKING:
     from drill.runner import Drill
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 # together send at most PROBE_RATE requests a second (the probes must not become the load they
 # measure). They start staggered over the pause, so together they send at an even pace.
 PROBE_PAUSE = 0.05
-PROBE_RATE = 200.0
+PROBE_RATE = 100.0
 
 
 def probe_pause(probes: int) -> float:
@@ -44,6 +46,7 @@ async def measure(
     held: Mapping[str, Sequence[str]],
     action: Callable[[], Awaitable[dict[str, Any]]],
     deadline_s: float,
+    event: tuple[str, str] = ("", ""),
 ) -> Revocation:
     """Run ``action`` (the admin call) with every service's probes holding ``held`` tokens,
     until each probe is refused or ``deadline_s`` after the request; the record."""
@@ -51,6 +54,7 @@ async def measure(
     states = await asyncio.gather(*(drill.stack.subscription(s.url) for s in services))
     requested = time.time()
     revocation = Revocation(kind, subject, requested, requested, requested + deadline_s)
+    revocation.event_claim, revocation.event_value = event
     n = drill.config.probes
     for service, state in zip(services, states, strict=True):
         revocation.runs[service.name] = ProbeRun(
@@ -123,8 +127,11 @@ async def revoke_user(drill: Drill) -> Revocation:
         drill.user_disabled = True
         return await drill.stack.admin("POST", path, token=token)
 
+    sub = next(iter(held.values()))[0]
+    sub_claim = claims_of(sub).get("sub")
+    event = ("sub", subject_hash(sub_claim)) if isinstance(sub_claim, str) else ("", "")
     revocation = await measure(
-        drill, "user", username, held, disable, drill.config.refusal_deadline
+        drill, "user", username, held, disable, drill.config.refusal_deadline, event
     )
     drill.phase = "after user revocation"
     return revocation
@@ -166,7 +173,6 @@ async def revoke_key(drill: Drill) -> Revocation:
                 await drill.mint(service)
         await asyncio.sleep(0.05)
     held = {s.name: list(s.tokens_by_kid[kid]) for s in drill.services.values()}
-    drill.revoked.add(kid)
     token = await drill.stack.admin_token()  # minted first, as for the user
 
     async def revoke() -> dict[str, Any]:
@@ -175,7 +181,9 @@ async def revoke_key(drill: Drill) -> Revocation:
         drill.remint_now()  # the load goes on with the replacement key's tokens
         return out
 
-    revocation = await measure(drill, "key", kid, held, revoke, cfg.revocation_bound + 10)
+    revocation = await measure(
+        drill, "key", kid, held, revoke, cfg.revocation_bound + 10, ("kid", kid)
+    )
     signing_kid = revocation.response.get("signing_kid")
     revocation.replacement_kid = signing_kid if isinstance(signing_kid, str) else None
     drill.phase = "after key revocation"

@@ -18,6 +18,7 @@ from drill.config import DrillConfig, DrillError
 from drill.html import write_html
 from drill.records import Revocation, Rotation, ServiceState, Timeline
 from drill.report import build_report
+from drill.stream import StreamLog, watch
 
 # Tokens kept per kid and service for a revocation's probes to hold (the newest ones).
 HELD_TOKENS = 8
@@ -32,8 +33,8 @@ class Drill:
         self.failures_by_phase: Counter[str] = Counter()
         self.rotations: list[Rotation] = []
         self.revocations: list[Revocation] = []
-        self.revoked: set[str] = set()
         self.timeline = Timeline()
+        self.stream = StreamLog()
         self.keys: list[dict[str, Any]] = []
         self.user_stopped = False
         self.user_disabled = False
@@ -278,6 +279,7 @@ class Drill:
             tasks = [
                 asyncio.create_task(self._progress()),
                 asyncio.create_task(self._loop_lag()),
+                asyncio.create_task(watch(http, cfg.issuer, self.stream)),
             ]
             for service in self.services.values():
                 tasks.append(asyncio.create_task(self._minter(service)))
@@ -351,6 +353,7 @@ class Drill:
             timeline=self.timeline,
             key_list=self.keys,
             user_enabled=self.user_enabled,
+            stream=self.stream,
             failures=self.failures,
             failures_by_phase=self.failures_by_phase,
             problems=self.problems,
