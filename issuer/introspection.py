@@ -160,6 +160,8 @@ class Introspector:
             return False
         try:
             with self.refresh.engine.begin() as conn:
+                if self.events is not None:  # the event lock first (issuer/events/store.py)
+                    self.events.store.lock(conn)
                 added = self.revoked.revoke(jti, exp, conn=conn)
                 if added and self.events is not None:
                     self.events.token_revoked(conn, jti, exp, reason="access token revoked")

@@ -56,8 +56,7 @@ class EventStore:
     def record(self, conn: Connection, claims: Mapping[str, Any], *, expires: float) -> None:
         """Store the SET claims ``claims`` in the caller's transaction (``conn``), kept until
         ``expires`` (the latest ``exp`` they cover) plus the margin."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENTS_LOCK_KEY})
+        self.lock(conn)
         conn.execute(
             security_events.insert().values(
                 jti=claims["jti"],
@@ -67,6 +66,15 @@ class EventStore:
             )
         )
         self.notify()
+
+    @staticmethod
+    def lock(conn: Connection) -> None:
+        """PostgreSQL: take the event-insert lock now, for the rest of ``conn``'s transaction (a
+        caller that writes other rows before its event takes it first, so that every transaction
+        takes it before, never after, a row lock another event writer may hold). Taken again by
+        :meth:`record`, which costs nothing then. SQLite: nothing (writers are serialised)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENTS_LOCK_KEY})
 
     def record_now(self, claims: Mapping[str, Any], *, expires: float) -> None:
         """:meth:`record` in a transaction of its own."""
