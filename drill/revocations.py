@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # A probe's pause between two requests: PROBE_PAUSE, or longer so that a service's probes
 # together send at most PROBE_RATE requests a second (the probes must not become the load they
 # measure). They start staggered over the pause, so together they send at an even pace.
-PROBE_PAUSE = 0.05
+PROBE_PAUSE = 0.1
 PROBE_RATE = 100.0
 
 

@@ -18,7 +18,7 @@ from drill.runner import Drill
 
 def test_probe_pause_caps_the_probes_rate_at_a_service() -> None:
     assert probe_pause(1) == PROBE_PAUSE
-    assert probe_pause(5) == PROBE_PAUSE
+    assert probe_pause(10) == PROBE_PAUSE
     assert probe_pause(40) == 40 / PROBE_RATE
     assert 100 / probe_pause(100) == PROBE_RATE
 

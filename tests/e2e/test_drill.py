@@ -49,13 +49,17 @@ def _drill_args(stack: Stack, client: dict[str, str], photos: str, contacts: str
         "1",
         "--revocation-margin",
         "4",
+        "--probes",
+        "4",
     ]
 
 
 def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> None:
+    """The services without pushed events (RESOURCE_EVENTS=0): the key revocation is held to
+    the JWKS poll bound, as before issue 17 (the subscription-up case is the next test)."""
     stack.issuer(**ISSUER_ENV).start()
-    photos = stack.resource("photos", **RESOURCE_ENV).start()
-    contacts = stack.resource("contacts", **RESOURCE_ENV).start()
+    photos = stack.resource("photos", RESOURCE_EVENTS="0", **RESOURCE_ENV).start()
+    contacts = stack.resource("contacts", RESOURCE_EVENTS="0", **RESOURCE_ENV).start()
     client = stack.create_client(scope="issuer:admin", audiences=["issuer", "photos", "contacts"])
     report_file = tmp_path / "drill.json"
     started = time.monotonic()
@@ -98,6 +102,9 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
     assert revocation["bound_s"] == 5
     for name in ("photos", "contacts"):
         service = revocation["services"][name]
+        assert service["subscription"] == "disabled"
+        assert service["verdict"] == "pass"
+        assert service["target_s"] == 5
         assert service["within_bound"] is True
         assert service["refused_after_s"] <= 5
         assert service["replacement_accepted_after_s"] is not None
@@ -108,9 +115,9 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
         assert log[-1]["status"] == "401"
         assert log[-1]["answered_after_s"] >= service["refused_after_s"]
         assert all(e["sent_after_s"] <= e["answered_after_s"] for e in log)
-        assert service["probes"] == service["refused"] == 20
+        assert service["probes"] == service["refused"] == 4
         assert sum(service["probe_statuses"].values()) == service["probe_requests"]
-        assert service["probe_statuses"]["401"] == 20
+        assert service["probe_statuses"]["401"] == 4
         assert service["refused_after_s"] <= service["p50_s"] <= service["p99_s"]
         assert service["p99_s"] <= service["max_s"] <= 5
 
@@ -222,6 +229,82 @@ def _enabled_again(stack: Stack, client: dict[str, str], audience: str) -> None:
         password="correct horse battery",
         audience=audience,
     )
+
+
+def test_drill_user_and_key_revocation_pushed_with_html(stack: Stack, tmp_path: Path) -> None:
+    """With the events subscription up at both services, a user's tokens and the revoked key's
+    are refused with p99 under a second (the user first, then the key); the HTML report holds
+    the timeline."""
+    stack.issuer(**ISSUER_ENV).start()
+    photos = stack.resource("photos", **RESOURCE_ENV).start()
+    contacts = stack.resource("contacts", **RESOURCE_ENV).start()
+    client = _user_client(stack, "photos", "contacts")
+    html, report_file = tmp_path / "drill.html", tmp_path / "drill.json"
+    args = _user_drill(
+        stack,
+        services={"photos": photos.url, "contacts": contacts.url},
+        client_id=client["client_id"],
+        rotations="0",
+        revoke="",
+        concurrency="2",
+        probes="5",
+        warmup="1.5",
+        poll_interval="1",
+        revocation_margin="4",
+        refusal_deadline="5",
+        html=str(html),
+        json=str(report_file),
+    )
+    result = stack.cli(
+        *args, input=client["client_secret"] + "\ncorrect horse battery\n", check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RESULT: PASS" in result.stdout
+    assert "user revocation: ada disabled" in result.stdout
+    assert "enabled again after the drill: yes" in result.stdout
+    assert f"HTML report with the timeline: {html}" in result.stdout
+    assert "correct horse battery" not in result.stdout + result.stderr
+    report = json.loads(report_file.read_text())
+    assert report["ok"] is True
+    assert report["requests"]["failed"] == 0
+
+    user = report["user_revocation"]
+    assert user["username"] == "ada"
+    assert user["enabled_again"]["enabled"] is True
+    key = report["revocation"]
+    # The user went first: the key's request came after the user's probes were all refused.
+    assert key["requested_at"] > user["requested_at"] + max(
+        s["max_s"] for s in user["services"].values()
+    )
+    for section in (user, key):
+        # The drill's own subscription saw the event on the issuer's stream.
+        stream = section["issuer_stream"]
+        assert stream["connected_before_the_action"] is True
+        assert stream["event_after_s"] is not None
+        assert 0 <= stream["event_after_s"] < 5
+        for name in ("photos", "contacts"):
+            service = section["services"][name]
+            assert service["subscription"] == "connected", (name, service)
+            assert service["probes"] == service["refused"] == 5
+            assert service["verdict"] == "pass"
+            assert 0 <= service["p50_s"] <= service["p99_s"] <= service["max_s"]
+            assert service["p99_s"] < 1
+            assert service["probe_statuses"]["401"] == 5
+
+    timeline = report["timeline"]
+    assert sum(timeline["requests"]) >= report["requests"]["total"] * 0.9
+    assert [a["kind"] for a in timeline["actions"]] == ["user", "key"]
+    revoked = next(k for k in timeline["keys"] if k["kid"] == key["kid"])
+    assert revoked["revoke_s"] is not None
+    assert abs(revoked["revoke_s"] - timeline["actions"][1]["at_s"]) < 1
+    for name in ("photos", "contacts"):
+        assert [r["at_s"] is not None for r in timeline["first_refusal"][name]] == [True, True]
+        assert key["replacement_kid"] in timeline["first_accept"][name]
+    page = html.read_text()
+    assert '<svg id="timeline"' in page
+    assert page.count("mark mark-refuse") == 4  # 2 revocations x 2 services
+    assert "<script" not in page
+    _enabled_again(stack, client, "photos")
 
 
 def test_drill_user_revocation_with_the_subscription_down_has_no_bound(
