@@ -53,19 +53,25 @@ class RevocationEvents:
         except TemporarilyUnavailable:
             raise
         except KeyhouseError as exc:
-            self.refusals[exc.description] += 1
-            logger.warning("security event refused: %s", exc.description)
-            return Handled(REFUSED)
+            return self._refused(exc.description)
         rule = event.rule
-        outcome = self.deny.add(
-            rule.claim, rule.value, before=rule.before, expires=rule.expires, event_id=event.jti
-        )
+        try:
+            outcome = self.deny.add(
+                rule.claim, rule.value, before=rule.before, expires=rule.expires, event_id=event.jti
+            )
+        except ValueError as exc:  # a rule the deny-list cannot hold: refused, never retried
+            return self._refused(str(exc))
         if outcome == APPLIED:
             self.applied[rule.claim] += 1
             logger.info("security event %s applied: tokens by %s refused", event.jti, rule.claim)
             if rule.claim == "kid":
                 self._start_refetch()
         return Handled(outcome, float(event.issued_at))
+
+    def _refused(self, reason: str) -> Handled:
+        self.refusals[reason] += 1
+        logger.warning("security event refused: %s", reason)
+        return Handled(REFUSED)
 
     def _start_refetch(self) -> None:
         task = asyncio.get_running_loop().create_task(self.jwks.refetch())

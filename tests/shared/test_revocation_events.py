@@ -98,3 +98,16 @@ def test_no_usable_keys_propagates() -> None:
         r.handle(signed(revoked_jti()))
     assert len(r.deny) == 0
     assert not r.handler.refusals
+
+
+def test_a_rule_the_deny_list_cannot_hold_is_refused_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = Receiver()
+
+    def bad_add(*args: object, **kwargs: object) -> str:
+        raise ValueError("a deny-list value must not be empty")
+
+    monkeypatch.setattr(r.deny, "add", bad_add)
+    assert r.handle(signed(revoked_jti())).outcome == "refused"
+    assert r.handler.refusals["a deny-list value must not be empty"] == 1
