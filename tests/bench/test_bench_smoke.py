@@ -124,4 +124,4 @@ def test_bench_lists_every_scenario() -> None:
         cwd=ROOT,
     )
     numbers = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-    assert {str(n) for n in range(11)} <= numbers
+    assert {str(n) for n in range(12)} <= numbers
