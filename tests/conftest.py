@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,20 @@ import pytest
 from tests.support.pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.support.postgres import PostgresServer
 from tests.support.processes import Stack
+from tests.support.schedule import longest_first
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist's --dist loadfile hands out files by how many tests each holds unless told
+    # to keep the collection order, which pytest_collection_modifyitems below makes longest
+    # first (tests/support/schedule.py).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # only the order of parallel runs matters
+        longest_first(items)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
