@@ -245,7 +245,8 @@ def geometry(timeline: Mapping[str, Any]) -> Geometry:
             # A key's revocation is labelled by its revoke marker; a user's by this one.
             text = f"disable {action['subject'][:12]}" if action["kind"] == "user" else ""
             markers.append(Marker(x(at), "action", label, ACTION_COLOUR, "1 3", text))
-    markers = place_labels(markers, chart_top)
+    # Revocations drawn last, on top: a replacement key activates at the same instant.
+    markers = sorted(place_labels(markers, chart_top), key=lambda m: m.kind == "revoke")
 
     lanes: list[Lane] = []
     accepts = timeline.get("first_accept") or {}

@@ -212,3 +212,13 @@ def test_every_row_taken_the_text_goes_where_the_row_ends_first() -> None:
     rows = [m.text_y for m in place_labels(markers, 100.0)]
     assert rows[:3] == [96.0, 96.0 - LABEL_ROW_HEIGHT, 96.0 - 2 * LABEL_ROW_HEIGHT]
     assert rows[3] == 96.0
+
+
+def test_a_revoke_marker_is_drawn_over_the_activation_at_the_same_instant() -> None:
+    keys = [
+        {"kid": "old", "publish_s": None, "activate_s": None, "retire_s": None, "revoke_s": 5.0},
+        {"kid": "new", "publish_s": 5.0, "activate_s": 5.0, "retire_s": None, "revoke_s": None},
+    ]
+    g = geometry(_timeline(keys=keys))
+    assert [m.kind for m in g.markers][-1] == "revoke"
+    assert {m.x for m in g.markers} == {g.x(5.0)}
