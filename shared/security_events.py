@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from shared.errors import KeyhouseError
-from shared.jws import b64url, b64url_encode
+from shared.jws import b64url_encode
 from shared.keys import SigningKey
-from shared.tokens import compact_json
+from shared.tokens import ALGORITHM, SECURITY_EVENT_TYPE, TokenSigner
 
 # --- Vocabulary ------------------------------------------------------------------------------
 
-SET_TYPE: Final = "secevent+jwt"  # RFC 8417 §2.3, the ``typ`` header
-SET_ALGORITHM: Final = "RS256"
+SET_TYPE: Final = SECURITY_EVENT_TYPE  # RFC 8417 §2.3, the ``typ`` header
+SET_ALGORITHM: Final = ALGORITHM
 EVENTS_PATH: Final = "/events"  # the stream, on the issuer; also the SET audience's path
 
 KEY_REVOKED: Final = "urn:keyhouse:secevent:key-revoked"
@@ -267,13 +267,9 @@ def password_changed(
 
 
 def sign_set(claims: Mapping[str, Any], key: SigningKey) -> str:
-    """The compact SET: header ``{"alg": "RS256", "typ": "secevent+jwt", "kid": key.kid}``."""
-    header = {"alg": SET_ALGORITHM, "typ": SET_TYPE, "kid": key.kid}
-    signing_input = (
-        b64url(compact_json(header).encode()) + b"." + b64url(compact_json(claims).encode())
-    )
-    signature = key.private_key.sign(signing_input, _PADDING, _SHA256)
-    return (signing_input + b"." + b64url(signature)).decode("ascii")
+    """The compact SET: header ``{"alg": "RS256", "typ": "secevent+jwt", "kid": key.kid}``
+    (the issuer signs with its key ring's :class:`TokenSigner` directly; this is for one key)."""
+    return TokenSigner(key).sign_security_event(claims)
 
 
 # --- Reading (receiver) ------------------------------------------------------------------------

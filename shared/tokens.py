@@ -31,6 +31,7 @@ from shared.scopes import format_scope
 ALGORITHM = "RS256"
 TOKEN_TYPE = "at+jwt"
 ID_TOKEN_TYPE = "JWT"  # OpenID Connect ID tokens (shared/id_tokens.py)
+SECURITY_EVENT_TYPE = "secevent+jwt"  # RFC 8417 §2.3 (shared/security_events.py)
 # RFC 9068 §4: verifiers accept "at+jwt" or its full media type.
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # An RFC 7638 SHA-256 thumbprint in base64url: 32 bytes, 43 characters, no padding.
@@ -76,6 +77,10 @@ class TokenSigner:
         # RFC 9068 verifier takes one for an access token.
         id_header = {"alg": ALGORITHM, "typ": ID_TOKEN_TYPE, "kid": key.kid}
         self._id_header_b64 = b64url(compact_json(id_header).encode())
+        # Security Event Tokens (RFC 8417, shared/security_events.py): the same key, their own
+        # ``typ``, so neither verifier takes one for the other.
+        set_header = {"alg": ALGORITHM, "typ": SECURITY_EVENT_TYPE, "kid": key.kid}
+        self._set_header_b64 = b64url(compact_json(set_header).encode())
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         # The hot path: written out, not shared with sign_id_token through one more call.
@@ -85,7 +90,14 @@ class TokenSigner:
 
     def sign_id_token(self, claims: Mapping[str, Any]) -> str:
         """An OpenID Connect ID token with these claims (header ``typ: JWT``, this ``kid``)."""
-        signing_input = self._id_header_b64 + b"." + b64url(compact_json(claims).encode())
+        return self._signed(self._id_header_b64, claims)
+
+    def sign_security_event(self, claims: Mapping[str, Any]) -> str:
+        """A Security Event Token with these claims (header ``typ: secevent+jwt``, this ``kid``)."""
+        return self._signed(self._set_header_b64, claims)
+
+    def _signed(self, header_b64: bytes, claims: Mapping[str, Any]) -> str:
+        signing_input = header_b64 + b"." + b64url(compact_json(claims).encode())
         signature = self._private_key.sign(signing_input, _PADDING, _SHA256)
         return (signing_input + b"." + b64url(signature)).decode("ascii")
 

@@ -35,7 +35,6 @@ from issuer.keys import KeyRing
 from issuer.metrics import IssuerMetrics
 from shared import security_events as se
 from shared.errors import TemporarilyUnavailable
-from shared.keys import SigningKey
 
 logger = logging.getLogger("keyhouse.issuer.events")
 
@@ -80,7 +79,6 @@ class Broadcaster:
         self.poll_interval = poll_interval
         self._subscriptions: set[Subscription] = set()
         self._signed: OrderedDict[int, str] = OrderedDict()
-        self._keys: dict[str, SigningKey] = {}
         self._head = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -211,12 +209,8 @@ class Broadcaster:
     async def _sign(self, event: StoredEvent) -> str:
         if se.KEY_REVOKED in event.claims.get("events", {}):
             await anyio.to_thread.run_sync(self.keyring.reload)
-        kid = self.keyring.signer().kid
-        key = self._keys.get(kid)
-        if key is None:
-            key = await anyio.to_thread.run_sync(lambda: self.keyring.repo.load_private(kid))
-            self._keys[kid] = key
-        return se.sign_set(event.claims, key)
+        # The ring's signer holds the loaded key: no unsealing on the way to a subscriber.
+        return self.keyring.signer().sign_security_event(event.claims)
 
 
 def on_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
