@@ -47,6 +47,9 @@ def require_admin(request: Request) -> None:
         issuer.metrics.verifications.labels(exc.error).inc()
         raise
     issuer.metrics.verifications.labels("valid").inc()
+    # An administrator is at work: have a replacement key ready, so that an emergency
+    # revocation of the signing key does not wait for RSA key generation (KeyAdmin).
+    issuer.admin.prepare_spare()
 
 
 async def admin_keys(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,11 +242,21 @@ class KeyRepository:
         created = made_here or (changed == 1 and successor.publish_at > now)
         return RotationResult(self.get(successor.kid), created=created)
 
-    def revoke(self, kid: str, now: float) -> RevocationResult:
-        """Unpublish ``kid`` at once; if it was signing, a fresh key signs from ``now``.
+    def revoke(
+        self,
+        kid: str,
+        now: float,
+        *,
+        new_key: Callable[[], SigningKey] = generate_signing_key,
+        on_revoked: Callable[[Connection], None] | None = None,
+    ) -> RevocationResult:
+        """Unpublish ``kid`` at once; if it was signing, a fresh key signs from ``now``
+        (made by ``new_key``, called only then).
 
         ``revoked`` is False when the key was already revoked, including by another process
-        deciding the same revocation at the same moment: exactly one caller gets True.
+        deciding the same revocation at the same moment: exactly one caller gets True, and
+        ``on_revoked`` runs inside that caller's transaction, the one that revokes (the
+        key-revoked security event is recorded there, so it commits with the revocation).
         """
         records = self.records()
         target = next((r for r in records if r.kid == kid), None)
@@ -254,10 +265,11 @@ class KeyRepository:
         if target.revoked_at is not None:
             return RevocationResult(target, revoked=False)
         signing = signing_record(records, now)
+        hook = on_revoked or _nothing
         if signing is not None and signing.kid == kid:
-            revoked = self._revoke_signing(target, now)
+            revoked = self._revoke_signing(target, now, new_key, hook)
         elif target.activate_at > now:
-            revoked = self._revoke_pending(target, now)
+            revoked = self._revoke_pending(target, now, hook)
         else:
             with self.engine.begin() as conn:
                 revoked = (
@@ -269,12 +281,20 @@ class KeyRepository:
                     ).rowcount
                     == 1
                 )
+                if revoked:
+                    hook(conn)
         return RevocationResult(self.get(kid), revoked=revoked)
 
-    def _revoke_signing(self, target: KeyRecord, now: float) -> bool:
+    def _revoke_signing(
+        self,
+        target: KeyRecord,
+        now: float,
+        new_key: Callable[[], SigningKey],
+        hook: Callable[[Connection], None],
+    ) -> bool:
         # The replacement takes the revoked key's place in the schedule: it signs from now and
         # retires when the revoked key would have (a pending successor keeps its time).
-        key = generate_signing_key()
+        key = new_key()
         row = self._key_row(key, now, publish_at=now, activate_at=now)
         row["retire_at"] = target.retire_at
         row["remove_at"] = target.remove_at
@@ -291,6 +311,7 @@ class KeyRepository:
                     .where(signing_keys.c.kid == target.kid)
                     .values(revoked_at=now)
                 )
+                hook(conn)
         except IntegrityError:
             if self._slot_kid(f"revoke:{target.kid}") is None:
                 raise
@@ -298,7 +319,9 @@ class KeyRepository:
         logger.warning("revoked signing key %s; %s signs from now", target.kid, key.kid)
         return True
 
-    def _revoke_pending(self, target: KeyRecord, now: float) -> bool:
+    def _revoke_pending(
+        self, target: KeyRecord, now: float, hook: Callable[[Connection], None]
+    ) -> bool:
         # A successor that never signed: the keys it would have retired keep signing, and the
         # scheduler may schedule a new successor (its slot is freed).
         with self.engine.begin() as conn:
@@ -321,4 +344,9 @@ class KeyRepository:
                 .where(key_rotations.c.kid == target.kid)
                 .where(key_rotations.c.slot.like("rotate:%"))
             )
+            hook(conn)
         return True
+
+
+def _nothing(conn: Connection) -> None:
+    """The default ``on_revoked``: nothing more in the revoking transaction."""

@@ -128,3 +128,69 @@ def test_revoke_non_signing_keys(repo: KeyRepository, clock: FakeClock) -> None:
     created = admin.tick()
     assert created is not None
     assert created["kid"] not in {first.kid, second, pending["kid"]}
+
+
+def test_revoking_the_signing_key_uses_the_prepared_spare(
+    repo: KeyRepository, clock: FakeClock
+) -> None:
+    """The spare made ahead replaces the revoked signing key (no key generation while the
+    revocation waits), and the next spare is prepared once it is used."""
+    admin = KeyAdmin(repo, clock=clock)
+    first = repo.ensure_signing_key(clock())
+    admin._make_spare()  # what prepare_spare's background thread runs
+    spare = admin._spare
+    assert spare is not None
+    out = admin.revoke(first.kid)
+    assert out["signing_kid"] == spare.kid
+    assert admin._spare is not spare
+    assert admin._spare is not None or admin._spare_wanted  # the next one is on its way
+
+
+def test_revoking_without_a_spare_generates_the_replacement(
+    repo: KeyRepository, clock: FakeClock
+) -> None:
+    admin = KeyAdmin(repo, clock=clock)
+    first = repo.ensure_signing_key(clock())
+    out = admin.revoke(first.kid)
+    assert out["signing_kid"] not in (None, first.kid)
+    assert admin._spare is None and not admin._spare_wanted  # the CLI's path makes none
+
+
+def test_revoking_a_key_that_does_not_sign_leaves_the_spare(
+    repo: KeyRepository, clock: FakeClock
+) -> None:
+    admin = KeyAdmin(repo, clock=clock)
+    repo.ensure_signing_key(clock())
+    pending = admin.rotate()["kid"]
+    admin._make_spare()
+    spare = admin._spare
+    admin.revoke(pending)
+    assert admin._spare is spare
+
+
+@pytest.mark.parametrize("which", ["signing", "pending", "retired"])
+def test_the_revocation_hook_runs_in_the_revoking_transaction(
+    repo: KeyRepository, clock: FakeClock, which: str
+) -> None:
+    """on_revoked runs inside the transaction that revokes: when it fails, nothing is revoked
+    (so the key-revoked event commits with the revocation, or neither does)."""
+    admin = KeyAdmin(repo, clock=clock)
+    first = repo.ensure_signing_key(clock())
+    kid = first.kid
+    if which == "pending":
+        kid = admin.rotate()["kid"]
+    elif which == "retired":
+        admin.rotate(now=True)
+    clock.advance(1)
+
+    def fail(conn: object) -> None:
+        raise RuntimeError("the event could not be recorded")
+
+    with pytest.raises(RuntimeError):
+        repo.revoke(kid, clock(), on_revoked=fail)
+    assert next(r for r in repo.records() if r.kid == kid).revoked_at is None
+    seen: list[object] = []
+    assert repo.revoke(kid, clock(), on_revoked=seen.append).revoked is True
+    assert len(seen) == 1
+    assert repo.revoke(kid, clock(), on_revoked=seen.append).revoked is False
+    assert len(seen) == 1  # an already revoked key runs no hook
