@@ -47,10 +47,19 @@ def generate_signing_key(key_size: int = RSA_KEY_SIZE) -> SigningKey:
     return SigningKey(kid=thumbprint(private.public_key()), private_key=private)
 
 
-def load_signing_key(pem: bytes) -> SigningKey:
-    """Load an unencrypted PKCS#8/PKCS#1 PEM private RSA key."""
+def load_signing_key(pem: bytes, *, sealed_by_us: bool = False) -> SigningKey:
+    """Load an unencrypted PKCS#8/PKCS#1 PEM private RSA key.
+
+    ``sealed_by_us``: the PEM comes out of the issuer's own authenticated seal (AES-GCM under
+    its secret key, issuer/keys/sealing.py), so it is a key this code generated and checked;
+    cryptography's RSA key validation (a primality and consistency check costing 130-450 ms
+    per key, on every issuer start, key reload and rotation) is skipped for it, as cryptography
+    documents for keys from a trusted source. A PEM from anywhere else is fully validated.
+    """
     try:
-        private = serialization.load_pem_private_key(pem, password=None)
+        private = serialization.load_pem_private_key(
+            pem, password=None, unsafe_skip_rsa_key_validation=sealed_by_us
+        )
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigurationError("not a valid unencrypted PEM private key") from exc
     if not isinstance(private, rsa.RSAPrivateKey):

@@ -73,7 +73,8 @@ class KeyRepository:
             ).scalar_one_or_none()
         if sealed is None:
             raise NotFound(f"no signing key {kid}")
-        key = load_signing_key(self.sealer.unseal(bytes(sealed), kid=kid))
+        # Unsealing authenticates it (AES-GCM): a key we made, loaded without re-validation.
+        key = load_signing_key(self.sealer.unseal(bytes(sealed), kid=kid), sealed_by_us=True)
         if key.kid != kid:
             raise ConfigurationError(f"signing key {kid} does not match its thumbprint")
         return key

@@ -46,6 +46,24 @@ def test_load_rejects_garbage_small_and_non_rsa_keys() -> None:
         load_signing_key(_pem(ec.generate_private_key(ec.SECP256R1())))
 
 
+def test_an_inconsistent_key_is_refused_unless_it_comes_from_our_own_seal() -> None:
+    """A PEM from outside gets cryptography's full RSA validation; only a key out of the
+    issuer's authenticated seal (sealed_by_us) skips it, to load in 0.1 ms instead of 140+."""
+    good = generate_signing_key().private_key.private_numbers()
+    broken = rsa.RSAPrivateNumbers(
+        p=good.p,
+        q=good.q,
+        d=good.d + 2,  # no longer the inverse of e: signatures would be wrong
+        dmp1=good.dmp1,
+        dmq1=good.dmq1,
+        iqmp=good.iqmp,
+        public_numbers=good.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    with pytest.raises(ConfigurationError, match="not a valid"):
+        load_signing_key(_pem(broken))
+    assert load_signing_key(_pem(broken), sealed_by_us=True).kid == thumbprint(broken.public_key())
+
+
 def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,

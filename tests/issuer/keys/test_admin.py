@@ -153,7 +153,8 @@ def test_revoking_without_a_spare_generates_the_replacement(
     first = repo.ensure_signing_key(clock())
     out = admin.revoke(first.kid)
     assert out["signing_kid"] not in (None, first.kid)
-    assert admin._spare is None and not admin._spare_wanted  # the CLI's path makes none
+    assert admin._spare is None  # the CLI's path makes none
+    assert not admin._spare_wanted
 
 
 def test_revoking_a_key_that_does_not_sign_leaves_the_spare(
