@@ -11,7 +11,9 @@ While :mod:`compose_load` sends requests through HAProxy:
    password or refresh grant through HAProxy has succeeded again (recovery);
 6. ``after``: a few seconds of normal traffic.
 
-Waits are polls with deadlines; the fixed pauses only give the load time to hit each state.
+Waits are polls with deadlines, and each phase lasts until the load has sent enough requests
+in it (:func:`_traffic`), not a fixed time: a quiet machine gets through in seconds, a loaded
+one takes as long as it needs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tests.e2e.compose_stack import ComposeStack
 PHASES = ["warm-up", "replica-killed", "replica-back", "database-down", "database-back", "after"]
 ISSUERS = ("issuer1", "issuer2")
 HAPROXY_UP = "Server issuers/issuer1 is UP"
+HAPROXY_DOWN = ("Server issuers/issuer1 is DOWN", "Server issuers/issuer1 is going DOWN")
 # An HAProxy access-log line whose retry counter (act/fe/be/srv/retries) is not 0: a request
 # that was sent again ("+" when to another server).
 RETRIED = re.compile(r' \d+/\d+/\d+/\d+/\+?[1-9]\d* \d+/\d+ "')
@@ -67,6 +70,21 @@ def _poll(what: str, check: Any, deadline_s: float, every: float = 0.25) -> Any:
         time.sleep(every)
 
 
+def _downs(log: str) -> int:
+    return sum(log.count(line) for line in HAPROXY_DOWN)
+
+
+def _traffic(load: Load, phase: str, count: int, *, since: float = 0.0) -> None:
+    """Wait until the load has sent ``count`` requests in ``phase`` from ``since`` on (the
+    phase's requests are what its tests judge; each kind of request goes on meanwhile)."""
+    _poll(
+        f"{count} requests in {phase}",
+        lambda: sum(o.at >= since for o in load.in_phases(phase)) >= count,
+        deadline_s=60,
+        every=0.1,
+    )
+
+
 def _token(stack: ComposeStack, credentials: dict[str, str], audience: str) -> str:
     with stack.client() as http:
         resp = http.post(
@@ -99,14 +117,24 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
 
     load.start(photos_token=photos_token, contacts_token=contacts_token)
     try:
-        time.sleep(4)
+        _traffic(load, "warm-up", 40)
 
         phase.set("replica-killed")
         issuer1 = stack.container("issuer1")
-        ups_before = stack.logs("haproxy", tail=100000).count(HAPROXY_UP)
+        haproxy_log = stack.logs("haproxy", tail=100000)
+        ups_before, downs_before = haproxy_log.count(HAPROXY_UP), _downs(haproxy_log)
         stack.docker("kill", issuer1)
         note("docker kill issuer1")
-        time.sleep(12)
+        # Dead until HAProxy has taken it out (a refused connection or two failed checks) and
+        # the load has gone on without it.
+        _poll(
+            "HAProxy takes issuer1 out",
+            lambda: _downs(stack.logs("haproxy", tail=100000)) > downs_before,
+            deadline_s=30,
+            every=0.5,
+        )
+        note("HAProxy: issuer1 is DOWN")
+        _traffic(load, "replica-killed", 60, since=time.monotonic())
 
         stack.docker("start", issuer1)
         phase.set("replica-back")
@@ -120,7 +148,7 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
             every=0.5,
         )
         note("HAProxy: issuer1 is UP")
-        time.sleep(3)
+        _traffic(load, "replica-back", 40, since=time.monotonic())
 
         run.issuers_before_db = _started(stack)
         phase.set("database-down")
@@ -130,7 +158,7 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
         for service in ISSUERS:
             run.readiness_down[service] = stack.wait_readyz(service, 503, deadline_s=30)
         note("both replicas' /readyz 503")
-        time.sleep(2)
+        _traffic(load, "database-down", 20, since=time.monotonic())
 
         stack.docker("start", postgres)
         db_started = time.monotonic()
@@ -149,10 +177,16 @@ def run_failover(stack: ComposeStack) -> FailoverRun:
         recovered_at = _poll("a password or refresh grant succeeds", first_grant, 60)
         run.recovery_seconds = recovered_at - db_started
         note(f"first password/refresh grant answered 200 {run.recovery_seconds:.1f}s after start")
-        time.sleep(3)
+        _traffic(load, "database-back", 20, since=time.monotonic())
 
         phase.set("after")
-        time.sleep(6)
+        _poll(
+            "every refresh chain refreshed after the outage",
+            lambda: all(c.refreshes_by_phase["after"] >= 2 for c in load.chains),
+            deadline_s=60,
+            every=0.1,
+        )
+        _traffic(load, "after", 60)
     finally:
         load.stop()
         note("load stopped")
