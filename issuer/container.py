@@ -207,6 +207,7 @@ def build_issuer(settings: IssuerSettings, *, clock: Clock = system_clock) -> Is
             max_subscribers=settings.events_max_subscribers,
             heartbeat=settings.events_heartbeat,
             poll_interval=settings.events_poll_interval,
+            outage=outage,
         ),
         users=UserAdmin(accounts, events=events, clock=clock),
     )

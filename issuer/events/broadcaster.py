@@ -33,6 +33,7 @@ from issuer.events import sse
 from issuer.events.store import PAGE, EventStore, StoredEvent
 from issuer.keys import KeyRing
 from issuer.metrics import IssuerMetrics
+from issuer.outage import DatabaseOutage, unavailability
 from shared import security_events as se
 from shared.errors import TemporarilyUnavailable
 
@@ -70,8 +71,10 @@ class Broadcaster:
         max_subscribers: int,
         heartbeat: float,
         poll_interval: float,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.store = store
+        self.outage = outage  # the process's outage record: one warning per outage, shared
         self.keyring = keyring
         self.metrics = metrics
         self.max_subscribers = max_subscribers
@@ -108,15 +111,24 @@ class Broadcaster:
                 if self._loop.time() - purged_at > PURGE_EVERY:
                     purged_at = self._loop.time()
                     await anyio.to_thread.run_sync(self.store.purge)
-            except Exception as exc:  # a database outage: keep the streams open, look again
-                if not self._failing:  # one warning per outage, not one per poll
-                    logger.warning("reading security events failed: %s", type(exc).__name__)
-                self._failing = True
+            except Exception as exc:  # keep the streams open, look again
+                self._poll_failed(exc)
                 await asyncio.sleep(self.poll_interval)
             else:
                 if self._failing:
                     logger.info("reading security events works again")
                 self._failing = False
+
+    def _poll_failed(self, exc: Exception) -> None:
+        """A database outage goes to the process's outage record (which warns once per outage,
+        as for every other database path); any other failure is logged once (with its message
+        and traceback) until a poll works again, not once per poll."""
+        reason = unavailability(exc) if self.outage is not None else None
+        if reason is not None and self.outage is not None:
+            self.outage.failed(reason)
+        elif not self._failing:
+            logger.warning("reading security events failed", exc_info=exc)
+        self._failing = True
 
     async def _poll(self) -> bool:
         events = await anyio.to_thread.run_sync(lambda: self.store.after(self._head))

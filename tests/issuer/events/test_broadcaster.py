@@ -1,12 +1,15 @@
 """issuer/events/broadcaster.py on a real store and key ring (SQLite): backlog then live events,
 signed once per event with the current key; a key-revoked event is signed by the replacement; an
 in-process record wakes the poller at once; the subscriber cap; stop() ends the streams; a
-subscriber too far behind is ended; a resume point beyond the newest event counts as none."""
+subscriber too far behind is ended; a resume point beyond the newest event counts as none; a
+database outage while polling is the process's outage (one warning for all), another failure is
+logged once with its traceback."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,12 +18,14 @@ from typing import Any
 import pytest
 from joserfc import jws
 from joserfc.jwk import RSAKey
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from issuer.events import EventStore, StoredEvent, sse
 from issuer.events import broadcaster as module
 from issuer.events.broadcaster import Broadcaster
 from issuer.keys import KeyRing
 from issuer.metrics import IssuerMetrics
+from issuer.outage import DatabaseOutage
 from shared import security_events as se
 from shared.errors import TemporarilyUnavailable
 from tests.issuer.keys.support import MAX_AGE, make_repo
@@ -201,3 +206,57 @@ def test_a_database_failure_ends_the_stream_without_raising(
         return chunks
 
     assert asyncio.run(main()) == [sse.KEEPALIVE]
+
+
+def _poll_failing(broadcaster: Broadcaster, store: EventStore, exc: Exception) -> int:
+    """Run the poller while every read of the store raises ``exc``; how many reads it made."""
+    calls = 0
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        raise exc
+
+    async def main() -> None:
+        task = asyncio.create_task(broadcaster.run())
+        async with asyncio.timeout(10):
+            while calls < 4:  # several polls, each failing
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    store.after = broken  # type: ignore[method-assign]
+    asyncio.run(main())
+    return calls
+
+
+def test_a_database_outage_while_polling_is_the_outage_records_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The poller's outage is the process's outage: one warning from issuer/outage.py for all of
+    them (requests, key reload, poller), none of the poller's own (it logged one of its own
+    beside the outage's; tests/issuer/test_outage.py counted two on CI)."""
+    outage = DatabaseOutage(retry_after=5)
+    broadcaster, store, _ring = _setup(tmp_path, outage=outage)
+    caplog.set_level(logging.WARNING)
+    polls = _poll_failing(broadcaster, store, PoolTimeout("QueuePool limit reached"))
+    assert polls >= 4
+    assert outage.down
+    assert outage.reason == "no database connection became free in time"
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["keyhouse.issuer"], warnings
+
+
+def test_another_poll_failure_is_logged_once_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outage = DatabaseOutage(retry_after=5)
+    broadcaster, store, _ring = _setup(tmp_path, outage=outage)
+    caplog.set_level(logging.WARNING)
+    _poll_failing(broadcaster, store, ValueError("a bug, not an outage"))
+    assert not outage.down
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.name == "keyhouse.issuer.events"
+    assert warning.exc_info is not None
+    assert "a bug, not an outage" in caplog.text
