@@ -78,7 +78,9 @@ def _claims(**extra: Any) -> dict[str, Any]:
         "iss": ISSUER,
         "sub": "client:abc",
         "aud": "photos",
-        "exp": now + 600,
+        # A day: the tokens below are signed when the module is imported (at collection); with
+        # 600 s they had expired by the time this file ran late in a 12-minute suite on CI.
+        "exp": now + 86400,
         "iat": now,
         "nbf": now,
         "jti": "j1",
