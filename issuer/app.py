@@ -78,6 +78,7 @@ def create_app(settings: IssuerSettings, *, clock: Clock = system_clock) -> Star
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
+            await issuer.tokens.refresh_tokens.aclose()
             await anyio.to_thread.run_sync(lambda: close_issuer(issuer))
 
     # Matched in order: the busiest endpoints first. /token is served ahead of the router by

@@ -1,7 +1,7 @@
 """Engines and connections: documented URL forms to SQLAlchemy URLs, the bounded pool with its
-idle-only ping, the readiness probe's engine, SQLite pragmas, and one autocommit statement on a
-pooled psycopg connection (the refresh grant's hot path). The tables and the store live in
-:mod:`issuer.db`."""
+idle-only ping, the readiness probe's engine, SQLite pragmas, and a driver's error as SQLAlchemy
+raises it (for the refresh grant's own psycopg connections, issuer/refresh_batch.py). The tables
+and the store live in :mod:`issuer.db`."""
 
 from __future__ import annotations
 
@@ -69,50 +69,12 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # The connect timeout bounds a request's wait on an unreachable host (a URL's own
     # connect_timeout wins); the idle ping replaces a pooled connection the server dropped.
-    engine = create_engine(url, connect_args=_pg_connect_args(url), **pool)
+    engine = create_engine(url, connect_args=pg_connect_args(url), **pool)
     ping_when_idle(engine)
     return engine
 
 
-def execute_autocommit(
-    engine: Engine, statement: str, params: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """PostgreSQL: run one ``statement`` (psycopg's ``%(name)s`` parameters) on a pooled
-    connection outside a transaction block (a single statement is atomic) and return its first
-    row as a dict, or None. For the refresh grant's one-statement rotation: SQLAlchemy's
-    execution layers cost more CPU there than psycopg and the statement (measured here: 236 us
-    against 96 us a call). Errors are SQLAlchemy's ``DBAPIError`` like any statement's, the
-    parameters hidden; a dropped connection is invalidated and the error says so
-    (``connection_invalidated``), so issuer/outage.py answers a 503 as for any statement.
-    """
-    dialect = engine.dialect
-    try:
-        # The pool's checkout raises the driver's own error (engine.connect() would wrap it):
-        # wrap it here, so a database that refuses connections is an outage like any other.
-        pooled = engine.raw_connection()
-    except dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(engine, statement, params, exc) from exc
-    driver: Any = pooled.driver_connection
-    try:
-        driver.autocommit = True
-        try:
-            cursor = driver.execute(statement, params)
-            row = cursor.fetchone()
-            names = [column.name for column in cursor.description or ()]
-        finally:
-            if not driver.closed:
-                driver.autocommit = False
-    except dialect.loaded_dbapi.Error as exc:
-        dropped = dialect.is_disconnect(exc, driver, None)
-        if dropped:
-            pooled.invalidate(exc)
-        raise _wrapped(engine, statement, params, exc, dropped=dropped) from exc
-    finally:
-        pooled.close()
-    return dict(zip(names, row, strict=True)) if row is not None else None
-
-
-def _wrapped(
+def wrap_driver_error(
     engine: Engine,
     statement: str,
     params: Mapping[str, Any],
@@ -121,7 +83,8 @@ def _wrapped(
     dropped: bool = False,
 ) -> StatementError:
     """The driver's ``exc`` as SQLAlchemy raises it for any statement: ``DBAPIError`` (its
-    OperationalError etc.), the parameters hidden, ``connection_invalidated`` when dropped."""
+    OperationalError etc.), the parameters hidden, ``connection_invalidated`` when dropped; so
+    issuer/outage.py tells an outage from other failures as for any statement."""
     dialect = engine.dialect
     return DBAPIError.instance(
         statement,
@@ -167,7 +130,7 @@ def ping_when_idle(
         since = record.info.pop(_IDLE_SINCE, None)
         if since is None:  # a new connection
             return
-        if monotonic() - since <= idle_after and not _has_input(dbapi_connection):
+        if monotonic() - since <= idle_after and not has_input(dbapi_connection):
             return
         try:
             dialect.do_ping(dbapi_connection)
@@ -180,7 +143,7 @@ def ping_when_idle(
     event.listen(engine, "checkout", checkout)
 
 
-def _has_input(dbapi_connection: Any) -> bool:
+def has_input(dbapi_connection: Any) -> bool:
     """Whether an idle connection's socket is readable (or closed): the server said something."""
     try:
         fd = dbapi_connection.fileno()
@@ -197,7 +160,7 @@ CONNECT_TIMEOUT = 5
 PROBE_CONNECT_TIMEOUT = 2
 
 
-def _pg_connect_args(url: str, timeout: int = CONNECT_TIMEOUT) -> dict[str, Any]:
+def pg_connect_args(url: str, timeout: int = CONNECT_TIMEOUT) -> dict[str, Any]:
     return {} if "connect_timeout" in make_url(url).query else {"connect_timeout": timeout}
 
 
@@ -218,7 +181,7 @@ def make_probe_engine(database_url: str) -> Engine:
     if path is not None:
         uri = f"sqlite:///file:{quote(str(path))}?mode=rw&uri=true"
         return create_engine(uri, connect_args={"check_same_thread": False, "timeout": 2}, **pool)
-    return create_engine(url, connect_args=_pg_connect_args(url, PROBE_CONNECT_TIMEOUT), **pool)
+    return create_engine(url, connect_args=pg_connect_args(url, PROBE_CONNECT_TIMEOUT), **pool)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

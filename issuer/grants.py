@@ -225,16 +225,14 @@ class Grants(AccessTokens, FailedAttempts):
         except (InvalidRequest, InvalidScope, InvalidTarget):
             terms = None
         now = self.clock()
-        redemption = await in_thread(
-            lambda: self.refresh_tokens.rotate(
-                presented,
-                client_id=client.client_id,
-                now=now,
-                narrow=narrow,
-                replay_grace=self.settings.refresh_replay_grace,
-                terms=terms,
-                jkt=jkt,
-            )
+        redemption = await self.refresh_tokens.redeem(
+            presented,
+            client_id=client.client_id,
+            now=now,
+            narrow=narrow,
+            replay_grace=self.settings.refresh_replay_grace,
+            terms=terms,
+            jkt=jkt,
         )
         if redemption.replayed and redemption.grant is not None:
             family = redemption.grant

@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from issuer.accounts import hash_secret
 from issuer.db import refresh_tokens
-from issuer.engines import execute_autocommit
 from issuer.events import SecurityEvents
+from issuer.refresh_batch import Rotation, RotationBatch
 from issuer.refresh_families import (
     family_start_revoked,
     revoke_family,
@@ -91,49 +92,13 @@ class SuccessorTerms:
     """What a refresh request asks of its successor, known before the stored grant is read:
     ``scopes`` None keeps the grant's (else they must lie within the grant's), ``audience`` None
     keeps the grant's (else the caller has checked it against the client's). Given to
-    :meth:`RefreshTokenStore.rotate` as a promise that, for an enabled user, ``narrow`` would
-    decide exactly this: PostgreSQL then rotates in one statement (see :data:`_ROTATE_AT_ONCE`).
+    :meth:`RefreshTokenStore.redeem` as a promise that, for an enabled user, ``narrow`` would
+    decide exactly this: PostgreSQL then rotates with the other rotations of its event-loop turn
+    in one statement (issuer/refresh_batch.py).
     """
 
     scopes: frozenset[str] | None = None
     audience: str | None = None
-
-
-# PostgreSQL: the whole of a successful rotation as one statement, run outside a transaction
-# block (one statement is atomic): one round trip instead of BEGIN, UPDATE, SELECTs, INSERT and
-# COMMIT. The claim is the same conditional UPDATE as in the transaction below, so it stays the
-# only arbiter; it also requires what ``narrow`` checks first (the user exists and is enabled)
-# and, with requested scopes, that they lie within the grant's. The successor is the row
-# ``issue`` writes. No row back: nothing changed (data-modifying CTEs run together or not at
-# all), and the transaction path decides and answers exactly as before.
-_ROTATE_AT_ONCE = """
-WITH claimed AS (
-    UPDATE refresh_tokens SET used_at = %(now)s
-    WHERE token_hash = %(digest)s AND client_id = %(client_id)s AND used_at IS NULL
-      AND revoked_at IS NULL AND expires_at > %(now)s
-      AND (jkt IS NULL OR jkt = %(jkt)s)
-      AND EXISTS (
-        SELECT 1 FROM users WHERE users.user_id = refresh_tokens.user_id AND NOT users.disabled
-      ){scope_check}
-    RETURNING family_id, client_id, user_id, scopes, audience, expires_at, family_expires_at, sid,
-        jkt
-), successor AS (
-    INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, audience,
-        created_at, expires_at, family_expires_at, used_at, revoked_at, parent_hash, sid, jkt)
-    SELECT %(new_hash)s, family_id, client_id, user_id, {scopes},
-        COALESCE(%(audience)s, audience), %(now)s, LEAST(%(idle_end)s, family_expires_at),
-        family_expires_at, NULL, NULL, %(digest)s, sid, jkt
-    FROM claimed
-    RETURNING scopes, audience
-)
-SELECT claimed.*, successor.scopes AS new_scopes, successor.audience AS new_audience
-FROM claimed, successor
-"""
-_KEEP_SCOPES = _ROTATE_AT_ONCE.format(scope_check="", scopes="scopes")
-_NARROW_SCOPES = _ROTATE_AT_ONCE.format(
-    scope_check="\n      AND string_to_array(scopes, ' ') @> %(requested)s::text[]",
-    scopes="%(scopes)s::text",
-)
 
 
 class RefreshTokenStore:
@@ -152,7 +117,13 @@ class RefreshTokenStore:
         self.ttl = ttl  # the family's absolute lifetime, counted from the login
         # Each token's own lifetime: unused this long, the family is dead. Never beyond ``ttl``.
         self.idle_ttl = min(idle_ttl, ttl) if idle_ttl is not None else ttl
-        self._at_once = engine.dialect.name == "postgresql"
+        # PostgreSQL: the common rotations of an event-loop turn as one statement (:meth:`redeem`).
+        self.batch = RotationBatch(engine) if engine.dialect.name == "postgresql" else None
+
+    async def aclose(self) -> None:
+        """Close the batched rotations' own connections (the engine's pool is the caller's)."""
+        if self.batch is not None:
+            await self.batch.aclose()
 
     def issue(
         self,
@@ -218,10 +189,10 @@ class RefreshTokenStore:
         now: float,
         narrow: Callable[[RefreshGrant, Connection], tuple[frozenset[str], str]],
         replay_grace: float = 0.0,
-        terms: SuccessorTerms | None = None,
         jkt: str | None = None,
     ) -> Redemption:
-        """Redeem ``token`` and issue its successor in one transaction.
+        """Redeem ``token`` and issue its successor in one transaction (blocking; from the event
+        loop, :meth:`redeem`).
 
         ``narrow`` turns the stored grant into the scopes and audience of the new tokens,
         reading through the transaction's own connection (asking the pool for a second one while
@@ -232,19 +203,12 @@ class RefreshTokenStore:
         ``replay_grace``: seconds within which a redeemed token whose successor is unused is
         honoured again (the module docstring says when and why); 0 (the default): never.
 
-        ``terms``: what ``narrow`` would decide for an enabled user (:class:`SuccessorTerms`);
-        on PostgreSQL a rotation that needs nothing else is then one statement.
-
         ``jkt``: the thumbprint of the key of the DPoP proof that came with the request (None:
         no proof). A token of a family bound to a key is claimed only with that key; otherwise
         the answer is ``wrong_key`` and nothing changes (no use, no reuse detection: whoever
         lacks the key cannot spend the token or end its family).
         """
         digest = token_hash(token)
-        if terms is not None and self._at_once:
-            done = self._rotate_at_once(digest, client_id=client_id, now=now, terms=terms, jkt=jkt)
-            if done is not None:
-                return done
         with self.engine.begin() as conn:
             # Write first: the conditional UPDATE is the only arbiter between concurrent
             # redemptions (and in SQLite it takes the write lock before any read happens).
@@ -308,38 +272,50 @@ class RefreshTokenStore:
             )
         return Redemption("ok", grant, new_token, scopes, audience, replayed=replayed)
 
-    def _rotate_at_once(
+    async def redeem(
         self,
-        digest: str,
+        token: str,
         *,
         client_id: str,
         now: float,
-        terms: SuccessorTerms,
+        narrow: Callable[[RefreshGrant, Connection], tuple[frozenset[str], str]],
+        replay_grace: float = 0.0,
+        terms: SuccessorTerms | None = None,
         jkt: str | None = None,
-    ) -> Redemption | None:
-        """The common rotation as one statement (:data:`_ROTATE_AT_ONCE`); None when it claimed
-        nothing (every other case), which changed nothing."""
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        params: dict[str, object] = {
-            "now": now,
-            "digest": digest,
-            "client_id": client_id,
-            "new_hash": token_hash(token),
-            "audience": terms.audience,
-            "idle_end": now + self.idle_ttl,
-            "jkt": jkt,
-        }
-        statement = _KEEP_SCOPES
-        if terms.scopes is not None:
-            statement = _NARROW_SCOPES
-            params["requested"] = sorted(terms.scopes)
-            params["scopes"] = format_scope(terms.scopes)
-        row = execute_autocommit(self.engine, statement, params)
-        if row is None:
-            return None
-        grant = RefreshGrant.from_row(row)
-        scopes = grant.scopes if terms.scopes is None else terms.scopes
-        return Redemption("ok", grant, token, scopes, row["new_audience"])
+    ) -> Redemption:
+        """:meth:`rotate` from the event loop. ``terms``: what ``narrow`` would decide for an
+        enabled user (:class:`SuccessorTerms`); on PostgreSQL such a rotation is first tried as
+        part of one statement with the others of its event-loop turn (issuer/refresh_batch.py).
+        What that claims nothing for, and everything else, runs :meth:`rotate` in a worker
+        thread, which decides and answers as it always did."""
+        if terms is not None and self.batch is not None:
+            new_token = secrets.token_urlsafe(TOKEN_BYTES)
+            row = await self.batch.rotate(
+                Rotation(
+                    digest=token_hash(token),
+                    client_id=client_id,
+                    now=now,
+                    new_hash=token_hash(new_token),
+                    idle_end=now + self.idle_ttl,
+                    scopes=format_scope(terms.scopes) if terms.scopes is not None else None,
+                    audience=terms.audience,
+                    jkt=jkt,
+                )
+            )
+            if row is not None:
+                grant = RefreshGrant.from_row(row)
+                scopes = grant.scopes if terms.scopes is None else terms.scopes
+                return Redemption("ok", grant, new_token, scopes, row["new_audience"])
+        return await anyio.to_thread.run_sync(
+            lambda: self.rotate(
+                token,
+                client_id=client_id,
+                now=now,
+                narrow=narrow,
+                replay_grace=replay_grace,
+                jkt=jkt,
+            )
+        )
 
     def _revoke_family(self, conn: Connection, family_id: str, now: float, reason: str) -> None:
         revoke_family(conn, family_id, now, events=self.events, reason=reason)

@@ -1,6 +1,6 @@
 """DPoP in the store (issue 17): migration 0006 on SQLite and PostgreSQL, and a refresh-token
 family bound to a DPoP key (``refresh_tokens.jkt``) through both rotation paths (the
-transaction, and PostgreSQL's one statement taken with ``SuccessorTerms``).
+transaction, and PostgreSQL's batched statement taken with ``SuccessorTerms``).
 
 - 0006 adds ``clients.dpop_bound_access_tokens`` (false for old clients) and
   ``refresh_tokens.jkt`` (NULL for old tokens, which still rotate); downgrade keeps the rows.
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from issuer import db, engines
 from issuer.accounts import AccountStore
 from issuer.refresh import RefreshGrant, RefreshTokenStore, SuccessorTerms, token_hash
+from tests.support.redeem import Redeemer
 
 KEY, OTHER = "k" * 43, "o" * 43  # RFC 7638 thumbprints are 43 base64url characters
 T0 = 1000.0
@@ -97,6 +98,16 @@ def store(engine: Engine) -> RefreshTokenStore:
     return RefreshTokenStore(engine, ttl=1000, idle_ttl=500)
 
 
+@pytest.fixture
+def rotate(store: RefreshTokenStore) -> Iterator[Redeemer]:
+    """``store.redeem`` on one event loop: with ``terms`` PostgreSQL batches the rotation."""
+    redeemer = Redeemer(store)
+    try:
+        yield redeemer
+    finally:
+        redeemer.close()
+
+
 def _user_id(store: RefreshTokenStore) -> str:
     user = AccountStore(store.engine).find_login("alice")
     assert user is not None
@@ -115,9 +126,9 @@ def _row_of(store: RefreshTokenStore, token: str) -> dict[str, object]:
     return dict(row)
 
 
-@pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "at-once"])
+@pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "batched"])
 def test_a_bound_family_rotates_only_with_its_key(
-    store: RefreshTokenStore, terms: SuccessorTerms | None
+    store: RefreshTokenStore, rotate: Redeemer, terms: SuccessorTerms | None
 ) -> None:
     token = store.issue(
         client_id="spa",
@@ -128,31 +139,29 @@ def test_a_bound_family_rotates_only_with_its_key(
         jkt=KEY,
     )
     for jkt in (None, OTHER):
-        refused = store.rotate(
-            token, client_id="spa", now=T0 + 1, narrow=_keep, terms=terms, jkt=jkt
-        )
+        refused = rotate(token, client_id="spa", now=T0 + 1, narrow=_keep, terms=terms, jkt=jkt)
         assert refused.status == "wrong_key"
         row = _row_of(store, token)
         assert (row["used_at"], row["revoked_at"]) == (None, None)  # not spent, not revoked
-    done = store.rotate(token, client_id="spa", now=T0 + 2, narrow=_keep, terms=terms, jkt=KEY)
+    done = rotate(token, client_id="spa", now=T0 + 2, narrow=_keep, terms=terms, jkt=KEY)
     assert done.status == "ok"
     assert done.token is not None
     assert _row_of(store, done.token)["jkt"] == KEY  # the successor keeps the key
-    again = store.rotate(done.token, client_id="spa", now=T0 + 3, narrow=_keep, terms=terms)
+    again = rotate(done.token, client_id="spa", now=T0 + 3, narrow=_keep, terms=terms)
     assert again.status == "wrong_key"
     assert _row_of(store, done.token)["used_at"] is None
 
 
-@pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "at-once"])
+@pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "batched"])
 def test_an_unbound_family_rotates_with_or_without_a_proof(
-    store: RefreshTokenStore, terms: SuccessorTerms | None
+    store: RefreshTokenStore, rotate: Redeemer, terms: SuccessorTerms | None
 ) -> None:
     token = store.issue(
         client_id="web", user_id=_user_id(store), scopes=frozenset({"a"}), audience="p", now=T0
     )
-    done = store.rotate(token, client_id="web", now=T0 + 1, narrow=_keep, terms=terms, jkt=KEY)
+    done = rotate(token, client_id="web", now=T0 + 1, narrow=_keep, terms=terms, jkt=KEY)
     assert done.status == "ok"
     assert done.token is not None
     assert _row_of(store, done.token)["jkt"] is None
-    last = store.rotate(done.token, client_id="web", now=T0 + 2, narrow=_keep, terms=terms)
+    last = rotate(done.token, client_id="web", now=T0 + 2, narrow=_keep, terms=terms)
     assert last.status == "ok"

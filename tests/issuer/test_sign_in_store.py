@@ -17,16 +17,17 @@ from issuer.consents import ConsentStore
 from issuer.db import authorization_codes, login_sessions, refresh_tokens
 from issuer.engines import make_engine
 from issuer.refresh import (
-    Redemption,
     RefreshGrant,
     RefreshTokenStore,
     SuccessorTerms,
     token_hash,
 )
+from issuer.refresh_batch import Rotation
 from issuer.revoked import RevokedAccessTokens
 from issuer.sessions import SessionStore
 from shared.clock import FakeClock
 from shared.errors import InvalidGrant
+from tests.support.redeem import Redeemer
 
 T0 = 1_000_000.0
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -315,18 +316,19 @@ def _users(engine: Engine) -> None:
 
 @pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "terms"])
 def test_sid_is_carried_to_every_successor(engine: Engine, terms: SuccessorTerms | None) -> None:
-    """Both rotation paths (with terms PostgreSQL rotates in one statement)."""
+    """Both rotation paths (with terms PostgreSQL rotates in a batched statement)."""
     _users(engine)
     store = RefreshTokenStore(engine, ttl=3600)
-    at_once: list[bool] = []  # did the one-statement path rotate?
-    one_statement = store._rotate_at_once
+    at_once: list[bool] = []  # did the batched statement rotate?
+    if store.batch is not None:
+        batched = store.batch.rotate
 
-    def spy(*args: Any, **kwargs: Any) -> Redemption | None:
-        done = one_statement(*args, **kwargs)
-        at_once.append(done is not None)
-        return done
+        async def spy(rotation: Rotation) -> dict[str, Any] | None:
+            row = await batched(rotation)
+            at_once.append(row is not None)
+            return row
 
-    store._rotate_at_once = spy  # type: ignore[method-assign]
+        store.batch.rotate = spy  # type: ignore[method-assign]
     token = store.issue(
         client_id="web",
         user_id="u1",
@@ -335,13 +337,17 @@ def test_sid_is_carried_to_every_successor(engine: Engine, terms: SuccessorTerms
         now=T0,
         sid="sid-1",
     )
-    for i in range(3):
-        redemption = store.rotate(token, client_id="web", now=T0 + i + 1, narrow=_keep, terms=terms)
-        assert redemption.status == "ok"
-        assert redemption.grant is not None
-        assert redemption.grant.sid == "sid-1"
-        assert redemption.token is not None
-        token = redemption.token
+    redeem = Redeemer(store)
+    try:
+        for i in range(3):
+            redemption = redeem(token, client_id="web", now=T0 + i + 1, narrow=_keep, terms=terms)
+            assert redemption.status == "ok"
+            assert redemption.grant is not None
+            assert redemption.grant.sid == "sid-1"
+            assert redemption.token is not None
+            token = redemption.token
+    finally:
+        redeem.close()
     postgres_with_terms = terms is not None and engine.dialect.name == "postgresql"
     assert at_once == ([True] * 3 if postgres_with_terms else [])
     with engine.connect() as conn:

@@ -78,7 +78,7 @@ WEIGHTS: dict[str, float] = {
     "tests/e2e/test_forged_tokens.py": 5,
     "tests/shared/test_dpop_properties.py": 4,
     "tests/issuer/test_seed.py": 4,
-    "tests/issuer/test_refresh_at_once.py": 4,
+    "tests/issuer/test_refresh_batch.py": 4,
     "tests/e2e/test_readiness_resource.py": 4,
     "tests/e2e/test_invalid_unicode.py": 4,
     "tests/drill/test_html.py": 4,
