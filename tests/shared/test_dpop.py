@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
 
+import shared.dpop
 from shared.clock import FakeClock
 from shared.dpop import DPoPProof, DPoPSettings, DPoPVerifier, access_token_hash
 from shared.dpop_errors import InvalidDPoPProof, UseDPoPNonce, dpop_challenge, one_proof
@@ -302,6 +303,83 @@ def test_a_tampered_payload_or_bad_signature_is_refused() -> None:
     rsa_proof = make_proof(RSA_KEY, "RS256")
     h, _p, s = _parts(rsa_proof)
     refused(f"{h}.{segment(claims(htm='POST'))}.{s}", "signature is invalid")
+
+
+# --- The memos: a known header and a known URL are not worked out again ---------------------
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
+    """Count the calls of shared.dpop's ``name`` (what a memo hit must not call)."""
+    calls: list[object] = []
+    real = getattr(shared.dpop, name)
+
+    def counted(*args: Any) -> Any:
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(shared.dpop, name, counted)
+    return calls
+
+
+def test_a_known_header_is_not_checked_again_but_every_signature_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    v = verifier()
+    keys = _counting(monkeypatch, "public_key_from_jwk")
+    first = v.verify(make_proof(), method="GET", url=URL)
+    second = v.verify(make_proof(), method="GET", url=URL)  # the same header, a new jti
+    assert len(keys) == 1
+    assert (second.jkt, second.alg) == (first.jkt, first.alg)
+    header, payload, _ = _parts(make_proof())
+    refused(resign(EC_KEY_2, "ES256", header, payload), "signature is invalid", v=v)
+    tampered = f"{header}.{segment(claims(htm='POST'))}.{_parts(make_proof())[2]}"
+    refused(tampered, "signature is invalid", v=v)
+    assert len(keys) == 1
+
+
+def test_a_header_whose_proof_failed_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    v = verifier()
+    keys = _counting(monkeypatch, "public_key_from_jwk")
+    forged = make_proof(EC_KEY_2, jwk=public_jwk(EC_KEY))  # EC_KEY's header, another's signature
+    refused(forged, "signature is invalid", v=v)
+    refused(forged.rsplit(".", 1)[0] + ".", "signature is invalid", v=v)
+    assert len(keys) == 2  # checked in full each time
+
+
+def test_a_header_refused_by_its_checks_is_refused_every_time() -> None:
+    v = verifier()
+    for _ in range(2):
+        refused(make_proof(header={"typ": "jwt"}), "typ is not dpop", v=v)
+        refused(make_proof(jwk={**public_jwk(EC_KEY), "d": "x"}), "private key", v=v)
+
+
+def test_a_known_url_is_not_normalised_again_and_a_bad_one_is_refused_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    v = verifier()
+    urls = _counting(monkeypatch, "normalize_htu")
+    for _ in range(3):
+        v.verify(make_proof(), method="GET", url=URL)
+    assert urls == [URL]  # the proof's htu and the request URL are the same string
+    for _ in range(2):
+        refused(make_proof(), "request URL cannot be matched", v=v, url="ftp://x/y")
+    refused(make_proof(payload=claims(htu="mailto:a@b")), "not an http", v=v)
+
+
+def test_the_memos_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared.dpop, "HEADER_MEMO_ENTRIES", 3)
+    monkeypatch.setattr(shared.dpop, "URL_MEMO_ENTRIES", 2)
+    v = verifier()
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
+    for i, key in enumerate(keys):
+        url = f"{URL}/{i}"
+        v.verify(make_proof(key, payload=claims(htu=url)), method="GET", url=url)
+        assert len(v._headers) <= 3
+        assert len(v._urls) <= 2
+    monkeypatch.setattr(shared.dpop, "HEADER_MEMO_MAX_CHARS", 10)
+    fresh = verifier()
+    fresh.verify(make_proof(), method="GET", url=URL)
+    assert fresh._headers == {}  # a header segment over the size bound is not kept
 
 
 # --- Claims ----------------------------------------------------------------------------------
