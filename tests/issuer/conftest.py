@@ -36,10 +36,12 @@ from issuer.app import create_app
 from issuer.container import Issuer
 from issuer.db import init_schema
 from issuer.engines import make_engine
+from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, FakeClock
 from shared.keys import PUBLIC_EXPONENT, RSA_KEY_SIZE
 from tests.support.postgres import PostgresServer
+from tests.support.redeem import Redeemer
 
 ISSUER = "http://issuer.test"
 SECRET_KEY = "test-secret-key-0123456789abcdef"
@@ -306,3 +308,11 @@ def demo(app: App) -> dict[str, str]:
     )
     app.new_user("alice", "photos:read", password="alice-password")
     return {"client_id": creds.client_id, "client_secret": creds.client_secret}
+
+
+@pytest.fixture
+def redeem(store: RefreshTokenStore) -> Iterator[Redeemer]:
+    """``RefreshTokenStore.redeem`` on one event loop for a module's ``store`` fixture: with
+    ``SuccessorTerms`` PostgreSQL batches the rotation (tests/support/redeem.py)."""
+    with Redeemer(store) as redeemer:
+        yield redeemer

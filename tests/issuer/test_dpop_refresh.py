@@ -98,16 +98,6 @@ def store(engine: Engine) -> RefreshTokenStore:
     return RefreshTokenStore(engine, ttl=1000, idle_ttl=500)
 
 
-@pytest.fixture
-def rotate(store: RefreshTokenStore) -> Iterator[Redeemer]:
-    """``store.redeem`` on one event loop: with ``terms`` PostgreSQL batches the rotation."""
-    redeemer = Redeemer(store)
-    try:
-        yield redeemer
-    finally:
-        redeemer.close()
-
-
 def _user_id(store: RefreshTokenStore) -> str:
     user = AccountStore(store.engine).find_login("alice")
     assert user is not None
@@ -128,7 +118,7 @@ def _row_of(store: RefreshTokenStore, token: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "batched"])
 def test_a_bound_family_rotates_only_with_its_key(
-    store: RefreshTokenStore, rotate: Redeemer, terms: SuccessorTerms | None
+    store: RefreshTokenStore, redeem: Redeemer, terms: SuccessorTerms | None
 ) -> None:
     token = store.issue(
         client_id="spa",
@@ -139,29 +129,29 @@ def test_a_bound_family_rotates_only_with_its_key(
         jkt=KEY,
     )
     for jkt in (None, OTHER):
-        refused = rotate(token, client_id="spa", now=T0 + 1, narrow=_keep, terms=terms, jkt=jkt)
+        refused = redeem(token, client_id="spa", now=T0 + 1, narrow=_keep, terms=terms, jkt=jkt)
         assert refused.status == "wrong_key"
         row = _row_of(store, token)
         assert (row["used_at"], row["revoked_at"]) == (None, None)  # not spent, not revoked
-    done = rotate(token, client_id="spa", now=T0 + 2, narrow=_keep, terms=terms, jkt=KEY)
+    done = redeem(token, client_id="spa", now=T0 + 2, narrow=_keep, terms=terms, jkt=KEY)
     assert done.status == "ok"
     assert done.token is not None
     assert _row_of(store, done.token)["jkt"] == KEY  # the successor keeps the key
-    again = rotate(done.token, client_id="spa", now=T0 + 3, narrow=_keep, terms=terms)
+    again = redeem(done.token, client_id="spa", now=T0 + 3, narrow=_keep, terms=terms)
     assert again.status == "wrong_key"
     assert _row_of(store, done.token)["used_at"] is None
 
 
 @pytest.mark.parametrize("terms", [None, SuccessorTerms()], ids=["transaction", "batched"])
 def test_an_unbound_family_rotates_with_or_without_a_proof(
-    store: RefreshTokenStore, rotate: Redeemer, terms: SuccessorTerms | None
+    store: RefreshTokenStore, redeem: Redeemer, terms: SuccessorTerms | None
 ) -> None:
     token = store.issue(
         client_id="web", user_id=_user_id(store), scopes=frozenset({"a"}), audience="p", now=T0
     )
-    done = rotate(token, client_id="web", now=T0 + 1, narrow=_keep, terms=terms, jkt=KEY)
+    done = redeem(token, client_id="web", now=T0 + 1, narrow=_keep, terms=terms, jkt=KEY)
     assert done.status == "ok"
     assert done.token is not None
     assert _row_of(store, done.token)["jkt"] is None
-    last = rotate(done.token, client_id="web", now=T0 + 2, narrow=_keep, terms=terms)
+    last = redeem(done.token, client_id="web", now=T0 + 2, narrow=_keep, terms=terms)
     assert last.status == "ok"

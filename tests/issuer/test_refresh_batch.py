@@ -137,15 +137,6 @@ def family_of(engine: Engine, token: str) -> str:
         )
 
 
-@pytest.fixture
-def redeem(store: RefreshTokenStore) -> Iterator[Redeemer]:
-    redeemer = Redeemer(store)
-    try:
-        yield redeemer
-    finally:
-        redeemer.close()
-
-
 def outcome(
     store: RefreshTokenStore,
     redeem: Redeemer,
@@ -268,8 +259,8 @@ def test_every_other_case_ends_as_the_transaction_path_ends_it(
 
 class Counted:
     """A batch connection that counts the batches sent on it (the proxy the tests' connect
-    returns: RotationBatch uses ``cursor`` for a batch, ``execute`` for a ping, ``fileno`` and
-    ``close``)."""
+    returns: RotationBatch uses ``cursor`` for a batch, ``execute`` for a ping, ``fileno``,
+    ``broken`` and ``close``)."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], sent: list[int]) -> None:
         self.conn = conn
@@ -279,6 +270,10 @@ class Counted:
     def cursor(self, **kwargs: Any) -> Any:
         self.sent.append(self.pid)
         return self.conn.cursor(**kwargs)
+
+    @property
+    def broken(self) -> bool:
+        return self.conn.broken
 
     async def execute(self, query: str) -> Any:
         return await self.conn.execute(query)  # type: ignore[arg-type]

@@ -337,8 +337,7 @@ def test_sid_is_carried_to_every_successor(engine: Engine, terms: SuccessorTerms
         now=T0,
         sid="sid-1",
     )
-    redeem = Redeemer(store)
-    try:
+    with Redeemer(store) as redeem:
         for i in range(3):
             redemption = redeem(token, client_id="web", now=T0 + i + 1, narrow=_keep, terms=terms)
             assert redemption.status == "ok"
@@ -346,8 +345,6 @@ def test_sid_is_carried_to_every_successor(engine: Engine, terms: SuccessorTerms
             assert redemption.grant.sid == "sid-1"
             assert redemption.token is not None
             token = redemption.token
-    finally:
-        redeem.close()
     postgres_with_terms = terms is not None and engine.dialect.name == "postgresql"
     assert at_once == ([True] * 3 if postgres_with_terms else [])
     with engine.connect() as conn:

@@ -12,7 +12,8 @@ from issuer.refresh import Redemption, RefreshTokenStore
 
 class Redeemer:
     """``redeem(token, **kwargs)``: ``store.redeem`` run to its end on this object's loop;
-    ``close()`` closes the store's batch connections on that loop, then the loop."""
+    ``close()`` (or leaving ``with``) closes the store's batch connections on that loop, then
+    the loop."""
 
     def __init__(self, store: RefreshTokenStore) -> None:
         self.store = store
@@ -29,3 +30,9 @@ class Redeemer:
             self.runner.run(self.store.aclose())
         finally:
             self.runner.close()
+
+    def __enter__(self) -> Redeemer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
