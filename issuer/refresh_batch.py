@@ -160,28 +160,16 @@ class RotationBatch:
     async def _run(
         self, batch: list[tuple[Rotation, asyncio.Future[dict[str, Any] | None]]]
     ) -> None:
-        params = _parameters([rotation for rotation, _ in batch])
         try:
-            rows = await self._execute(params)
+            rows = await self._execute(_parameters([rotation for rotation, _ in batch]))
         except BaseException as exc:
-            failure = (
-                exc
-                if not isinstance(exc, psycopg.Error)
-                else wrap_driver_error(
-                    self._engine,
-                    ROTATE_BATCH,
-                    params,
-                    exc,
-                    dropped=isinstance(exc, psycopg.OperationalError),
-                )
-            )
             for _, future in batch:
                 if future.done():
                     continue
-                if isinstance(failure, asyncio.CancelledError):  # the loop is shutting down
+                if isinstance(exc, asyncio.CancelledError):  # the loop is shutting down
                     future.cancel()
                 else:
-                    future.set_exception(failure)
+                    future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -194,11 +182,20 @@ class RotationBatch:
                 self._start()
 
     async def _execute(self, params: dict[str, list[Any]]) -> dict[int, dict[str, Any]]:
-        conn = await self._checkout()
+        """Run one batch; a driver error is raised as SQLAlchemy's (:func:`wrap_driver_error`),
+        ``connection_invalidated`` when the session was lost (the connection is closed)."""
+        try:
+            conn = await self._checkout()
+        except psycopg.Error as exc:
+            raise wrap_driver_error(self._engine, ROTATE_BATCH, params, exc) from exc
         try:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(ROTATE_BATCH, params)
             found = {int(row.pop("id")): row for row in await cursor.fetchall()}
+        except psycopg.Error as exc:
+            lost = bool(conn.broken)
+            await conn.close()
+            raise wrap_driver_error(self._engine, ROTATE_BATCH, params, exc, dropped=lost) from exc
         except BaseException:
             await conn.close()
             raise

@@ -501,6 +501,34 @@ def test_a_session_lost_during_the_statement_is_an_outage_then_a_new_connection(
     assert sent[-1] != sent[0]
 
 
+def test_a_statement_cancelled_on_a_live_session_is_no_outage(
+    store: RefreshTokenStore, redeem: Redeemer
+) -> None:
+    """A statement the server cancels (here its statement_timeout, while the row it claims is
+    held) is an error of that statement, a 500: the session lives on and nothing is invalidated."""
+
+    async def impatient(engine: Engine) -> psycopg.AsyncConnection[Any]:
+        conn = await connect(engine)
+        await conn.execute("SET statement_timeout = 200")
+        return conn
+
+    store.batch = RotationBatch(store.engine, connect=impatient)
+    token = login(store)
+    with store.engine.connect() as holder:
+        holder.execute(
+            select(refresh_tokens.c.token_hash)
+            .where(refresh_tokens.c.token_hash == token_hash(token))
+            .with_for_update()
+        )
+        with pytest.raises(OperationalError) as caught:
+            redeem_together(redeem, [token])
+        holder.rollback()
+    assert getattr(caught.value.orig, "sqlstate", None) == "57014"  # query_canceled
+    assert not caught.value.connection_invalidated
+    assert unavailability(caught.value) is None
+    assert redeem_together(redeem, [token])[0].status == "ok"  # not spent
+
+
 def test_a_server_that_refuses_connections_is_an_outage() -> None:
     from tests.support.processes import free_port
 
