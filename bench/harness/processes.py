@@ -17,9 +17,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -37,13 +37,46 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+class Process(Protocol):
+    """What the harness needs of a started process (:class:`subprocess.Popen` has it)."""
+
+    pid: int
+    returncode: int | Any
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+# Starts ``args`` with exactly ``env``, in ``cwd``, stdout and stderr appended to ``log``, stdin
+# empty, in a session of its own.
+Launch = Callable[[Sequence[str], Mapping[str, str], Path, Path], Process]
+
+
+def popen(args: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path) -> Process:
+    """The default :data:`Launch`: a plain subprocess."""
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            list(args),
+            env=dict(env),
+            cwd=cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 class Server:
     """One server process listening on 127.0.0.1:``port``.
 
     ``args`` is the whole command line, ``env`` the whole environment. Its output (stdout and
     stderr) is appended to ``log``; it runs in ``cwd``, by default the directory of its log (its
     data directory). It counts as ready once ``GET ready_path`` answers below 500 (``verify`` is
-    httpx's, for a TLS server)."""
+    httpx's, for a TLS server). ``launch`` starts the process (default :func:`popen`; the
+    tests start theirs from a fork server, tests/support/forkserver.py)."""
 
     def __init__(
         self,
@@ -57,6 +90,7 @@ class Server:
         ready_path: str = "/healthz",
         cwd: Path | None = None,
         name: str | None = None,
+        launch: Launch = popen,
     ) -> None:
         self.args = list(args)
         self.env = dict(env)
@@ -67,23 +101,15 @@ class Server:
         self.verify = verify
         self.cwd = cwd if cwd is not None else log.parent
         self.name = name or log.stem
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.launch = launch
+        self.proc: Process | None = None
 
     def start(self, *, timeout: float = 30.0) -> Server:
         """Starts the process and returns once it answers; raises ServerError otherwise (with the
         end of its log), after stopping it."""
         if port_in_use(self.port):
             raise ServerError(f"{self.name}: port {self.port} is already in use")
-        with self.log.open("ab") as handle:
-            self.proc = subprocess.Popen(
-                self.args,
-                env=self.env,
-                cwd=self.cwd,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.proc = self.launch(self.args, self.env, self.cwd, self.log)
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:

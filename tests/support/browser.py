@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,8 @@ from bench.harness.processes import Server
 from issuer.accounts import AccountStore
 from issuer.engines import make_engine
 from issuer.seed import WEBAPP_SECRET_FILE, seed_demo
-from tests.support.processes import Stack, base_env, free_port
+from tests.support.forkserver import launch
+from tests.support.processes import BIN, Stack, base_env, free_port
 
 COOKIE = "__Host-webapp-session"
 
@@ -115,10 +115,11 @@ def webapp_server(stack: Stack, *, photos: Server, contacts: Server, **env: str)
     )
     full_env.update(env)
     server = Server(
-        [sys.executable, "-m", "webapp.cli", "serve", "--port", str(port)],
+        [str(BIN / "webapp"), "serve", "--port", str(port)],
         full_env,
         port,
         stack.root / "webapp.log",
+        launch=launch,
     )
     stack.servers.append(server)
     return server

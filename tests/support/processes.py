@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 
 from bench.harness.processes import Server
+from tests.support.cli import run_issuer
+from tests.support.forkserver import launch
 
 BIN = Path(sys.executable).parent
 
@@ -87,15 +89,19 @@ class Stack:
             serving = [s for s in self.servers if s.args[:2] == [str(BIN / "issuer"), "serve"]]
             if not any(s.proc is not None for s in serving):
                 self.cli("init")
-        result = subprocess.run(
-            [str(BIN / "issuer"), *args],
-            env={**self.issuer_env, **(env or {})},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=self.root,
-        )
+        full_env = {**self.issuer_env, **(env or {})}
+        if args[:1] == ("drill",):  # a long-running client tool: its own process
+            result = subprocess.run(
+                [str(BIN / "issuer"), *args],
+                env=full_env,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=self.root,
+            )
+        else:  # the command's own code without an interpreter start (tests/support/cli.py)
+            result = run_issuer(args, env=full_env, cwd=self.root, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"issuer {' '.join(args)} failed: {result.stderr}")
         return result
@@ -107,6 +113,7 @@ class Stack:
             {**self.issuer_env, **env},
             self.issuer_port,
             self.root / "issuer.log",
+            launch=launch,
         )
         self.servers.append(server)
         return server
@@ -120,6 +127,7 @@ class Stack:
             {**self.issuer_env, **env},
             port,
             self.root / f"issuer-{label}.log",
+            launch=launch,
         )
         self.servers.append(server)
         return server
@@ -136,6 +144,7 @@ class Stack:
             full_env,
             port,
             self.root / f"{name}.log",
+            launch=launch,
         )
         self.servers.append(server)
         return server
