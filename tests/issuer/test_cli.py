@@ -25,6 +25,7 @@ from issuer.accounts import AccountStore
 from issuer.db import alembic_config, create_store, head_revision
 from issuer.engines import make_engine
 from issuer.seed import WEBAPP_CLIENT_ID
+from tests.support.cli import run_issuer
 from tests.support.postgres import PostgresServer
 from tests.support.processes import BIN, base_env, free_port
 
@@ -43,6 +44,8 @@ def _run(
         ISSUER_SECRET_KEY="cli-test-secret-0123456789",
     )
     full_env.update(env or {})
+    if prog == "issuer" and args[:1] != ("serve",):  # the command's code, no interpreter start
+        return run_issuer(args, env=full_env, cwd=tmp_path, input=input)
     return subprocess.run(
         [str(BIN / prog), *args],
         input=input,

@@ -33,6 +33,8 @@ from issuer.passwords import (
 from tests.issuer.conftest import App
 from tests.support.processes import BIN, Stack
 
+pytestmark = pytest.mark.password_cost  # the checks' CPU time and threads are the subject
+
 
 def test_at_most_n_password_checks_at_once(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     creds = app.new_client()

@@ -23,6 +23,8 @@ from issuer.passwords import (
 )
 from tests.issuer.conftest import PASSWORD, App
 
+pytestmark = pytest.mark.password_cost  # the cost itself is the subject
+
 # What releases before 0.1.3 stored: argon2-cffi's RFC 9106 low-memory profile, four lanes.
 OLD_HASHER = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
 DUMMY_PASSWORD = "keyhouse-dummy-password-for-timing"
