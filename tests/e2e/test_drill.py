@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_issuer
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -190,7 +191,8 @@ def test_drill_bad_input_is_one_line(stack: Stack) -> None:
         (["--resource", "p=http://h", "--revoke-user", "ada"], "--user-password-stdin or"),
         (["--resource", "p=http://h", "--revoke", "--html", "/nonexistent/r.html"], "--html"),
     ]:
-        result = stack.cli("drill", *creds, *args, check=False)
+        # Refused before any work: the command's own code, no interpreter start each.
+        result = run_issuer(["drill", *creds, *args], env=stack.issuer_env, cwd=stack.root)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr
         assert "Traceback" not in result.stderr
