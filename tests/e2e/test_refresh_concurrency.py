@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bench.harness.processes import Server
+from tests.support.forkserver import launch
 from tests.support.processes import Stack, free_port
 
 pytestmark = pytest.mark.e2e
@@ -36,11 +37,10 @@ def test_concurrent_double_refresh_succeeds_exactly_once(stack: Stack) -> None:
         scope="photos:read", audiences=["photos"], grants=["password", "refresh_token"]
     )
     stack.create_user("alice", PASSWORD, "photos:read")
+    login = stack.token(client, grant_type="password", username="alice", password=PASSWORD)
     tokens = [
-        stack.token(client, grant_type="password", username="alice", password=PASSWORD)[
-            "refresh_token"
-        ]
-        for _ in range(PAIRS)
+        login["refresh_token"],
+        *stack.sign_ins(client, "alice", PAIRS - 1, audience="photos", scope=login["scope"]),
     ]
 
     barrier = threading.Barrier(PAIRS * 2)
@@ -80,6 +80,7 @@ def test_throttling_holds_across_replicas(stack: Stack) -> None:
         {**first.env, **limits},
         port,
         stack.root / "issuer2.log",
+        launch=launch,
     )
     stack.servers.append(second)
     second.start()

@@ -15,6 +15,7 @@ import jwt as pyjwt
 import pytest
 
 from bench.harness.processes import Server
+from tests.support.forkserver import launch
 from tests.support.processes import BIN, Stack, free_port
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +29,7 @@ def _replicas(stack: Stack, **env: str) -> tuple[Server, Server]:
         {**stack.issuer_env, **env, "KEYHOUSE_TEST_CWD": str(stack.root)},
         port,
         stack.root / "issuer-b.log",
+        launch=launch,
     )
     stack.servers.append(b)
     return a, b.start()

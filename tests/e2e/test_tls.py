@@ -10,6 +10,7 @@ import pytest
 import trustme
 
 from bench.harness.processes import Server
+from tests.support.forkserver import launch
 from tests.support.processes import BIN, Stack
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +51,7 @@ def test_resource_service_fetches_keys_from_a_real_tls_issuer(
         stack.root / "issuer.log",
         scheme="https",
         verify=trusted,
+        launch=launch,
     )
     stack.servers.append(issuer)
     issuer.start()

@@ -263,8 +263,9 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     finally:
         for pid, status in children.items():
             if status is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+                for kill in (os.killpg, os.kill):  # its group; itself, should it have left it
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
 

@@ -13,6 +13,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,14 @@ from typing import Any
 import httpx
 
 from bench.harness.processes import Server
+from issuer.accounts import AccountStore
+from issuer.engines import make_engine
+from issuer.refresh import RefreshTokenStore
 from tests.support.cli import run_issuer
 from tests.support.forkserver import launch
 
 BIN = Path(sys.executable).parent
+REFRESH_TTL, REFRESH_IDLE_TTL = 2_592_000, 1_209_600  # the issuer's defaults
 
 
 # Ports for the tests' servers: each pytest-xdist worker walks a range of its own, below the
@@ -167,6 +172,31 @@ class Stack:
         self.cli(
             "users", "create", username, "--password-stdin", "--scope", scope, input=password + "\n"
         )
+
+    def sign_ins(
+        self, client: Mapping[str, Any], username: str, count: int, *, audience: str, scope: str
+    ) -> list[str]:
+        """``count`` refresh tokens of ``username`` at ``client``, each starting a family of its
+        own, stored as a password grant stores a sign-in's, but written to the database here:
+        for tests about what happens to refresh tokens, where the logins' argon2 checks (~0.25 s
+        of the issuer's CPU each, dozens per test) are not the subject."""
+        engine = make_engine(self.database_url)
+        try:
+            user = AccountStore(engine).get_user(username)
+            assert user is not None, username
+            store = RefreshTokenStore(engine, ttl=REFRESH_TTL, idle_ttl=REFRESH_IDLE_TTL)
+            return [
+                store.issue(
+                    client_id=str(client["client_id"]),
+                    user_id=user.user_id,
+                    scopes=frozenset(scope.split()),
+                    audience=audience,
+                    now=time.time(),
+                )
+                for _ in range(count)
+            ]
+        finally:
+            engine.dispose()
 
     def token(
         self, client: Mapping[str, Any], *, at: str | None = None, **form: str
