@@ -1,11 +1,15 @@
 """docker/haproxy/haproxy.cfg with its smaller buffer, through the bench's balancer harness and a
 real haproxy in front of a stub replica: requests within the 16 KiB body cap (with a few KiB of
 headers) pass whole, bodies over it are refused with 413 whether their length is declared or
-chunked, and the access log keeps to errors unless KEYHOUSE_LB_ACCESS_LOG=all."""
+chunked, the access log keeps to errors unless KEYHOUSE_LB_ACCESS_LOG=all, and a soft stop
+ends within its bound even with an event stream open."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -150,3 +154,59 @@ def test_all_logs_every_request(replica: int, tmp_path: Path) -> None:
         assert _post(b, b"grant_type=client_credentials").status_code == 200
         [line] = _logged(b.server, 0, "POST /token")
         assert " 200 " in line, line
+
+
+STREAM_PORT = 18692  # a balancer of its own (stats on +30): the test stops it
+
+
+class StreamingReplica(Replica):
+    """Ready and alive; GET /events is an event stream that never ends (a heartbeat every
+    0.1 s), as the issuer's is for a subscribed resource service."""
+
+    def do_GET(self) -> None:
+        if self.path != "/events":
+            super().do_GET()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b": keepalive\n\n")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # HAProxy went away
+
+
+def test_a_soft_stop_ends_an_open_event_stream_within_hard_stop_after(tmp_path: Path) -> None:
+    why = haproxy_missing()
+    if why:
+        pytest.skip(why)
+    streams = QuietServer(("127.0.0.1", 0), StreamingReplica)
+    streams.daemon_threads = True
+    threading.Thread(target=streams.serve_forever, daemon=True).start()
+    try:
+        with balancer(_config(tmp_path), STREAM_PORT, [streams.server_address[1]], "soft") as b:
+            proc = b.server.proc
+            assert proc is not None
+            with (
+                httpx.Client(timeout=30) as http,
+                http.stream("GET", f"{b.url}/events") as stream,
+            ):
+                assert stream.status_code == 200
+                received = stream.iter_bytes()
+                assert b"keepalive" in next(received)
+                stopped_at = time.monotonic()
+                os.kill(proc.pid, signal.SIGUSR1)  # what `docker compose stop` sends
+                # The stream still flows until the hard stop cuts it and HAProxy exits.
+                with contextlib.suppress(httpx.HTTPError):
+                    for _ in received:
+                        assert time.monotonic() - stopped_at < 20, "the soft stop never ended"
+                proc.wait(timeout=20)
+                took = time.monotonic() - stopped_at
+            assert proc.returncode is not None
+            assert 2.5 < took < 10, f"the soft stop took {took:.1f}s (hard-stop-after 3s)"
+    finally:
+        streams.shutdown()
