@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -20,7 +18,6 @@ import yaml
 from alembic import command
 from sqlalchemy import inspect
 
-from issuer import cli
 from issuer.accounts import AccountStore
 from issuer.db import alembic_config, create_store, head_revision
 from issuer.engines import make_engine
@@ -66,15 +63,9 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def _init(tmp_path: Path) -> None:
-    """``issuer init`` for ``_run``'s store, in this process (no interpreter start)."""
-    with pytest.MonkeyPatch.context() as m:
-        for name in [n for n in os.environ if n.startswith("ISSUER_")]:
-            m.delenv(name)
-        m.setenv("ISSUER_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite")
-        m.setenv("ISSUER_SECRET_KEY", "cli-test-secret-0123456789")
-        m.chdir(tmp_path)
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert cli.main(["init"]) == 0
+    """``issuer init`` for ``_run``'s store (in this process, as ``_run`` runs it)."""
+    made = _run(tmp_path, "init")
+    assert made.returncode == 0, made.stderr
 
 
 def test_clients_create_json(tmp_path: Path) -> None:
@@ -250,32 +241,18 @@ NOT_CREATING = [
 
 @dataclass
 class InProcess:
-    """``issuer ARGS`` run in this process (the console script's own code, minus an
-    interpreter start) in ``cwd`` with no ISSUER_* variable but those given."""
+    """``issuer ARGS`` run in this process (tests/support/cli.py) in ``cwd`` with no ISSUER_*
+    variable but those given, a password on stdin."""
 
     cwd: Path
-    monkeypatch: pytest.MonkeyPatch
-    capsys: pytest.CaptureFixture[str]
 
     def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        with self.monkeypatch.context() as m:
-            for name in [n for n in os.environ if n.startswith("ISSUER_")]:
-                m.delenv(name)
-            for name, value in env.items():
-                m.setenv(name, value)
-            m.chdir(self.cwd)
-            m.setattr("sys.stdin", io.StringIO("a long password\n"))
-            self.capsys.readouterr()
-            code = cli.main(list(args))
-            out = self.capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+        return run_issuer(args, env=base_env(**env), cwd=self.cwd, input="a long password\n")
 
 
 @pytest.fixture
-def issuer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> InProcess:
-    return InProcess(tmp_path, monkeypatch, capsys)
+def issuer(tmp_path: Path) -> InProcess:
+    return InProcess(tmp_path)
 
 
 @pytest.fixture
@@ -290,13 +267,10 @@ def short_tmp_path() -> Iterator[Path]:
 
 @pytest.mark.parametrize("args", NOT_CREATING, ids=" ".join)
 def test_commands_other_than_init_and_serve_never_create_a_store(
-    short_tmp_path: Path,
-    args: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    short_tmp_path: Path, args: list[str]
 ) -> None:
     tmp_path = short_tmp_path
-    result = InProcess(tmp_path, monkeypatch, capsys)(*args)
+    result = InProcess(tmp_path)(*args)
     assert result.returncode == 2
     db_file = tmp_path / "var" / "issuer.db"
     assert result.stderr == (
