@@ -78,15 +78,12 @@ class ForkServer:
     """The test worker's handle on its fork server (requests are serialised by a lock)."""
 
     def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "RESOURCE_"))}
-        env.pop("WEBAPP_URL", None)
+        # Its own environment reaches no server: each child gets exactly the one it is given.
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.forkserver"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=None,
             cwd=ROOT,
-            env=env,
             start_new_session=True,  # a Ctrl-C meant for pytest is not the servers'
         )
         self._lock = threading.Lock()
@@ -118,6 +115,12 @@ class ForkServer:
     def poll(self, pid: int) -> int | None:
         status = self._request({"op": "poll", "pid": pid})["status"]
         return None if status is None else int(status)
+
+    def close(self) -> None:
+        """End the fork server (it kills its children still running, as at the worker's end)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(timeout=30)
 
 
 _server: ForkServer | None = None

@@ -24,11 +24,11 @@ from bench.harness.processes import Server
 from issuer.accounts import AccountStore
 from issuer.engines import make_engine
 from issuer.refresh import RefreshTokenStore
+from issuer.settings import IssuerSettings
 from tests.support.cli import run_issuer
 from tests.support.forkserver import launch
 
 BIN = Path(sys.executable).parent
-REFRESH_TTL, REFRESH_IDLE_TTL = 2_592_000, 1_209_600  # the issuer's defaults
 
 
 # Ports for the tests' servers: each pytest-xdist worker walks a range of its own, below the
@@ -184,7 +184,12 @@ class Stack:
         try:
             user = AccountStore(engine).get_user(username)
             assert user is not None, username
-            store = RefreshTokenStore(engine, ttl=REFRESH_TTL, idle_ttl=REFRESH_IDLE_TTL)
+            settings = IssuerSettings.from_env(self.issuer_env)  # the stack's lifetimes
+            store = RefreshTokenStore(
+                engine,
+                ttl=settings.refresh_token_ttl,
+                idle_ttl=settings.refresh_token_idle_ttl,
+            )
             return [
                 store.issue(
                     client_id=str(client["client_id"]),

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bench.harness.processes import Server, ServerError, popen
-from tests.support.forkserver import ForkedProcess, forkable, launch
+from tests.support.forkserver import ForkedProcess, ForkServer, forkable, launch
 from tests.support.processes import BIN, base_env, free_port
 
 pytestmark = pytest.mark.e2e
@@ -50,10 +50,8 @@ def test_which_commands_are_forked() -> None:
 
 
 def test_a_forked_server_has_its_own_session_environment_directory_and_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    # Set in the test process after the fork server started: must not reach the server.
-    monkeypatch.setenv("ISSUER_ACCESS_TOKEN_TTL", "61")
     server = _issuer(tmp_path, ISSUER_JWKS_MAX_AGE="77").start()
     try:
         assert isinstance(server.proc, ForkedProcess)
@@ -72,6 +70,24 @@ def test_a_forked_server_has_its_own_session_environment_directory_and_log(
     assert status == 0  # SIGINT: uvicorn's graceful shutdown, as in a terminal
     assert "Uvicorn running on" in server.logs()
     assert "Finished server process" in server.logs()
+
+
+def test_the_fork_servers_own_environment_reaches_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISSUER_JWKS_MAX_AGE", "61")
+    fork_server = ForkServer()  # with ISSUER_JWKS_MAX_AGE=61 in its environment
+    try:
+        server = _issuer(tmp_path)  # given no ISSUER_JWKS_MAX_AGE: the default, 300
+        server.launch = fork_server.spawn
+        server.start()
+        try:
+            jwks = httpx.get(server.url + "/.well-known/jwks.json", timeout=5)
+            assert "max-age=300" in jwks.headers["cache-control"]
+        finally:
+            assert server.stop() == 0
+    finally:
+        fork_server.close()
 
 
 def test_a_killed_server_reports_the_signal(tmp_path: Path) -> None:
