@@ -25,6 +25,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.engine import Engine
 
 with warnings.catch_warnings():  # starlette nags about httpx; the test client works the same
     warnings.simplefilter("ignore")
@@ -311,8 +312,15 @@ def demo(app: App) -> dict[str, str]:
 
 
 @pytest.fixture
+def store(engine: Engine) -> RefreshTokenStore:
+    """The refresh-token store on a module's ``engine`` fixture (family 1,000 s, idle 500 s); a
+    module that needs more set up defines its own."""
+    return RefreshTokenStore(engine, ttl=1000, idle_ttl=500)
+
+
+@pytest.fixture
 def redeem(store: RefreshTokenStore) -> Iterator[Redeemer]:
-    """``RefreshTokenStore.redeem`` on one event loop for a module's ``store`` fixture: with
+    """``RefreshTokenStore.redeem`` on one event loop for the ``store`` fixture: with
     ``SuccessorTerms`` PostgreSQL batches the rotation (tests/support/redeem.py)."""
     with Redeemer(store) as redeemer:
         yield redeemer

@@ -73,11 +73,6 @@ def engine(issuer_schema_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def store(engine: Engine) -> RefreshTokenStore:
-    return RefreshTokenStore(engine, ttl=1000, idle_ttl=500)
-
-
-@pytest.fixture
 def statements(engine: Engine) -> list[str]:
     seen: list[str] = []
 

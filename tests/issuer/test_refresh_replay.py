@@ -31,11 +31,6 @@ def engine(issuer_schema_url: str) -> Iterator[Engine]:
         eng.dispose()
 
 
-@pytest.fixture
-def store(engine: Engine) -> RefreshTokenStore:
-    return RefreshTokenStore(engine, ttl=1000, idle_ttl=500)
-
-
 def keep(grant: RefreshGrant, _conn: Connection) -> tuple[frozenset[str], str]:
     return grant.scopes, grant.audience
 
