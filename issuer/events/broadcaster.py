@@ -8,7 +8,10 @@ committing, so a wake-up that finds nothing looks again a few times within milli
 
 A subscription first reads the stored backlog after its resume point, then takes live events
 from its queue, skipping any it has sent already: it registers before reading the backlog, so
-an event committed meanwhile is in one or the other (the store commits in ``seq`` order). A
+an event committed meanwhile is in one or the other (the store commits in ``seq`` order). The
+poller starts after the newest event it reads at its start, or after the newest a stream read
+before its backlog if that came first (a subscriber as the process starts), whichever is lower:
+an event recorded between that stream's backlog and the poller's start is still pushed. A
 subscriber that falls ``QUEUE_SIZE`` events behind is ended; it reconnects with
 ``Last-Event-ID`` and reads the rest from the store.
 
@@ -82,7 +85,9 @@ class Broadcaster:
         self.poll_interval = poll_interval
         self._subscriptions: set[Subscription] = set()
         self._signed: OrderedDict[int, str] = OrderedDict()
-        self._head = 0
+        # The last seq handed to the subscriptions; None until the poller or a stream has read
+        # the store's newest (see run()).
+        self._head: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -94,7 +99,10 @@ class Broadcaster:
         """Poll until cancelled (the app's lifespan owns this task)."""
         self._loop = asyncio.get_running_loop()
         self.store.notify = self.wake
-        self._head = await anyio.to_thread.run_sync(self.store.newest)
+        newest = await anyio.to_thread.run_sync(self.store.newest)
+        # A stream that read its backlog before this read (a subscriber as the process starts)
+        # set the head to what it read first: an event recorded in between is still pushed.
+        self._head = newest if self._head is None else min(self._head, newest)
         purged_at = self._loop.time()
         while True:
             woken = False
@@ -131,7 +139,8 @@ class Broadcaster:
         self._failing = True
 
     async def _poll(self) -> bool:
-        events = await anyio.to_thread.run_sync(lambda: self.store.after(self._head))
+        head = self._head or 0
+        events = await anyio.to_thread.run_sync(lambda: self.store.after(head))
         for event in events:
             self._head = event.seq
             self.metrics.events_recorded.inc()
@@ -175,6 +184,8 @@ class Broadcaster:
             yield sse.KEEPALIVE  # the head and a first byte go out at once
             try:
                 newest = await anyio.to_thread.run_sync(self.store.newest)
+                if self._head is None:  # the poller has not read the store yet: start from here
+                    self._head = newest
                 last = 0 if after is None or after > newest else after
                 while True:
                     page = await anyio.to_thread.run_sync(self.store.after, last)

@@ -1,5 +1,6 @@
 """issuer/events/broadcaster.py on a real store and key ring (SQLite): backlog then live events,
-signed once per event with the current key; a key-revoked event is signed by the replacement; an
+signed once per event with the current key; an event between a first backlog and the poller's
+start is pushed; a key-revoked event is signed by the replacement; an
 in-process record wakes the poller at once; the subscriber cap; stop() ends the streams; a
 subscriber too far behind is ended; a resume point beyond the newest event counts as none; a
 database outage while polling is the process's outage (one warning for all), another failure is
@@ -100,6 +101,27 @@ def test_backlog_then_live_signed_once_with_the_current_key(tmp_path: Path) -> N
     kid, payload = _payload(one[1][1], ring)
     assert kid == ring.signer().kid
     assert payload["events"][se.SESSION_REVOKED]["subject"]["id"] == "s2"
+
+
+def test_an_event_between_a_first_backlog_and_the_pollers_start_is_pushed(
+    tmp_path: Path,
+) -> None:
+    """A subscriber served its backlog before the poller read the store (as a process starts,
+    or on a loaded machine), then an event recorded, then the poller's first read: the event
+    is pushed live (the poller starts after what the stream read, not after the newest)."""
+    broadcaster, store, _ring = _setup(tmp_path)
+    store.record_now(_event(1), expires=2**40)
+
+    async def main() -> list[tuple[int, str]]:
+        stream = broadcaster.stream(broadcaster.subscribe(), None)
+        backlog = await _messages(stream, 1)
+        await asyncio.to_thread(store.record_now, _event(2), expires=2**40)
+        poller = asyncio.create_task(broadcaster.run())
+        live = await _messages(stream, 1)
+        poller.cancel()
+        return backlog + live
+
+    assert [seq for seq, _ in asyncio.run(main())] == [1, 2]
 
 
 def test_a_key_revoked_event_is_signed_by_the_replacement(tmp_path: Path) -> None:
