@@ -25,6 +25,7 @@ class DrillConfig:
     interval: float = 10.0
     revoke: bool = False
     concurrency: int = 8
+    rate: float = 0.0
     duration: float = 0.0
     warmup: float = 2.0
     poll_interval: float = 60.0
@@ -106,6 +107,12 @@ def add_arguments(drill: argparse.ArgumentParser) -> None:
     )
     drill.add_argument("--concurrency", type=int, default=8, help="load workers in all (8)")
     drill.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="at most this many load requests a second in all (0: as fast as answered)",
+    )
+    drill.add_argument(
         "--duration", type=float, default=0.0, help="minimum seconds of load (0: the timetable)"
     )
     drill.add_argument("--warmup", type=float, default=2.0, help="seconds of load first (2)")
@@ -150,6 +157,7 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO) -> DrillConfig:
         ),
         (args.interval > 0, "--interval must be positive"),
         (1 <= args.concurrency <= 1000, "--concurrency must be between 1 and 1000"),
+        (0 <= args.rate < float("inf"), "--rate must be a number of requests a second, or 0"),
         (args.duration >= 0, "--duration must not be negative"),
         (args.poll_interval > 0, "--poll-interval must be positive"),
         (args.revocation_margin >= 0, "--revocation-margin must not be negative"),
@@ -197,6 +205,7 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO) -> DrillConfig:
         interval=args.interval,
         revoke=args.revoke,
         concurrency=args.concurrency,
+        rate=args.rate,
         duration=args.duration,
         warmup=args.warmup,
         poll_interval=args.poll_interval,

@@ -130,6 +130,7 @@ def build_report(
             "probes": cfg.probes,
             "refusal_deadline_s": cfg.refusal_deadline,
             "concurrency": cfg.concurrency,
+            "rate_per_s": cfg.rate,
             "token_interval_s": cfg.token_interval,
         },
         "requests": {

@@ -16,6 +16,7 @@ from drill import revocations
 from drill.client import StackClient, describe, error_text, kid_of
 from drill.config import DrillConfig, DrillError
 from drill.html import write_html
+from drill.pacing import Pacer
 from drill.records import Revocation, Rotation, ServiceState, Timeline
 from drill.report import build_report
 from drill.stream import StreamLog, watch
@@ -48,6 +49,7 @@ class Drill:
         self.signing_kid: str | None = None
         self.schedule: dict[str, Any] = {}
         self._stack: StackClient | None = None
+        self.pacer = Pacer(config.rate)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -158,6 +160,9 @@ class Drill:
         """Calls ``/whoami`` with the service's newest token; with ``--revoke-user``, every
         other worker sends the user's token while there is one."""
         while not self.stop.is_set():
+            await self.pacer.wait()  # --rate: the next slot of the shared pace
+            if self.stop.is_set():
+                return
             user = slot % 2 == 1 and service.user_token is not None
             token = service.user_token if user else service.token
             if token is None:

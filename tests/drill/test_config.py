@@ -77,6 +77,18 @@ def test_probes_out_of_range(probes: str) -> None:
     )
 
 
+def test_rate_defaults_to_no_pace_and_is_kept() -> None:
+    assert _config("--client-secret", "s", "--revoke").rate == 0
+    assert _config("--client-secret", "s", "--revoke", "--rate", "40").rate == 40
+
+
+@pytest.mark.parametrize("rate", ["-1", "nan", "inf"])
+def test_rate_must_be_a_finite_non_negative_number(rate: str) -> None:
+    assert _error("--client-secret", "s", "--revoke", "--rate", rate) == (
+        "--rate must be a number of requests a second, or 0"
+    )
+
+
 def test_refusal_deadline_must_be_positive() -> None:
     assert _error("--client-secret", "s", "--revoke", "--refusal-deadline", "0") == (
         "--refusal-deadline must be positive"

@@ -26,6 +26,11 @@ RESOURCE_ENV = {
 }
 
 
+# The load's pace (--rate): enough requests a second to see every rotation and revocation in
+# them, without running the services flat out for the whole drill.
+RATE = 30
+
+
 def _drill_args(stack: Stack, client: dict[str, str], photos: str, contacts: str) -> list[str]:
     return [
         "drill",
@@ -37,8 +42,8 @@ def _drill_args(stack: Stack, client: dict[str, str], photos: str, contacts: str
         f"contacts={contacts}",
         "--client-id",
         client["client_id"],
-        "--client-secret",
-        client["client_secret"],
+        # "=": a generated secret may begin with "-", which argparse would take for an option
+        f"--client-secret={client['client_secret']}",
         "--rotations",
         "2",
         "--interval",
@@ -46,6 +51,8 @@ def _drill_args(stack: Stack, client: dict[str, str], photos: str, contacts: str
         "--revoke",
         "--concurrency",
         "6",
+        "--rate",
+        str(RATE),
         "--poll-interval",
         "1",
         "--revocation-margin",
@@ -81,6 +88,11 @@ def test_drill_two_rotations_and_a_revocation(stack: Stack, tmp_path: Path) -> N
     assert report["ok"] is True
     assert report["requests"]["total"] > 100
     assert report["requests"]["failed"] == 0
+    # --rate held (unpaced, this load sends several hundred a second): no second with more
+    # than RATE load requests, give or take the bins' edges and the event loop's lag.
+    assert report["settings"]["rate_per_s"] == RATE
+    assert max(report["timeline"]["requests"]) <= RATE * 1.2
+    assert report["requests"]["total"] <= RATE * (report["duration_s"] + 1)
     assert report["failures_by_cause"] == {}
     assert report["failures_by_phase"] == {"rotations": 0, "after_revocation": 0}
 
@@ -154,8 +166,8 @@ def test_drill_fails_when_revocation_exceeds_the_bound(stack: Stack) -> None:
         f"photos={photos.url}",
         "--client-id",
         client["client_id"],
-        "--client-secret",
-        client["client_secret"],
+        # "=": a generated secret may begin with "-", which argparse would take for an option
+        f"--client-secret={client['client_secret']}",
         "--rotations",
         "0",
         "--revoke",
@@ -165,6 +177,8 @@ def test_drill_fails_when_revocation_exceeds_the_bound(stack: Stack) -> None:
         "0.5",
         "--warmup",
         "0.5",
+        "--rate",
+        str(RATE),
         "--json",
         check=False,
     )
@@ -249,6 +263,7 @@ def test_drill_user_and_key_revocation_pushed_with_html(stack: Stack, tmp_path: 
         rotations="0",
         revoke="",
         concurrency="2",
+        rate=str(RATE),
         probes="5",
         warmup="1.5",
         poll_interval="1",
@@ -323,6 +338,7 @@ def test_drill_user_revocation_with_the_subscription_down_has_no_bound(
         client_id=client["client_id"],
         rotations="0",
         concurrency="2",
+        rate=str(RATE),
         probes="4",
         warmup="1",
         refusal_deadline="1.5",
