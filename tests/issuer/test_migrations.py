@@ -111,6 +111,23 @@ def test_fresh_database_is_at_head_and_matches_metadata(engine: Engine) -> None:
     )
 
 
+def test_a_database_at_head_is_not_migrated_again(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start after the first: one query, no Alembic command (which reads and compiles
+    every migration script); the head is read once per process."""
+    db.init_schema(engine)
+    calls: list[str] = []
+    monkeypatch.setattr(db.command, "upgrade", lambda *a, **k: calls.append("upgrade"))
+    monkeypatch.setattr(db.command, "stamp", lambda *a, **k: calls.append("stamp"))
+    db.init_schema(engine)
+    assert calls == []
+    with engine.begin() as conn:  # one revision behind: migrated as before
+        conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": "0001"})
+    db.init_schema(engine)
+    assert calls == ["upgrade"]
+
+
 def test_upgrade_from_0001_keeps_data(engine: Engine) -> None:
     with engine.begin() as conn:
         command.upgrade(db.alembic_config(conn), db.INITIAL_REVISION)
