@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import shutil
 import threading
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
 from shared.clock import Clock, FakeClock
 from shared.keys import PUBLIC_EXPONENT, RSA_KEY_SIZE
+from tests.support.pg_pool import SchemaPool
 from tests.support.postgres import PostgresServer
 from tests.support.redeem import Redeemer
 
@@ -201,24 +201,33 @@ def postgres_schema_template(postgres_server: PostgresServer) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def postgres_schema_pool(
+    postgres_server: PostgresServer, postgres_schema_template: str
+) -> SchemaPool:
+    """Copies of the template, emptied after a test and reused by the next when nothing of the
+    test can remain in them (tests/support/pg_pool.py)."""
+    return SchemaPool(postgres_server, postgres_schema_template)
+
+
 @pytest.fixture
 def issuer_schema_url(
     request: pytest.FixtureRequest, database_backend: str, tmp_path: Path
 ) -> Iterator[str]:
     """Like ``issuer_database_url`` (both backends), but already at the newest migration: the
-    app's own ``init_schema`` at start finds nothing to do."""
+    app's own ``init_schema`` at start finds nothing to do. PostgreSQL: a database of the
+    worker's pool, as a fresh copy of the template reads."""
     if database_backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_schema_template")
         shutil.copyfile(template, tmp_path / "issuer.db")
         yield f"sqlite:///{tmp_path}/issuer.db"
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = f"t_{uuid.uuid4().hex[:20]}"
-    url = server.create_database(name, template=request.getfixturevalue("postgres_schema_template"))
+    pool: SchemaPool = request.getfixturevalue("postgres_schema_pool")
+    name = pool.acquire()
     try:
-        yield url
+        yield pool.server.url_for(name)
     finally:
-        server.drop_database(name)
+        pool.release(name)
 
 
 _KEY_POOL: list[rsa.RSAPrivateKey] = []  # this worker's generated key pairs, reused by each test
