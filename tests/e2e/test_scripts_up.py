@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 READY = "--- keyhouse ready ---"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str], list[str]]:
     env = base_env(
         KEYHOUSE_VENV=str(Path(sys.executable).parent.parent),
@@ -42,6 +46,9 @@ def _start(tmp_path: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str]
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # Ctrl-C's SIGINT as in a terminal: a shell started with SIGINT ignored (pytest run as
+        # a background job of a non-interactive shell passes that on) cannot trap it.
+        preexec_fn=_default_sigint,
     )
     lines: list[str] = []
     deadline = time.monotonic() + 90
@@ -59,7 +66,12 @@ def _start(tmp_path: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str]
 
 def _stop(proc: subprocess.Popen[str]) -> None:
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # no stack left running after a failed test
+        proc.wait(timeout=30)
+        raise
 
 
 def _walkthrough(lines: list[str]) -> str:
