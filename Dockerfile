@@ -52,8 +52,8 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/keyhouse --cre
     && install -d -o keyhouse -g keyhouse -m 0755 /var/lib/keyhouse/db-password
 
 COPY --from=builder /opt/keyhouse/venv /opt/keyhouse/venv
-# The compose stack's one-shot `keygen` (standard library only).
-COPY docker/keygen.py /opt/keyhouse/keygen.py
+# The compose stack's one-shot `keygen` and the health check (standard library only).
+COPY docker/keygen.py docker/healthcheck.py /opt/keyhouse/
 ENV PATH=/opt/keyhouse/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -67,8 +67,9 @@ EXPOSE 8000
 # Whatever the container runs (issuer or resource service), it answers GET /readyz on
 # HEALTHCHECK_PORT: 200 when it can serve, 503 with the reason while it cannot (the issuer
 # without its database or a signing key, a resource service without usable keys). /healthz
-# (the process is alive) is for liveness probes. Standard library only: no curl in the image.
+# (the process is alive) is for liveness probes. docker/healthcheck.py: standard library only
+# (no curl in the image), run without site packages, cheap enough to run every 2 s.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('HEALTHCHECK_PORT', '8000'), timeout=2); sys.exit(0)"]
+    CMD ["python3", "-I", "-S", "/opt/keyhouse/healthcheck.py"]
 
 CMD ["issuer", "serve", "--host", "0.0.0.0", "--port", "8000"]
