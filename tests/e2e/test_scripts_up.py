@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -108,38 +110,51 @@ def _check_webapp(lines: list[str], ports: dict[str, int], creds: dict[str, str]
     assert 'name="password"' in page.text
 
 
-def test_scripts_up_walkthrough_and_ctrl_c(tmp_path: Path) -> None:
-    ports = _ports()
-    proc, lines = _start(tmp_path, ports)
-    try:
-        creds = json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
-        _check_webapp(lines, ports, creds)
-        script = _walkthrough(lines)
-        assert "curl" in script
-        run = subprocess.run(
-            ["bash", "-e", "-c", script], capture_output=True, text=True, timeout=60
-        )
-        assert run.returncode == 0, run.stderr + run.stdout
-        out = run.stdout.splitlines()
-        assert json.loads(out[0])["claims"]["aud"] == "photos"  # /whoami
-        assert json.loads(out[1])["title"] == "beach"  # POST /photos
-        assert [i["title"] for i in json.loads(out[2])["items"]] == ["beach"]
-        assert out[3] == "401"  # contacts refuses a photos token
-        assert json.loads(out[4]) == {"items": []}  # the user's own contacts
-        assert "refresh_token" in json.loads(out[5])
-        assert json.loads(out[6])["error"] == "invalid_grant"  # the spent refresh token
-        assert json.loads(out[7])["keys"]
-    finally:
-        _stop(proc)
-    assert proc.returncode == 0
-    assert not any(_listening(p) for p in ports.values())
+@dataclass
+class Running:
+    """One ``./scripts/up`` for the module: its process, ports, var directory and output (read
+    on by a thread once it is ready)."""
 
-    proc2, lines2 = _start(tmp_path, ports)  # a second start reuses the data
+    proc: subprocess.Popen[str]
+    ports: dict[str, int]
+    var: Path
+    lines: list[str]
+    restarted_issuer: int = 0
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """Started once (a start is four cold services and the demo's set-up): the walkthrough and
+    the restart look at it as it runs, the last test stops it with Ctrl-C and starts it again."""
+    tmp = tmp_path_factory.mktemp("up")
+    ports = _ports()
+    proc, lines = _start(tmp, ports)
+    out = proc.stdout
+    assert out is not None
+    threading.Thread(target=lambda: lines.extend(x.rstrip("\n") for x in out), daemon=True).start()
     try:
-        assert creds["client_secret"] in "\n".join(lines2)
+        yield Running(proc, ports, tmp / "var", lines)
     finally:
-        _stop(proc2)
-    assert not any(_listening(p) for p in ports.values())
+        if proc.poll() is None:
+            _stop(proc)
+
+
+def test_scripts_up_walkthrough_works_as_printed(running: Running) -> None:
+    creds = json.loads((running.var / "demo-credentials.json").read_text())
+    _check_webapp(running.lines, running.ports, creds)
+    script = _walkthrough(running.lines)
+    assert "curl" in script
+    run = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr + run.stdout
+    out = run.stdout.splitlines()
+    assert json.loads(out[0])["claims"]["aud"] == "photos"  # /whoami
+    assert json.loads(out[1])["title"] == "beach"  # POST /photos
+    assert [i["title"] for i in json.loads(out[2])["items"]] == ["beach"]
+    assert out[3] == "401"  # contacts refuses a photos token
+    assert json.loads(out[4]) == {"items": []}  # the user's own contacts
+    assert "refresh_token" in json.loads(out[5])
+    assert json.loads(out[6])["error"] == "invalid_grant"  # the spent refresh token
+    assert json.loads(out[7])["keys"]
 
 
 def _children(parent: int) -> dict[int, str]:
@@ -170,43 +185,50 @@ def _healthy(port: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the services in /proc")
-def test_a_killed_issuer_is_restarted_and_the_others_keep_serving(tmp_path: Path) -> None:
-    ports = _ports()
-    proc, lines = _start(tmp_path, ports)
-    assert proc.stdout is not None
-    out = proc.stdout
-    restarted = 0
-    reader = threading.Thread(target=lambda: lines.extend(x.rstrip("\n") for x in out), daemon=True)
-    reader.start()
-    try:
-        issuer = _service_pid(proc.pid, "issuer serve")
-        photos = _service_pid(proc.pid, "--name photos")
-        contacts = _service_pid(proc.pid, "--name contacts")
-        webapp = _service_pid(proc.pid, "webapp serve")
-        os.kill(issuer, signal.SIGKILL)
-        # The resource services verify offline: they are not stopped with the issuer.
-        for _ in range(10):
-            assert _healthy(ports["photos"])
-            assert _healthy(ports["contacts"])
-            assert _healthy(ports["webapp"])
-            time.sleep(0.1)
-        deadline = time.monotonic() + 60
-        while not _healthy(ports["issuer"]):
-            assert time.monotonic() < deadline, "\n".join(lines)
-            assert proc.poll() is None, "\n".join(lines)
-            time.sleep(0.1)
-        restarted = _service_pid(proc.pid, "issuer serve")
-        assert restarted != issuer
-        assert _service_pid(proc.pid, "--name photos") == photos
-        assert _service_pid(proc.pid, "--name contacts") == contacts
-        assert _service_pid(proc.pid, "webapp serve") == webapp
+def test_a_killed_issuer_is_restarted_and_the_others_keep_serving(running: Running) -> None:
+    proc, ports, lines = running.proc, running.ports, running.lines
+    issuer = _service_pid(proc.pid, "issuer serve")
+    photos = _service_pid(proc.pid, "--name photos")
+    contacts = _service_pid(proc.pid, "--name contacts")
+    webapp = _service_pid(proc.pid, "webapp serve")
+    os.kill(issuer, signal.SIGKILL)
+    # The resource services verify offline: they are not stopped with the issuer.
+    for _ in range(10):
         assert _healthy(ports["photos"])
-        said = "\n".join(lines)
-        assert f"issuer (pid {issuer}) was killed by signal 9; restarting it in 1 s" in said
-        assert f"restarted issuer (pid {restarted})" in said
-    finally:
-        _stop(proc)  # Ctrl-C still stops everything, the restarted issuer included
+        assert _healthy(ports["contacts"])
+        assert _healthy(ports["webapp"])
+        time.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while not _healthy(ports["issuer"]):
+        assert time.monotonic() < deadline, "\n".join(lines)
+        assert proc.poll() is None, "\n".join(lines)
+        time.sleep(0.1)
+    restarted = _service_pid(proc.pid, "issuer serve")
+    assert restarted != issuer
+    running.restarted_issuer = restarted
+    assert _service_pid(proc.pid, "--name photos") == photos
+    assert _service_pid(proc.pid, "--name contacts") == contacts
+    assert _service_pid(proc.pid, "webapp serve") == webapp
+    assert _healthy(ports["photos"])
+    said = "\n".join(lines)
+    assert f"issuer (pid {issuer}) was killed by signal 9; restarting it in 1 s" in said
+    assert f"restarted issuer (pid {restarted})" in said
+
+
+def test_ctrl_c_stops_all_four_and_a_second_start_reuses_the_data(running: Running) -> None:
+    """Ctrl-C stops every service (the restarted issuer too, when the test before killed one);
+    started again on the same var directory, the stack keeps its demo client."""
+    proc, ports = running.proc, running.ports
+    creds = json.loads((running.var / "demo-credentials.json").read_text())
+    _stop(proc)
     assert proc.returncode == 0
     assert not any(_listening(p) for p in ports.values())
-    assert restarted
-    assert not Path(f"/proc/{restarted}").exists()
+    if running.restarted_issuer:
+        assert not Path(f"/proc/{running.restarted_issuer}").exists()
+
+    proc2, lines2 = _start(running.var.parent, ports)  # a second start reuses the data
+    try:
+        assert creds["client_secret"] in "\n".join(lines2)
+    finally:
+        _stop(proc2)
+    assert not any(_listening(p) for p in ports.values())
