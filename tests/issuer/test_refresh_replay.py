@@ -210,6 +210,10 @@ def _wait_for_a_blocked_transaction(engine: Engine) -> None:
             ).scalar_one()
             if waiting:
                 return
+            # End the read's transaction: PostgreSQL keeps the first pg_stat_activity it read
+            # in a transaction until that ends, so a poll that never ended one never saw the
+            # other session start to wait (the test failed once so, after 30 s).
+            conn.rollback()
             time.sleep(0.01)
     raise AssertionError("the second replay never waited on the first one's lock")
 
