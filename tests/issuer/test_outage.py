@@ -122,7 +122,7 @@ def test_postgres_session_ended_by_the_server_is_an_outage(
     engine = create_engine(engine_url(pg_database[1]))
     with engine.connect() as conn:
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
-        postgres_server._admin_sql(f"SELECT pg_terminate_backend({pid})")
+        postgres_server._admin_sql(f"SELECT pg_terminate_backend({pid}, 10000)")  # until gone
         with pytest.raises(OperationalError) as caught:
             conn.execute(text("SELECT 1"))
     assert unavailability(caught.value) is not None
