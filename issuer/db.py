@@ -6,15 +6,12 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import (
     Boolean,
     Column,
@@ -35,6 +32,9 @@ from sqlalchemy.exc import DatabaseError
 
 from issuer.engines import engine_url, make_engine, sqlite_path
 from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:  # Alembic is imported only to migrate (~0.2 s of every process start)
+    from alembic.config import Config
 
 metadata = MetaData()
 
@@ -238,10 +238,15 @@ _PRE_MIGRATION_TABLES = ("signing_keys", "clients", "users", "refresh_tokens")
 _MIGRATION_LOCK_KEY = 0x4B4559484F555345  # "KEYHOUSE"
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic configuration for issuer/migrations (optionally bound to an open connection)."""
+    from alembic.config import Config
+
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -278,8 +283,10 @@ def init_schema(engine: Engine) -> None:
     with _migration_lock(engine) as conn:
         # Already at head (every start but the first): one query, not Alembic's upgrade, which
         # reads and compiles every migration script each time (~20 ms a start).
-        if MigrationContext.configure(conn).get_current_revision() == head_revision():
+        if _current_revision(conn) == head_revision():
             return
+        from alembic import command
+
         inspector = inspect(conn)
         config = alembic_config(conn)
         if not inspector.has_table("alembic_version") and all(
@@ -289,27 +296,56 @@ def init_schema(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def _current_revision(conn: Connection) -> str | None:
+    """What ``alembic_version`` holds (None: no such table, or empty), read as Alembic reads it
+    but without importing Alembic; several rows (branches, never made here) come back joined."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = sorted(
+        str(r) for r in conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    )
+    return ",".join(rows) or None
+
+
 def schema_revision(engine: Engine) -> str | None:
     """The revision the database is at (None: never migrated)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _current_revision(conn)
+
+
+# A migration script's own two lines: ``revision: str = "0007"`` and ``down_revision: ...``.
+_REVISION_LINE = re.compile(
+    r'^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:"(\w+)"|None)\s*$', re.M
+)
+
+
+def _revision_graph() -> dict[str, str | None]:
+    """Every migration script's revision and the one it follows, from the scripts' text (the
+    head is needed at every start; Alembic's loader compiles every script for it)."""
+    graph: dict[str, str | None] = {}
+    for script in sorted((MIGRATIONS / "versions").glob("[0-9]*.py")):
+        found = {m.group(1): m.group(2) for m in _REVISION_LINE.finditer(script.read_text())}
+        if "revision" not in found or found["revision"] is None or "down_revision" not in found:
+            raise ConfigurationError(
+                f"{script.name}: no `revision = ...` and `down_revision = ...`"
+            )
+        graph[found["revision"]] = found["down_revision"]
+    return graph
 
 
 @functools.cache
 def head_revision() -> str:
     """The newest migration this code knows (what ``init_schema`` brings a database to); read
-    once per process (the migrations ship with the code)."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - the migrations directory ships with the package
-        raise ConfigurationError("the issuer's migrations are missing")
-    return head
+    once per process (the migrations ship with the code). Exactly one head, or no start."""
+    graph = _revision_graph()
+    heads = sorted(set(graph) - {down for down in graph.values() if down is not None})
+    if len(heads) != 1:
+        raise ConfigurationError(f"the issuer's migrations must have one head, found {heads}")
+    return heads[0]
 
 
 def _known_revision(revision: str) -> bool:
-    try:
-        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
-    except CommandError:
-        return False
+    return revision in _revision_graph()
 
 
 def describe_database(database_url: str) -> str:
@@ -351,7 +387,7 @@ def open_store(database_url: str, *, pool_size: int = 10) -> Engine:
             reason = str(exc.orig or exc).strip().splitlines()[0].replace('"', "'")
             raise StoreNotFound(f"cannot open the database {where}: {reason}") from None
         with conn:
-            revision = MigrationContext.configure(conn).get_current_revision()
+            revision = _current_revision(conn)
             legacy = revision is None and all(
                 inspect(conn).has_table(t) for t in _PRE_MIGRATION_TABLES
             )

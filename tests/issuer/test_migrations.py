@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -118,14 +121,42 @@ def test_a_database_at_head_is_not_migrated_again(
     every migration script); the head is read once per process."""
     db.init_schema(engine)
     calls: list[str] = []
-    monkeypatch.setattr(db.command, "upgrade", lambda *a, **k: calls.append("upgrade"))
-    monkeypatch.setattr(db.command, "stamp", lambda *a, **k: calls.append("stamp"))
+    monkeypatch.setattr(command, "upgrade", lambda *a, **k: calls.append("upgrade"))
+    monkeypatch.setattr(command, "stamp", lambda *a, **k: calls.append("stamp"))
     db.init_schema(engine)
     assert calls == []
     with engine.begin() as conn:  # one revision behind: migrated as before
         conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": "0001"})
     db.init_schema(engine)
     assert calls == ["upgrade"]
+
+
+def test_the_head_and_the_revisions_read_from_the_scripts_are_alembics() -> None:
+    """init_schema and open_store read the scripts' own revision lines instead of loading them
+    through Alembic: they must agree with Alembic, script by script."""
+    scripts = ScriptDirectory.from_config(db.alembic_config())
+    assert db.head_revision() == scripts.get_current_head()
+    assert db._revision_graph() == {
+        s.revision: s.down_revision
+        for s in scripts.walk_revisions()  # type: ignore[misc]
+    }
+
+
+def test_a_process_that_opens_the_store_at_head_never_imports_alembic(tmp_path: Path) -> None:
+    """Alembic (with Mako and Pygments) is ~0.2 s of a cold start: only a migration needs it."""
+    url = f"sqlite:///{tmp_path}/issuer.db"
+    engine = engines.make_engine(url)
+    db.init_schema(engine)
+    engine.dispose()
+    probe = (
+        "import sys; from issuer import db, app; from issuer.engines import make_engine;"
+        f" e = make_engine({url!r}); db.init_schema(e); db.open_store({url!r}).dispose();"
+        " e.dispose(); print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_upgrade_from_0001_keeps_data(engine: Engine) -> None:
