@@ -313,9 +313,10 @@ def schema_revision(engine: Engine) -> str | None:
         return _current_revision(conn)
 
 
-# A migration script's own two lines: ``revision: str = "0007"`` and ``down_revision: ...``.
+# A migration script's own two lines: ``revision: str = "0007"`` and ``down_revision: ...``
+# (either quote: script.py.mako writes them with repr(), ruff format with double quotes).
 _REVISION_LINE = re.compile(
-    r'^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:"(\w+)"|None)\s*$', re.M
+    r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:["'](\w+)["']|None)\s*$""", re.M
 )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from issuer import db, engines
 from issuer.accounts import AccountStore, password_matches
 from issuer.refresh import RefreshTokenStore, token_hash
+from shared.errors import ConfigurationError
 from shared.scopes import parse_scope
 
 
@@ -140,6 +141,32 @@ def test_the_head_and_the_revisions_read_from_the_scripts_are_alembics() -> None
         s.revision: s.down_revision
         for s in scripts.walk_revisions()  # type: ignore[misc]
     }
+
+
+def test_revision_lines_in_either_quote_one_head_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_a.py").write_text(
+        'revision: str = "0001"\ndown_revision: str | None = None\n'
+    )
+    # as script.py.mako writes them (repr: single quotes)
+    (versions / "0002_b.py").write_text("revision: str = '0002'\ndown_revision = '0001'\n")
+    monkeypatch.setattr(db, "MIGRATIONS", tmp_path)
+    db.head_revision.cache_clear()
+    try:
+        assert db._revision_graph() == {"0001": None, "0002": "0001"}
+        assert db.head_revision() == "0002"
+        (versions / "0003_c.py").write_text('revision = "0003"\ndown_revision = "0001"\n')
+        db.head_revision.cache_clear()
+        with pytest.raises(ConfigurationError, match="one head, found \\['0002', '0003'\\]"):
+            db.head_revision()
+        (versions / "0004_d.py").write_text("x = 1\n")
+        with pytest.raises(ConfigurationError, match=r"0004_d\.py"):
+            db._revision_graph()
+    finally:
+        db.head_revision.cache_clear()  # the real head again for the tests after
 
 
 def test_a_process_that_opens_the_store_at_head_never_imports_alembic(tmp_path: Path) -> None:
