@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import peer
+from tests.support.processes import lower_priority
 
 ROOT = Path(__file__).resolve().parents[2]
 # The Python side of the stack: installed with the project, so the report must name a version.
@@ -61,6 +62,7 @@ def quick_ceilings(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
         timeout=300,
         cwd=ROOT,
         env=env,
+        preexec_fn=lower_priority,  # the load yields to the other workers' tests
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return QuickRun(proc, out.read_text(), json.loads(raw.read_text()))

@@ -40,6 +40,17 @@ _PORT_BASE = 20000 + (int(_WORKER) % 8 if _WORKER.isdigit() else 0) * _PORT_SPAN
 _next_port = itertools.count(random.randrange(_PORT_SPAN))
 
 
+# The bench smokes' niceness: their load (wrk and the servers, flat out by design; their numbers
+# are not judged) yields the cores to the timing-sensitive tests running beside them on the
+# other workers (a drill's refusal within a second, a probe's round trip).
+BENCH_SMOKE_NICENESS = 10
+
+
+def lower_priority() -> None:
+    """``preexec_fn`` for a bench smoke's process (its children inherit it)."""
+    os.nice(BENCH_SMOKE_NICENESS)
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on, from this worker's range, not one it handed
     out lately (the range is walked in turn from a random start)."""
