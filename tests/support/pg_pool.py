@@ -77,7 +77,11 @@ class SchemaPool:
         self._lock = threading.Lock()
         with self._connect(template) as conn:
             self._signature = _one(conn, _SIGNATURE)
-            for table in _column(conn, _TABLES):
+            # Read once: a database whose signature matches has these tables and sequences,
+            # and a reused one restarts each sequence where the template's starts.
+            self._tables: list[str] = _column(conn, _TABLES)
+            self._sequences: list[tuple[str, int]] = list(conn.execute(_SEQUENCES.encode()))
+            for table in self._tables:
                 if _one(conn, f'SELECT count(*) FROM "{table}"') != 0:
                     raise RuntimeError(f"the template holds rows in {table}: not reusable")
         self.reused = 0
@@ -117,9 +121,9 @@ class SchemaPool:
                 if _one(conn, _OTHER_SESSIONS) != 0 or _one(conn, _SIGNATURE) != self._signature:
                     return False
                 with conn.transaction():
-                    for table in _column(conn, _TABLES):
+                    for table in self._tables:
                         conn.execute(f'DELETE FROM "{table}"'.encode())
-                    for sequence, start in conn.execute(_SEQUENCES.encode()).fetchall():
+                    for sequence, start in self._sequences:
                         conn.execute("SELECT setval(%s::regclass, %s, false)", (sequence, start))
             except Exception:
                 return False
