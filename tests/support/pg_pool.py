@@ -9,12 +9,16 @@ only when nothing of the test can remain in it:
 - no other session is connected to it (a test that left an engine open);
 - its schema is the template's, table by table and column by column, with the same revision
   in ``alembic_version`` and no other schema, function, trigger or database-level setting;
+- the planner knows no more about it than about the template: no table or index analysed or
+  vacuumed since (``pg_class.reltuples``, no column statistics in ``pg_stats``), by a test or
+  by autovacuum during a long test. Statistics left from an earlier test's rows changed the
+  plans a later test saw (a batch statement's plan, checked by test_refresh_batch, once);
 - it still accepts connections (``ALLOW_CONNECTIONS``).
 
 Otherwise it is dropped (``WITH (FORCE)``) and the next test gets a new copy of the template.
 Emptying deletes every row of every table but ``alembic_version`` and restarts every sequence
-at its start, so a reused database reads exactly as a fresh copy of the template (which holds no
-rows but its revision: checked when the pool starts)."""
+at its start, so a reused database reads (and plans) exactly as a fresh copy of the template
+(which holds no rows but its revision: checked when the pool starts)."""
 
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ from tests.support.postgres import PostgresServer
 # Everything a test could change in the database's structure, as one string to compare.
 _SIGNATURE = """
 SELECT concat_ws(' | ',
-  (SELECT string_agg(c.relname || ':' || c.relkind::text || ':' || coalesce(cols.list, ''), ','
-                     ORDER BY c.relname)
+  (SELECT string_agg(c.relname || ':' || c.relkind::text || ':' || c.reltuples::text || ':'
+                     || coalesce(cols.list, ''), ',' ORDER BY c.relname)
      FROM pg_class c
      JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN LATERAL (
@@ -47,7 +51,8 @@ SELECT concat_ws(' | ',
     WHERE n.nspname = 'public')::text,
   (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal)::text,
   (SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
-    WHERE d.datname = current_database())::text
+    WHERE d.datname = current_database())::text,
+  (SELECT count(*) FROM pg_stats WHERE schemaname = 'public')::text
 )
 """
 _OTHER_SESSIONS = (

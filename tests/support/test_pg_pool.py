@@ -102,6 +102,31 @@ def test_a_database_at_another_revision_is_dropped(pool: SchemaPool) -> None:
     assert not _exists(pool.server, name)
 
 
+@pytest.mark.parametrize(
+    "statement",
+    ["ANALYZE users", "VACUUM refresh_tokens", "ANALYZE"],
+    ids=["one-table-analysed", "one-table-vacuumed", "all-analysed"],
+)
+def test_a_database_with_planner_statistics_is_dropped(pool: SchemaPool, statement: str) -> None:
+    name = pool.acquire()
+    for n in range(3):
+        _sql(
+            pool.server,
+            name,
+            "INSERT INTO users (user_id, username, password_hash, scopes, disabled, created_at)"
+            f" VALUES ('u{n}', 'user{n}', 'x', 'a', false, 0)",
+        )
+    engine = make_engine(pool.server.url_for(name))
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(statement))  # what autovacuum also does to a busy table
+    finally:
+        engine.dispose()
+    pool.release(name)
+    assert not _exists(pool.server, name)
+    assert (pool.reused, pool.dropped) == (0, 1)
+
+
 def test_a_database_refusing_connections_is_dropped(pool: SchemaPool) -> None:
     name = pool.acquire()
     pool.server._admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
