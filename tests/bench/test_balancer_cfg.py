@@ -22,6 +22,7 @@ import pytest
 from bench.harness.balancer import Balancer, balancer, haproxy_missing
 from bench.harness.config import Config
 from bench.harness.processes import Server
+from tests.support import web
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +102,7 @@ HEADERS = {"Cookie": "s=" + "c" * 2000, "User-Agent": "Mozilla/5.0 " + "x" * 300
 
 
 def _post(lb: Balancer, content: bytes | Iterator[bytes]) -> httpx.Response:
-    return httpx.post(f"{lb.url}/token", content=content, headers=HEADERS, timeout=15)
+    return web.post(f"{lb.url}/token", content=content, headers=HEADERS, timeout=15)
 
 
 def _chunks(size: int) -> Iterator[bytes]:
@@ -192,7 +193,7 @@ def test_a_soft_stop_ends_an_open_event_stream_within_hard_stop_after(tmp_path: 
             proc = b.server.proc
             assert proc is not None
             with (
-                httpx.Client(timeout=30) as http,
+                web.Client(timeout=30) as http,
                 http.stream("GET", f"{b.url}/events") as stream,
             ):
                 assert stream.status_code == 200

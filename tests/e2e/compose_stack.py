@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from tests.support import web
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("compose.yaml", "compose.ci.yaml")
 IMAGES = {
@@ -263,4 +265,4 @@ class ComposeStack:
         return proc.stdout + proc.stderr
 
     def client(self) -> httpx.Client:
-        return httpx.Client(timeout=httpx.Timeout(15.0), trust_env=False)
+        return web.Client(timeout=httpx.Timeout(15.0), trust_env=False)

@@ -28,6 +28,7 @@ from issuer.codes import CodeStore
 from issuer.engines import make_engine
 from issuer.sessions import SessionStore
 from shared.pkce import s256_challenge
+from tests.support import web
 from tests.support.processes import Stack
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -126,10 +127,8 @@ def post_token(world: World, client: dict[str, Any], **form: str) -> httpx.Respo
     secret = client.get("client_secret")
     if secret is None:  # a public client: client_id in the body, no secret
         form = {"client_id": client["client_id"], **form}
-        return httpx.post(world.url + "/token", data=form, timeout=10)
-    return httpx.post(
-        world.url + "/token", data=form, auth=(client["client_id"], secret), timeout=10
-    )
+        return web.post(world.url + "/token", data=form, timeout=10)
+    return web.post(world.url + "/token", data=form, auth=(client["client_id"], secret), timeout=10)
 
 
 def redeem(world: World, client: dict[str, Any], grant: Grant, **changes: str) -> httpx.Response:

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 
 from shared.pkce import s256_challenge
+from tests.support import web
 from tests.support.browser import DemoStack, chromium, start_demo_stack
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +90,7 @@ def _wait_until_expired(demo: DemoStack) -> None:
     probe = demo.user_token("photos")
     deadline = time.monotonic() + TTL + 30
     while True:
-        answer = httpx.get(
+        answer = web.get(
             demo.photos.url + "/photos", headers={"Authorization": f"Bearer {probe}"}, timeout=5
         )
         if answer.status_code == 401:

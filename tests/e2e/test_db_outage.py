@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.pg_fixture import unavailable
 from tests.support.postgres import PostgresServer, PostgresUnavailable
 from tests.support.processes import Stack
@@ -64,7 +65,7 @@ def outage(tmp_path: Path) -> Iterator[Outage]:
 
 def _post(o: Outage, path: str, **form: str) -> httpx.Response:
     auth = (o.client["client_id"], o.client["client_secret"])
-    return httpx.post(o.issuer.url + path, data=form, auth=auth, timeout=30)
+    return web.post(o.issuer.url + path, data=form, auth=auth, timeout=30)
 
 
 def _poll(what: str, attempt: Callable[[], httpx.Response], done: Callable[[int], bool]) -> None:
@@ -100,7 +101,7 @@ def test_an_outage_is_503_temporarily_unavailable_then_recovers_without_restart(
     assert login.status_code == 200, login.text
     access, refresh = login.json()["access_token"], login.json()["refresh_token"]
     bearer = {"Authorization": f"Bearer {admin['access_token']}"}
-    assert httpx.get(o.issuer.url + "/readyz", timeout=10).status_code == 200
+    assert web.get(o.issuer.url + "/readyz", timeout=10).status_code == 200
 
     o.pg.pause()  # a normal shutdown: sessions are ended, then the server is gone
 
@@ -128,22 +129,22 @@ def test_an_outage_is_503_temporarily_unavailable_then_recovers_without_restart(
         ),
         "revoke": lambda: _post(o, "/revoke", token=refresh),
         "introspect": lambda: _post(o, "/introspect", token=access),
-        "admin keys": lambda: httpx.get(o.issuer.url + "/admin/keys", headers=bearer, timeout=30),
+        "admin keys": lambda: web.get(o.issuer.url + "/admin/keys", headers=bearer, timeout=30),
     }
     for _round in range(3):  # many requests, still one warning
         for what, call in calls.items():
             _assert_unavailable(call(), what)
     _poll(
         "/readyz 503",
-        lambda: httpx.get(o.issuer.url + "/readyz", timeout=10),
+        lambda: web.get(o.issuer.url + "/readyz", timeout=10),
         lambda status: status == 503,
     )
-    not_ready = httpx.get(o.issuer.url + "/readyz", timeout=10)
+    not_ready = web.get(o.issuer.url + "/readyz", timeout=10)
     assert not_ready.json()["status"] == "unavailable"
     assert not_ready.json()["reason"].startswith("database unavailable: "), not_ready.text
     assert o.pg.password not in not_ready.text
     assert not_ready.headers["cache-control"] == "no-store"
-    assert httpx.get(o.issuer.url + "/healthz", timeout=10).status_code == 200
+    assert web.get(o.issuer.url + "/healthz", timeout=10).status_code == 200
 
     log = o.issuer.logs()
     assert log.count(WARNING) == 1, log
@@ -159,7 +160,7 @@ def test_an_outage_is_503_temporarily_unavailable_then_recovers_without_restart(
     )
     _poll(
         "/readyz after the database is back",
-        lambda: httpx.get(o.issuer.url + "/readyz", timeout=10),
+        lambda: web.get(o.issuer.url + "/readyz", timeout=10),
         lambda status: status == 200,
     )
     for what in ("password", "refresh_token", "introspect", "admin keys", "revoke"):

@@ -18,6 +18,7 @@ from bench.harness.processes import Server
 from shared.clock import FakeClock
 from shared.dpop import access_token_hash, thumbprint
 from tests.shared.test_dpop_support import EC_KEY, EC_KEY_2, RSA_KEY, make_proof, public_jwk
+from tests.support import web
 from tests.support.jwks_fakes import ISSUER, JWKSServer, json_answer, key, token
 from tests.support.processes import Stack
 
@@ -93,7 +94,7 @@ def _get(
     headers = [("DPoP", p) for p in proofs]
     if authorization is not None:
         headers.append(("Authorization", authorization))
-    return httpx.get(service.url + path, headers=headers, timeout=10)
+    return web.get(service.url + path, headers=headers, timeout=10)
 
 
 def _refused_proof(response: httpx.Response, description: str) -> None:
@@ -126,7 +127,7 @@ def test_a_bound_token_with_a_proof_is_accepted_and_bearer_is_unchanged(photos: 
     assert _get(photos, "/whoami?x=1", f"DPoP {rsa_tok}", (proof,)).status_code == 200
     # POST with htm POST: the item is stored for the token's subject.
     writer = _token(scope="photos:read photos:write")
-    created = httpx.post(
+    created = web.post(
         photos.url + "/photos",
         json={"title": "sunset"},
         headers={
@@ -145,7 +146,7 @@ def test_a_bound_token_with_a_proof_is_accepted_and_bearer_is_unchanged(photos: 
 def test_a_missing_scope_on_the_dpop_scheme_is_a_dpop_challenge(photos: Server) -> None:
     tok = _token()  # photos:read only
     url = photos.url + "/photos"
-    denied = httpx.post(
+    denied = web.post(
         url,
         json={"title": "x"},
         headers={"Authorization": f"DPoP {tok}", "DPoP": _proof(tok, url, "POST")},
@@ -224,7 +225,7 @@ def test_a_replayed_proof_is_refused(photos: Server) -> None:
     _refused_proof(
         _get(photos, "/whoami", f"DPoP {tok}", (proof,)), "DPoP proof has been used before"
     )
-    metrics = httpx.get(photos.url + "/metrics", timeout=10).text
+    metrics = web.get(photos.url + "/metrics", timeout=10).text
     assert 'keyhouse_token_verifications_total{result="invalid_dpop_proof"}' in metrics
     assert "keyhouse_dpop_replay_cache_capacity 200000.0" in metrics
     entries = re.search(r"^keyhouse_dpop_replay_cache_entries (\S+)$", metrics, re.M)
@@ -303,7 +304,7 @@ def test_a_token_the_issuer_bound_works_at_photos_and_only_with_its_key(
             "iat": int(time.time()),
         },
     )
-    issued = httpx.post(
+    issued = web.post(
         stack.issuer_url + "/token",
         data={"grant_type": "client_credentials"},
         auth=(client["client_id"], client["client_secret"]),
@@ -335,7 +336,7 @@ def test_x_forwarded_proto_counts_for_htu_only_from_a_trusted_proxy(
     for service, status in ((photos, 401), (proxied, 200)):
         tok = _token()
         https = service.url.replace("http://", "https://") + "/whoami"
-        response = httpx.get(
+        response = web.get(
             service.url + "/whoami",
             headers={
                 "Authorization": f"DPoP {tok}",

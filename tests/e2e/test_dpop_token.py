@@ -36,6 +36,7 @@ from tests.e2e.oidc_world import (
     unverified_claims,
 )
 from tests.shared.test_dpop_support import EC_KEY, EC_KEY_2, RSA_KEY, make_proof, public_jwk
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +66,7 @@ def proof(
 
 
 def cc(world: World, client: dict[str, Any], *dpop: str) -> httpx.Response:
-    return httpx.post(
+    return web.post(
         world.url + "/token",
         data={"grant_type": "client_credentials"},
         auth=(client["client_id"], client["client_secret"]),
@@ -101,7 +102,7 @@ def test_introspection_says_dpop_for_a_bound_token(world: World, service: dict[s
     plain = cc(world, service).json()["access_token"]
     auth = (service["client_id"], service["client_secret"])
     seen = [
-        httpx.post(world.url + "/introspect", data={"token": t}, auth=auth, timeout=10).json()
+        web.post(world.url + "/introspect", data={"token": t}, auth=auth, timeout=10).json()
         for t in (bound, plain)
     ]
     assert (seen[0]["active"], seen[0]["token_type"]) == (True, "DPoP")
@@ -148,7 +149,7 @@ def test_two_proofs_or_a_malformed_one_are_refused(
 
 
 def _public_refresh(world: World, *dpop: str, token: str) -> httpx.Response:
-    return httpx.post(
+    return web.post(
         world.url + "/token",
         data={
             "grant_type": "refresh_token",
@@ -162,7 +163,7 @@ def _public_refresh(world: World, *dpop: str, token: str) -> httpx.Response:
 
 def test_a_public_clients_refresh_tokens_are_bound_to_the_key(world: World) -> None:
     grant = make_code(world, world.spa)
-    response = httpx.post(
+    response = web.post(
         world.url + "/token",
         data={
             "grant_type": "authorization_code",
@@ -198,7 +199,7 @@ def test_a_public_clients_refresh_tokens_are_bound_to_the_key(world: World) -> N
 
 def test_a_confidential_clients_refresh_tokens_are_not_bound(world: World) -> None:
     grant = make_code(world, world.web)
-    first = httpx.post(
+    first = web.post(
         world.url + "/token",
         data={
             "grant_type": "authorization_code",
@@ -243,7 +244,7 @@ def test_an_ordinary_client_registration_says_no_dpop(service: dict[str, Any]) -
     "path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
 )
 def test_metadata_lists_the_proof_algorithms(world: World, path: str) -> None:
-    document = httpx.get(world.url + path, timeout=10).json()
+    document = web.get(world.url + path, timeout=10).json()
     assert document["dpop_signing_alg_values_supported"] == ["ES256", "RS256"]
 
 
@@ -261,7 +262,7 @@ def test_the_accepted_algorithms_are_a_setting(stack: Stack) -> None:
 
     def post(key: Any, alg: str) -> httpx.Response:
         payload = {"jti": str(uuid.uuid4()), "htm": "POST", "htu": url, "iat": int(time.time())}
-        return httpx.post(
+        return web.post(
             url,
             data={"grant_type": "client_credentials"},
             auth=(client["client_id"], client["client_secret"]),
@@ -272,7 +273,7 @@ def test_the_accepted_algorithms_are_a_setting(stack: Stack) -> None:
     refused = post(RSA_KEY, "RS256")
     assert error_of(refused) == (400, "invalid_dpop_proof")
     assert post(EC_KEY, "ES256").json()["token_type"] == "DPoP"
-    metadata = httpx.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
+    metadata = web.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
     assert metadata.json()["dpop_signing_alg_values_supported"] == ["ES256"]
 
 
@@ -287,7 +288,7 @@ def test_server_nonces_when_switched_on(stack: Stack) -> None:
     htu = stack.issuer_url + "/token"
 
     def post(base: str, dpop: str) -> httpx.Response:
-        return httpx.post(
+        return web.post(
             base + "/token",
             data={"grant_type": "client_credentials"},
             auth=(client["client_id"], client["client_secret"]),
@@ -313,7 +314,7 @@ def test_server_nonces_when_switched_on(stack: Stack) -> None:
     # The replica (its htu is the issuer's public URL, ISSUER_URL, like the first one's).
     assert post(second.url, signed(nonce=nonce)).json()["token_type"] == "DPoP"
     # Without DPoP, nothing changes.
-    plain = httpx.post(
+    plain = web.post(
         htu,
         data={"grant_type": "client_credentials"},
         auth=(client["client_id"], client["client_secret"]),
@@ -330,7 +331,7 @@ def _bound_user_token(world: World) -> str:
         "redirect_uri": REDIRECT,
         "code_verifier": grant.verifier,
     }
-    response = httpx.post(
+    response = web.post(
         world.url + "/token",
         data=form,
         auth=(world.web["client_id"], world.web["client_secret"]),
@@ -357,10 +358,10 @@ def _userinfo_proof(world: World, token: str, key: Any = EC_KEY, **changes: Any)
 def test_userinfo_takes_a_bound_token_only_with_a_proof_by_its_key(world: World) -> None:
     token = _bound_user_token(world)
     url = world.url + "/userinfo"
-    as_bearer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    as_bearer = web.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert as_bearer.status_code == 401
     assert 'error="invalid_token"' in as_bearer.headers["www-authenticate"]
-    good = httpx.get(
+    good = web.get(
         url,
         headers={"Authorization": f"DPoP {token}", "DPoP": _userinfo_proof(world, token)},
         timeout=10,
@@ -372,19 +373,17 @@ def test_userinfo_takes_a_bound_token_only_with_a_proof_by_its_key(world: World)
         _userinfo_proof(world, token, ath="A" * 43),  # another token's hash
         _userinfo_proof(world, token, htu=world.url + "/token"),  # another URL
     ):
-        refused = httpx.get(
-            url, headers={"Authorization": f"DPoP {token}", "DPoP": bad}, timeout=10
-        )
+        refused = web.get(url, headers={"Authorization": f"DPoP {token}", "DPoP": bad}, timeout=10)
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"] == "invalid_dpop_proof"
         assert refused.headers["www-authenticate"].startswith('DPoP realm="issuer"')
-    no_proof = httpx.get(url, headers={"Authorization": f"DPoP {token}"}, timeout=10)
+    no_proof = web.get(url, headers={"Authorization": f"DPoP {token}"}, timeout=10)
     assert no_proof.status_code == 401
 
 
 def test_userinfo_refuses_an_unbound_token_sent_as_dpop(world: World) -> None:
     token = redeem(world, world.web, make_code(world, world.web)).json()["access_token"]
-    response = httpx.get(
+    response = web.get(
         world.url + "/userinfo",
         headers={"Authorization": f"DPoP {token}", "DPoP": _userinfo_proof(world, token)},
         timeout=10,
@@ -395,7 +394,7 @@ def test_userinfo_refuses_an_unbound_token_sent_as_dpop(world: World) -> None:
 
 def test_the_admin_api_refuses_a_bound_token(world: World) -> None:
     admin = world.stack.create_client(scope="issuer:admin", audiences=["issuer"])
-    response = httpx.post(
+    response = web.post(
         world.url + "/token",
         data={"grant_type": "client_credentials", "audience": "issuer"},
         auth=(admin["client_id"], admin["client_secret"]),
@@ -406,10 +405,10 @@ def test_the_admin_api_refuses_a_bound_token(world: World) -> None:
     bound = response.json()["access_token"]
     plain = cc(world, admin).json()["access_token"]
     headers = {"Authorization": f"Bearer {bound}"}
-    refused = httpx.get(world.url + "/admin/keys", headers=headers, timeout=10)
+    refused = web.get(world.url + "/admin/keys", headers=headers, timeout=10)
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
-    ok = httpx.get(
+    ok = web.get(
         world.url + "/admin/keys", headers={"Authorization": f"Bearer {plain}"}, timeout=10
     )
     assert ok.status_code == 200, ok.text

@@ -26,6 +26,7 @@ from joserfc.jwk import KeySet
 
 from shared import security_events as se
 from tests.e2e.oidc_world import unverified_claims
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +71,7 @@ class Subscriber:
     def _run(self) -> None:
         try:
             with (
-                httpx.Client(timeout=httpx.Timeout(10, read=30)) as http,
+                web.Client(timeout=httpx.Timeout(10, read=30)) as http,
                 http.stream("GET", self.url + "/events", headers=self.headers) as response,
             ):
                 self.status = response.status_code
@@ -105,7 +106,7 @@ class Subscriber:
 
 def _verify(stack: Stack, token: str) -> dict[str, Any]:
     """The SET's payload, its signature checked against the issuer's JWKS now."""
-    jwks = httpx.get(stack.issuer_url + "/.well-known/jwks.json", timeout=10).json()
+    jwks = web.get(stack.issuer_url + "/.well-known/jwks.json", timeout=10).json()
     result = jws.deserialize_compact(token, KeySet.import_key_set(jwks), algorithms=["RS256"])
     header = result.headers()
     assert header["typ"] == "secevent+jwt"
@@ -128,7 +129,7 @@ def stack(tmp_path: Path, issuer_database_url: str) -> Iterator[Stack]:
 def test_events_are_pushed_signed_resumed_and_survive_a_restart(stack: Stack) -> None:
     env = {"ISSUER_EVENTS_HEARTBEAT": "0.5", "ISSUER_EVENTS_MAX_SUBSCRIBERS": "3"}
     issuer = stack.issuer(**env).start()
-    metadata = httpx.get(stack.issuer_url + "/.well-known/openid-configuration").json()
+    metadata = web.get(stack.issuer_url + "/.well-known/openid-configuration").json()
     assert metadata["keyhouse_events_endpoint"] == stack.issuer_url + "/events"
     client = stack.create_client(
         scope="photos:read",
@@ -140,7 +141,7 @@ def test_events_are_pushed_signed_resumed_and_survive_a_restart(stack: Stack) ->
 
     # 1. /revoke of an access token of the client: its jti.
     access = stack.token(client)["access_token"]
-    revoked = httpx.post(
+    revoked = web.post(
         stack.issuer_url + "/revoke",
         data={"token": access},
         auth=(client["client_id"], client["client_secret"]),
@@ -156,7 +157,7 @@ def test_events_are_pushed_signed_resumed_and_survive_a_restart(stack: Stack) ->
     login = stack.token(client, grant_type="password", username="alice", password=PASSWORD)
     login_claims = unverified_claims(login["access_token"])
     stack.token(client, grant_type="refresh_token", refresh_token=login["refresh_token"])
-    reuse = httpx.post(
+    reuse = web.post(
         stack.issuer_url + "/token",
         data={"grant_type": "refresh_token", "refresh_token": login["refresh_token"]},
         auth=(client["client_id"], client["client_secret"]),
@@ -175,12 +176,12 @@ def test_events_are_pushed_signed_resumed_and_survive_a_restart(stack: Stack) ->
     assert (rule.claim, rule.value) == ("sub", se.subject_hash(login_claims["sub"]))
 
     # 4. The CLI revokes the signing key: signed by its replacement, which the JWKS has.
-    kid = httpx.get(stack.issuer_url + "/.well-known/jwks.json").json()["keys"][0]["kid"]
+    kid = web.get(stack.issuer_url + "/.well-known/jwks.json").json()["keys"][0]["kid"]
     stack.cli("keys", "revoke", kid)
     fourth = live.wait_for(4)[3]
     assert (fourth.rule.claim, fourth.rule.value) == ("kid", kid)
     payload = _verify(stack, fourth.token)  # the revoked key is no longer in the JWKS
-    assert httpx.get(stack.issuer_url + "/.well-known/jwks.json").json()["keys"][0]["kid"] != kid
+    assert web.get(stack.issuer_url + "/.well-known/jwks.json").json()["keys"][0]["kid"] != kid
     seqs = [m.seq for m in live.messages]
     assert seqs == sorted(seqs)
     assert len(live.messages) == 4  # nothing else, nothing twice
@@ -200,13 +201,13 @@ def test_events_are_pushed_signed_resumed_and_survive_a_restart(stack: Stack) ->
     # slots to free first, then fill them).
     _wait_for_subscribers(stack, 1)
     extra = [Subscriber(stack.issuer_url, {"Last-Event-ID": str(seqs[-1])}).start() for _ in "ab"]
-    over = httpx.get(stack.issuer_url + "/events", timeout=10)
+    over = web.get(stack.issuer_url + "/events", timeout=10)
     assert over.status_code == 503
     assert over.json()["error"] == "temporarily_unavailable"
     assert "retry-after" in over.headers
     for sub in extra:
         sub.stop()
-    bad = httpx.get(stack.issuer_url + "/events", headers={"Last-Event-ID": "12x"}, timeout=10)
+    bad = web.get(stack.issuer_url + "/events", headers={"Last-Event-ID": "12x"}, timeout=10)
     assert bad.status_code == 400
     assert bad.json()["error"] == "invalid_request"
 
@@ -234,7 +235,7 @@ def _wait_for_subscribers(stack: Stack, count: int, timeout: float = 10.0) -> No
     gauge = "keyhouse_issuer_security_event_subscribers "
     value = -1.0
     while time.monotonic() < deadline:
-        text = httpx.get(stack.issuer_url + "/metrics", timeout=10).text
+        text = web.get(stack.issuer_url + "/metrics", timeout=10).text
         value = float(next(line for line in text.splitlines() if line.startswith(gauge)).split()[1])
         if value == count:
             return

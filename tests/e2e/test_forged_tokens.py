@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,6 +16,7 @@ from bench.harness.processes import Server
 from issuer.engines import make_engine
 from issuer.keys import KeyRepository, KeySealer
 from shared.keys import SigningKey
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def env(module_stack: Stack) -> tuple[Stack, Server, SigningKey, dict[str, Any]]
     key = repo.load_private(kid)
     claims = pyjwt.decode(good, options={"verify_signature": False})
     assert (
-        httpx.get(photos.url + "/whoami", headers={"Authorization": f"Bearer {good}"}).status_code
+        web.get(photos.url + "/whoami", headers={"Authorization": f"Bearer {good}"}).status_code
         == 200
     )
     return stack, photos, key, claims
@@ -103,7 +103,7 @@ def test_forged_token_is_invalid_token(
 ) -> None:
     _stack, photos, key, claims = env
     token = FORGERIES[forgery](key, claims)
-    response = httpx.get(photos.url + "/photos", headers={"Authorization": f"Bearer {token}"})
+    response = web.get(photos.url + "/photos", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401, (forgery, response.text)
     assert response.json()["error"] == "invalid_token"
     challenge = response.headers["www-authenticate"]
@@ -115,7 +115,7 @@ def test_missing_token_and_missing_scope(
     env: tuple[Stack, Server, SigningKey, dict[str, Any]],
 ) -> None:
     _stack, photos, key, claims = env
-    missing = httpx.get(photos.url + "/photos")
+    missing = web.get(photos.url + "/photos")
     assert missing.status_code == 401
     # Both schemes are accepted (the default), so both challenges come back (RFC 9449 §7.1).
     assert missing.headers.get_list("www-authenticate") == [
@@ -123,7 +123,7 @@ def test_missing_token_and_missing_scope(
         'DPoP realm="photos", algs="ES256 RS256"',
     ]
     token = _sign(key, claims)  # scope photos:read only
-    denied = httpx.post(
+    denied = web.post(
         photos.url + "/photos", json={"title": "x"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert denied.status_code == 403

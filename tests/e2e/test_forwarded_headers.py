@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +20,7 @@ SPOOFED = "203.0.113.7"
 
 
 def _failed_login_address(stack: Stack) -> str:
-    response = httpx.post(
+    response = web.post(
         stack.issuer_url + "/token",
         data={"grant_type": "client_credentials"},
         auth=("no-such-client", "wrong"),

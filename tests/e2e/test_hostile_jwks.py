@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.harness.processes import Server
 from shared.clock import FakeClock
 from shared.keys import SigningKey
+from tests.support import web
 from tests.support.jwks_fakes import (
     ISSUER,
     JWKSServer,
@@ -85,14 +85,14 @@ def _token(signing: SigningKey, *, kid: str | None = None) -> str:
 
 
 def _whoami(service: Server, bearer: str) -> int:
-    response = httpx.get(
+    response = web.get(
         service.url + "/whoami", headers={"Authorization": f"Bearer {bearer}"}, timeout=10
     )
     return response.status_code
 
 
 def _jwks_state(service: Server) -> dict[str, Any]:
-    state: dict[str, Any] = httpx.get(service.url + "/healthz", timeout=10).json()["jwks"]
+    state: dict[str, Any] = web.get(service.url + "/healthz", timeout=10).json()["jwks"]
     return state
 
 
@@ -107,7 +107,7 @@ def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0)
 
 
 def _failures(service: Server, reason: str) -> float:
-    text = httpx.get(service.url + "/metrics", timeout=10).text
+    text = web.get(service.url + "/metrics", timeout=10).text
     match = re.search(
         r'^keyhouse_jwks_fetch_failures_total\{reason="' + reason + r'"\} (\S+)$', text, re.M
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import socket
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_pipelined_get_head_and_conditional_get_arrive_whole(stack: Stack) -> None:
     issuer = stack.issuer().start()
-    etag = httpx.get(issuer.url + "/.well-known/jwks.json").headers["etag"]
+    etag = web.get(issuer.url + "/.well-known/jwks.json").headers["etag"]
     requests = (
         b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n"
         b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -44,7 +44,7 @@ def test_pipelined_get_head_and_conditional_get_arrive_whole(stack: Stack) -> No
 
 def test_many_requests_on_one_connection(stack: Stack) -> None:
     issuer = stack.issuer().start()
-    with httpx.Client(base_url=issuer.url, timeout=10) as client:
+    with web.Client(base_url=issuer.url, timeout=10) as client:
         for _ in range(50):
             assert client.get("/healthz").status_code == 200
             assert client.head("/healthz").status_code == 200

@@ -24,6 +24,7 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import OAuth2Client
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +75,7 @@ class Browser:
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
-        self.http = httpx.Client(follow_redirects=False, timeout=10)
+        self.http = web.Client(follow_redirects=False, timeout=10)
         self.jar: dict[str, str] = {}
         self.set_cookies: list[str] = []  # every Set-Cookie line seen
 
@@ -158,7 +159,7 @@ def issuer(module_stack: Stack) -> dict[str, Any]:
         "--redirect-uri", REDIRECT_URI,
     )  # fmt: skip
     client = json.loads(created.stdout)
-    metadata = httpx.get(
+    metadata = web.get(
         module_stack.issuer_url + "/.well-known/openid-configuration", timeout=10
     ).json()
     return {"url": module_stack.issuer_url, "client": client, "metadata": metadata}
@@ -166,7 +167,7 @@ def issuer(module_stack: Stack) -> dict[str, Any]:
 
 def _jwks_key(metadata: dict[str, Any], token: str) -> Any:
     kid = pyjwt.get_unverified_header(token)["kid"]
-    jwks = httpx.get(metadata["jwks_uri"], timeout=10).json()
+    jwks = web.get(metadata["jwks_uri"], timeout=10).json()
     for jwk in jwks["keys"]:
         if jwk["kid"] == kid:
             return pyjwt.PyJWK(jwk).key

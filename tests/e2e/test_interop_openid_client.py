@@ -21,9 +21,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -152,7 +152,7 @@ def test_openid_client_signs_in_with_pkce_and_nonce(
         node, _settings(stack, public_client, "openid profile photos:read", PASSWORD)
     )
     assert status == 0, f"openid-client failed: {outcome}"
-    discovery = httpx.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
+    discovery = web.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
     assert outcome["discovery"] == {
         k: discovery.json()[k]
         for k in ("issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint")
@@ -177,7 +177,7 @@ def test_openid_client_signs_in_with_pkce_and_nonce(
     # openid-client verified the signature and the claims; the key is one the JWKS publishes.
     header = outcome["id_token_header"]
     assert header["alg"] == "RS256"
-    jwks = httpx.get(discovery.json()["jwks_uri"], timeout=10).json()
+    jwks = web.get(discovery.json()["jwks_uri"], timeout=10).json()
     assert header["kid"] in {k["kid"] for k in jwks["keys"]}
     claims = outcome["id_token_claims"]
     assert claims["iss"] == stack.issuer_url

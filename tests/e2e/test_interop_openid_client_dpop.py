@@ -15,12 +15,12 @@ import json
 import subprocess
 from typing import Any
 
-import httpx
 import pytest
 
 from bench.harness.processes import Server
 from tests.e2e.test_interop_openid_client import INTEROP
 from tests.e2e.test_interop_openid_client import node as node  # the fixture, shared
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def test_openid_client_gets_a_dpop_bound_token_and_calls_photos_with_it(
     status, outcome = _run(node, _settings(stack, confidential_client, photos.url + "/whoami"))
     assert status == 0, f"openid-client failed: {outcome}"
 
-    discovery = httpx.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
+    discovery = web.get(stack.issuer_url + "/.well-known/openid-configuration", timeout=10)
     assert outcome["discovery"]["issuer"] == stack.issuer_url
     assert outcome["discovery"]["token_endpoint"] == discovery.json()["token_endpoint"]
     assert "ES256" in outcome["discovery"]["dpop_signing_alg_values_supported"]

@@ -24,6 +24,7 @@ from bench.harness.processes import Server
 from shared.jwks import encode_jwks
 from shared.jws import b64url_encode
 from shared.keys import SigningKey
+from tests.support import web
 from tests.support.jwks_fakes import ISSUER, key
 from tests.support.processes import Stack
 
@@ -128,7 +129,7 @@ BAD_TOKENS: dict[str, str] = {
 
 
 def _get(url: str, token: str) -> httpx.Response:
-    return httpx.get(url + "/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return web.get(url + "/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 def test_control_a_well_formed_token_with_unicode_is_served(photos: str) -> None:
@@ -141,7 +142,7 @@ def test_control_a_well_formed_token_with_unicode_is_served(photos: str) -> None
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
 def test_unservable_token_is_invalid_token(photos: str, case: str) -> None:
     for path in ("/whoami", "/photos"):
-        response = httpx.get(
+        response = web.get(
             photos + path, headers={"Authorization": f"Bearer {BAD_TOKENS[case]}"}, timeout=10
         )
         assert response.status_code == 401, (case, path, response.text)
@@ -161,7 +162,7 @@ BAD_BODIES: dict[str, bytes] = {
 
 @pytest.mark.parametrize("case", sorted(BAD_BODIES))
 def test_unservable_body_is_invalid_request(photos: str, case: str) -> None:
-    response = httpx.post(
+    response = web.post(
         photos + "/photos",
         content=BAD_BODIES[case],
         headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"},
@@ -176,7 +177,7 @@ def test_unservable_body_is_invalid_request(photos: str, case: str) -> None:
 
 def test_body_error_reads_properly(photos: str) -> None:
     for body in (b'{"title": ""}', b'{"name": "x"}', b"[]", b'{"title": 7}', b'{"title": " "}'):
-        response = httpx.post(
+        response = web.post(
             photos + "/photos",
             content=body,
             headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"},
@@ -190,7 +191,7 @@ def test_body_error_reads_properly(photos: str) -> None:
         )
         assert "?" not in description
         assert f'error_description="{description}"' in response.headers["www-authenticate"]
-    created = httpx.post(
+    created = web.post(
         photos + "/photos",
         json={"title": "caf\u00e9 \U0001f600"},
         headers={"Authorization": f"Bearer {GOOD}"},

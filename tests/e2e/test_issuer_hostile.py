@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -93,7 +93,7 @@ def form_for(path: str) -> bytes:
 
 
 def invalid_client_errors(server: Server) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
+    text = web.get(server.url + "/metrics", timeout=10).text
     found = re.search(
         r'^keyhouse_issuer_token_errors_total\{error="invalid_client"\} (\S+)$', text, re.M
     )
@@ -170,7 +170,7 @@ def test_a_scope_with_stray_spaces_is_invalid_scope_on_every_grant(issuer: Issue
     url = issuer.server.url + "/token"
     auth = (issuer.client["client_id"], issuer.client["client_secret"])
     login = {"grant_type": "password", "username": "alice", "password": PASSWORD}
-    first = httpx.post(url, data=login, auth=auth, timeout=10)
+    first = web.post(url, data=login, auth=auth, timeout=10)
     assert first.status_code == 200, first.text
     refresh_token = first.json()["refresh_token"]
     for scope in STRAY_SPACES:
@@ -179,11 +179,11 @@ def test_a_scope_with_stray_spaces_is_invalid_scope_on_every_grant(issuer: Issue
             login,
             {"grant_type": "refresh_token", "refresh_token": refresh_token},
         ):
-            response = httpx.post(url, data={**form, "scope": scope}, auth=auth, timeout=10)
+            response = web.post(url, data={**form, "scope": scope}, auth=auth, timeout=10)
             assert response.status_code == 400, (scope, form["grant_type"], response.text)
             assert response.json()["error"] == "invalid_scope"
     # Exactly one space between tokens is the grammar; the refused refreshes spent nothing.
-    ok = httpx.post(
+    ok = web.post(
         url,
         data={
             "grant_type": "refresh_token",

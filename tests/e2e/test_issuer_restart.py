@@ -8,13 +8,14 @@ import time
 import httpx
 import pytest
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 
 
 def _health(url: str) -> dict[str, object]:
-    return dict(httpx.get(url + "/healthz", timeout=5).json()["jwks"])
+    return dict(web.get(url + "/healthz", timeout=5).json()["jwks"])
 
 
 def test_issuer_sigkill_and_restart_under_traffic_has_zero_failures(stack: Stack) -> None:
@@ -31,7 +32,7 @@ def test_issuer_sigkill_and_restart_under_traffic_has_zero_failures(stack: Stack
     tokens = [stack.token(client)["access_token"] for _ in range(3)]
     for token in tokens:
         assert (
-            httpx.get(
+            web.get(
                 photos.url + "/photos", headers={"Authorization": f"Bearer {token}"}
             ).status_code
             == 200
@@ -42,7 +43,7 @@ def test_issuer_sigkill_and_restart_under_traffic_has_zero_failures(stack: Stack
     failures: list[str] = []
 
     def traffic() -> None:
-        with httpx.Client(timeout=10) as http:
+        with web.Client(timeout=10) as http:
             i = 0
             while not stop.is_set():
                 token = tokens[i % len(tokens)]
@@ -91,6 +92,6 @@ def test_issuer_sigkill_and_restart_under_traffic_has_zero_failures(stack: Stack
     # A token issued after the restart is signed by the same persisted key and verifies too.
     fresh = stack.token(client)["access_token"]
     assert (
-        httpx.get(photos.url + "/photos", headers={"Authorization": f"Bearer {fresh}"}).status_code
+        web.get(photos.url + "/photos", headers={"Authorization": f"Bearer {fresh}"}).status_code
         == 200
     )

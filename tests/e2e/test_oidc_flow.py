@@ -9,11 +9,11 @@ import json
 import secrets
 from typing import Any
 
-import httpx
 import jwt as pyjwt
 import pytest
 
 from tests.e2e.signin_browser import SESSION, Browser, pkce_pair, redirect_params
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,7 @@ def _authorize(browser: Browser, client: dict[str, Any], challenge: str, **extra
 def test_sign_in_tokens_userinfo_and_logout(started: tuple[Stack, dict[str, Any]]) -> None:
     stack, client = started
     auth = (client["client_id"], client["client_secret"])
-    browser = Browser(httpx.Client(base_url=stack.issuer_url, timeout=15), stack.issuer_url)
+    browser = Browser(web.Client(base_url=stack.issuer_url, timeout=15), stack.issuer_url)
     verifier, challenge = pkce_pair()
 
     signed_in = browser.login(_authorize(browser, client, challenge), "alice", PASSWORD)
@@ -64,7 +64,7 @@ def test_sign_in_tokens_userinfo_and_logout(started: tuple[Stack, dict[str, Any]
     assert (params["state"], params["iss"]) == ("st-1", stack.issuer_url)
     assert SESSION in browser.cookies
 
-    response = httpx.post(
+    response = web.post(
         stack.issuer_url + "/token",
         data={
             "grant_type": "authorization_code",
@@ -89,7 +89,7 @@ def test_sign_in_tokens_userinfo_and_logout(started: tuple[Stack, dict[str, Any]
     access = pyjwt.decode(tokens["access_token"], options={"verify_signature": False})
     assert access["sid"] == id_token["sid"]
 
-    userinfo = httpx.get(
+    userinfo = web.get(
         stack.issuer_url + "/userinfo",
         headers={"Authorization": f"Bearer {tokens['access_token']}"},
         timeout=10,
@@ -113,7 +113,7 @@ def test_sign_in_tokens_userinfo_and_logout(started: tuple[Stack, dict[str, Any]
     # The session is over: a silent sign-in finds none, and its refresh token is dead.
     silent = redirect_params(_authorize(browser, client, pkce_pair()[1], prompt="none"))
     assert silent["error"] == "login_required"
-    refreshed = httpx.post(
+    refreshed = web.post(
         stack.issuer_url + "/token",
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
         auth=auth,

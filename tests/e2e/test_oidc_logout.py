@@ -21,6 +21,7 @@ from tests.e2e.oidc_world import (
     post_token,
     redeem,
 )
+from tests.support import web
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def _userinfo(world: World, token: str | None, method: str = "GET") -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return httpx.request(method, world.url + "/userinfo", headers=headers, timeout=10)
+    return web.request(method, world.url + "/userinfo", headers=headers, timeout=10)
 
 
 def test_userinfo_answers_sub_and_username(world: World) -> None:
@@ -91,7 +92,7 @@ def test_userinfo_refuses_a_revoked_access_token(world: World) -> None:
 
 def test_userinfo_refuses_a_token_in_the_query(world: World) -> None:
     body = redeem(world, world.web, make_code(world, world.web)).json()
-    response = httpx.get(
+    response = web.get(
         world.url + "/userinfo",
         params={"access_token": body["access_token"]},
         headers={"Authorization": f"Bearer {body['access_token']}"},
@@ -109,8 +110,8 @@ def _logout(
 ) -> httpx.Response:
     headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"} if cookie else {}
     if method == "GET":
-        return httpx.get(world.url + "/logout", params=params, headers=headers, timeout=10)
-    return httpx.post(world.url + "/logout", data=params, headers=headers, timeout=10)
+        return web.get(world.url + "/logout", params=params, headers=headers, timeout=10)
+    return web.post(world.url + "/logout", data=params, headers=headers, timeout=10)
 
 
 def _refresh_ok(world: World, refresh_token: str) -> bool:

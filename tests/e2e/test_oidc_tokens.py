@@ -9,7 +9,6 @@ import secrets
 import time
 from collections.abc import Iterator
 
-import httpx
 import jwt as pyjwt
 import pytest
 
@@ -25,6 +24,7 @@ from tests.e2e.oidc_world import (
     redeem,
     unverified_claims,
 )
+from tests.support import web
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def test_code_gives_access_refresh_and_id_token(world: World) -> None:
 def test_id_token_claims_and_signature_with_pyjwt_and_the_jwks(world: World) -> None:
     grant = make_code(world, world.web)
     body = redeem(world, world.web, grant).json()
-    metadata = httpx.get(world.url + "/.well-known/openid-configuration", timeout=10).json()
+    metadata = web.get(world.url + "/.well-known/openid-configuration", timeout=10).json()
     key = pyjwt.PyJWKClient(metadata["jwks_uri"]).get_signing_key_from_jwt(body["id_token"])
     claims = pyjwt.decode(
         body["id_token"],
@@ -135,9 +135,7 @@ def test_code_used_twice_revokes_what_the_first_use_issued(world: World) -> None
     auth = (world.web["client_id"], world.web["client_secret"])
 
     def introspect(token: str) -> bool:
-        response = httpx.post(
-            world.url + "/introspect", data={"token": token}, auth=auth, timeout=10
-        )
+        response = web.post(world.url + "/introspect", data={"token": token}, auth=auth, timeout=10)
         assert response.status_code == 200, response.text
         return bool(response.json()["active"])
 

@@ -28,6 +28,7 @@ from shared.jwks import encode_jwks
 from shared.keys import SigningKey
 from shared.tokens import TokenSigner, access_token_claims
 from tests.e2e.oidc_world import unverified_claims
+from tests.support import web
 from tests.support.jwks_fakes import key
 from tests.support.processes import Stack, free_port
 
@@ -44,7 +45,7 @@ ISSUER_ENV = {"ISSUER_EVENTS_HEARTBEAT": "1"}
 PASSWORD = "correct horse battery"
 
 
-_HTTP = httpx.Client(timeout=5)  # one keep-alive connection per service: cheap 10 ms polls
+_HTTP = web.Client(timeout=5)  # one keep-alive connection per service: cheap 10 ms polls
 
 
 def whoami(service: Server, token: str) -> httpx.Response:
@@ -85,7 +86,7 @@ def refusal_time(
 
 
 def events(service: Server) -> dict[str, Any]:
-    state: dict[str, Any] = httpx.get(service.url + "/healthz", timeout=5).json()["events"]
+    state: dict[str, Any] = web.get(service.url + "/healthz", timeout=5).json()["events"]
     return state
 
 
@@ -149,7 +150,7 @@ def test_revoke_of_an_access_token(world: World) -> None:
     revoked = world.app_token("photos")
     others = world.both(world.app_token)
     accepted(world.photos, revoked)  # verified and cached before the event
-    response = httpx.post(
+    response = web.post(
         world.stack.issuer_url + "/revoke",
         data={"token": revoked},
         auth=(world.client["client_id"], world.client["client_secret"]),
@@ -182,7 +183,7 @@ def test_refresh_token_reuse_ends_the_family_everywhere(world: World) -> None:
     }
     other_family = world.both(lambda aud: world.login("alice", aud)["access_token"])
     world.assert_accepted(family)
-    reuse = httpx.post(
+    reuse = web.post(
         world.stack.issuer_url + "/token",
         data={"grant_type": "refresh_token", "refresh_token": login["refresh_token"]},
         auth=(world.client["client_id"], world.client["client_secret"]),
@@ -226,7 +227,7 @@ def test_a_revoked_signing_key_is_refused_at_once(world: World) -> None:
     world.assert_accepted(new)
     # The revoked key left each service's key set at once (the event asked for a fetch).
     for service in world.services:
-        keys = httpx.get(service.url + "/healthz", timeout=5).json()["jwks"]["keys"]
+        keys = web.get(service.url + "/healthz", timeout=5).json()["jwks"]["keys"]
         assert old_kid not in keys
 
 
@@ -238,7 +239,7 @@ def test_an_event_recorded_while_the_issuer_is_down_is_not_lost(world: World) ->
     alice = world.both(lambda aud: world.login("alice", aud)["access_token"])
     bob = world.both(lambda aud: world.login("bob", aud)["access_token"])
     revoked = world.app_token("contacts")
-    httpx.post(
+    web.post(
         world.stack.issuer_url + "/revoke",
         data={"token": revoked},
         auth=(world.client["client_id"], world.client["client_secret"]),

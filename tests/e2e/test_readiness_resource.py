@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -25,19 +25,19 @@ def test_resource_service_is_ready_once_it_holds_the_issuers_keys(tmp_path: Path
             "photos", RESOURCE_JWKS_RETRY_BACKOFF="0.2", RESOURCE_JWKS_MAX_RETRY_BACKOFF="1"
         ).start()
         for _ in range(2):  # probing does not make it ready
-            response = httpx.get(photos.url + "/readyz", timeout=10)
+            response = web.get(photos.url + "/readyz", timeout=10)
             assert response.status_code == 503, response.text
             assert response.headers["cache-control"] == "no-store"
             body = response.json()
             assert body["status"] == "unavailable"
             assert body["reason"].startswith("no usable verification keys: the last fetch failed")
-        assert httpx.head(photos.url + "/readyz", timeout=10).status_code == 503
-        assert httpx.get(photos.url + "/healthz", timeout=10).status_code == 200
+        assert web.head(photos.url + "/readyz", timeout=10).status_code == 503
+        assert web.get(photos.url + "/healthz", timeout=10).status_code == 200
 
         stack.issuer().start()
         deadline = time.monotonic() + DEADLINE_S
         while True:
-            response = httpx.get(photos.url + "/readyz", timeout=10)
+            response = web.get(photos.url + "/readyz", timeout=10)
             if response.status_code == 200:
                 break
             assert response.status_code == 503, response.text
@@ -46,6 +46,6 @@ def test_resource_service_is_ready_once_it_holds_the_issuers_keys(tmp_path: Path
             )
             time.sleep(0.1)
         assert response.json() == {"status": "ready"}
-        assert httpx.head(photos.url + "/readyz", timeout=10).status_code == 200
+        assert web.head(photos.url + "/readyz", timeout=10).status_code == 200
     finally:
         stack.stop_all()

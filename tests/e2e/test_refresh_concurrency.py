@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.forkserver import launch
 from tests.support.processes import Stack, free_port
 
@@ -21,7 +22,7 @@ PASSWORD = "correct horse battery"
 
 
 def _refresh(url: str, client: dict[str, Any], rt: str) -> httpx.Response:
-    return httpx.post(
+    return web.post(
         url + "/token",
         data={"grant_type": "refresh_token", "refresh_token": rt},
         auth=(client["client_id"], client["client_secret"]),
@@ -90,7 +91,7 @@ def test_throttling_holds_across_replicas(stack: Stack) -> None:
     stack.create_user("alice", PASSWORD, "photos:read")
 
     def login(server: Server, password: str) -> httpx.Response:
-        return httpx.post(
+        return web.post(
             server.url + "/token",
             data={"grant_type": "password", "username": "alice", "password": password},
             auth=(client["client_id"], client["client_secret"]),

@@ -20,6 +20,7 @@ import jwt as pyjwt
 import pytest
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.postgres import PostgresServer
 from tests.support.processes import Stack
 
@@ -66,7 +67,7 @@ def replicas(
         for s in (a, b):
             if s.proc is None or s.proc.poll() is not None:
                 raise AssertionError(f"issuer replica did not start:\n{s.logs()}")
-            httpx.get(s.url + "/healthz", timeout=5).raise_for_status()
+            web.get(s.url + "/healthz", timeout=5).raise_for_status()
         photos = stack.resource("photos").start()
         contacts = stack.resource(
             "contacts", RESOURCE_JWKS_URL=b.url + "/.well-known/jwks.json"
@@ -84,9 +85,7 @@ def replicas(
 
 
 def _whoami(server: Server, token: str) -> httpx.Response:
-    return httpx.get(
-        server.url + "/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
+    return web.get(server.url + "/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 def _token_at(r: Replicas, issuer: Server, **form: str) -> dict[str, Any]:
@@ -94,7 +93,7 @@ def _token_at(r: Replicas, issuer: Server, **form: str) -> dict[str, Any]:
 
 
 def _post_token(r: Replicas, issuer: Server, **form: str) -> httpx.Response:
-    return httpx.post(
+    return web.post(
         issuer.url + "/token",
         data=form,
         auth=(r.client["client_id"], r.client["client_secret"]),
@@ -103,7 +102,7 @@ def _post_token(r: Replicas, issuer: Server, **form: str) -> httpx.Response:
 
 
 def _introspect(r: Replicas, token: str) -> dict[str, Any]:
-    response = httpx.post(
+    response = web.post(
         r.a.url + "/introspect",
         data={"token": token},
         auth=(r.client["client_id"], r.client["client_secret"]),
@@ -133,8 +132,8 @@ def test_tokens_from_either_replica_verify_at_both_services(replicas: Replicas) 
             assert who.status_code == 200, (issuer.url, name, who.text)
             assert who.json()["claims"]["iss"] == r.stack.issuer_url
     # Both replicas sign with the same key and publish the same set.
-    jwks_a = httpx.get(r.a.url + "/.well-known/jwks.json", timeout=5).json()
-    jwks_b = httpx.get(r.b.url + "/.well-known/jwks.json", timeout=5).json()
+    jwks_a = web.get(r.a.url + "/.well-known/jwks.json", timeout=5).json()
+    jwks_b = web.get(r.b.url + "/.well-known/jwks.json", timeout=5).json()
     assert {k["kid"] for k in jwks_a["keys"]} == {k["kid"] for k in jwks_b["keys"]}
     # The two replicas started at once on an empty database: the first key is one row (its
     # creation slot is unique), so exactly one key is published and both sign with it.
@@ -151,7 +150,7 @@ def test_rotation_on_a_is_served_by_b(replicas: Replicas) -> None:
     old_b = _token_at(r, r.b, audience="contacts", scope="contacts:read")["access_token"]
     old_kid = _kid(old_b)
     admin = _token_at(r, r.a, audience="issuer", scope="issuer:admin")["access_token"]
-    rotated = httpx.post(
+    rotated = web.post(
         r.a.url + "/admin/keys/rotate?now=true",
         headers={"Authorization": f"Bearer {admin}"},
         timeout=10,
@@ -169,7 +168,7 @@ def test_rotation_on_a_is_served_by_b(replicas: Replicas) -> None:
             break
         time.sleep(0.1)
     assert _kid(new_b) == new_kid
-    jwks_b = httpx.get(r.b.url + "/.well-known/jwks.json", timeout=5).json()
+    jwks_b = web.get(r.b.url + "/.well-known/jwks.json", timeout=5).json()
     assert new_kid in {k["kid"] for k in jwks_b["keys"]}
 
     # contacts (keys from B) and photos (keys from A) accept the new tokens, and the old one.
@@ -243,7 +242,7 @@ def _refresh_at_both_at_once(r: Replicas, rt: str) -> dict[str, httpx.Response]:
 
     def redeem(issuer: Server, label: str) -> None:
         try:
-            with httpx.Client(timeout=30) as http:
+            with web.Client(timeout=30) as http:
                 http.get(issuer.url + "/healthz")  # connection up before the race
                 barrier.wait()
                 results[label] = http.post(

@@ -10,11 +10,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import jwt as pyjwt
 import pytest
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.forkserver import launch
 from tests.support.processes import BIN, Stack, free_port
 
@@ -36,7 +36,7 @@ def _replicas(stack: Stack, **env: str) -> tuple[Server, Server]:
 
 
 def _token(url: str, client: dict[str, Any], **form: str) -> str:
-    response = httpx.post(
+    response = web.post(
         url + "/token",
         data={"grant_type": "client_credentials", **form},
         auth=(client["client_id"], client["client_secret"]),
@@ -55,8 +55,8 @@ def test_replicas_agree_on_the_signing_key_across_a_planned_rotation(stack: Stac
     a, b = _replicas(stack, **env)
     client = stack.create_client(scope="photos:read", audiences=["photos"])
     assert (
-        httpx.get(a.url + "/healthz").json()["signing_kid"]
-        == httpx.get(b.url + "/healthz").json()["signing_kid"]
+        web.get(a.url + "/healthz").json()["signing_kid"]
+        == web.get(b.url + "/healthz").json()["signing_kid"]
     )
     old_kid = pyjwt.get_unverified_header(_token(a.url, client))["kid"]
 
@@ -69,7 +69,7 @@ def test_replicas_agree_on_the_signing_key_across_a_planned_rotation(stack: Stac
     hard_deadline = time.time() + 60
 
     def hammer(server: Server) -> None:
-        with httpx.Client(timeout=10) as http:
+        with web.Client(timeout=10) as http:
             while not stop.is_set() and time.time() < hard_deadline:
                 started = time.time()
                 response = http.post(
@@ -93,7 +93,7 @@ def test_replicas_agree_on_the_signing_key_across_a_planned_rotation(stack: Stac
 
             # Both replicas publish the new key ahead, with identical JWKS documents.
             time.sleep(0.5)
-            docs = [httpx.get(s.url + "/.well-known/jwks.json") for s in (a, b)]
+            docs = [web.get(s.url + "/.well-known/jwks.json") for s in (a, b)]
             assert docs[0].content == docs[1].content
             assert docs[0].headers["etag"] == docs[1].headers["etag"]
             assert {k["kid"] for k in docs[0].json()["keys"]} == {old_kid, new_kid}
@@ -137,7 +137,7 @@ def test_concurrent_rotations_on_two_replicas_create_one_key(stack: Stack) -> No
         def rotate(args: tuple[Server, str]) -> dict[str, Any]:
             server, token = args
             barrier.wait()
-            response = httpx.post(
+            response = web.post(
                 server.url + "/admin/keys/rotate",
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=30,
@@ -158,7 +158,7 @@ def test_concurrent_rotations_on_two_replicas_create_one_key(stack: Stack) -> No
         assert activated() - before == {kid}
         for server in (a, b):
             deadline = time.time() + 5
-            while httpx.get(server.url + "/healthz").json()["signing_kid"] != kid:
+            while web.get(server.url + "/healthz").json()["signing_kid"] != kid:
                 assert time.time() < deadline
                 time.sleep(0.05)
 
@@ -207,7 +207,7 @@ def test_two_schedulers_create_one_successor_per_rotation(stack: Stack) -> None:
     # sample that straddles an activation says nothing (either key is right), so take another.
     for _attempt in range(10):
         asked = time.time()
-        kids = {httpx.get(s.url + "/healthz").json()["signing_kid"] for s in (a, b)}
+        kids = {web.get(s.url + "/healthz").json()["signing_kid"] for s in (a, b)}
         answered = time.time()
         keys = _keys(stack)
         if not any(asked < k["activate_at"] <= answered for k in keys):

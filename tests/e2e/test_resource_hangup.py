@@ -12,11 +12,11 @@ import socket
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from bench.harness.processes import Server
 from shared.clock import FakeClock
+from tests.support import web
 from tests.support.jwks_fakes import ISSUER, JWKSServer, json_answer, key, token
 from tests.support.processes import Stack
 
@@ -73,7 +73,7 @@ def test_a_client_hanging_up_mid_body_is_not_logged_as_an_error(photos: Server) 
     assert "Traceback" not in seen, seen
     assert seen.count("client disconnected during POST /photos") == len(hangups), seen
     # The service keeps serving that client.
-    created = httpx.post(
+    created = web.post(
         photos.url + "/photos",
         json={"title": "beach"},
         headers={"Authorization": f"Bearer {bearer}"},

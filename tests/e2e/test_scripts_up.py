@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import web
 from tests.support.processes import base_env, free_port
 
 pytestmark = pytest.mark.e2e
@@ -99,13 +100,13 @@ def _check_webapp(lines: list[str], ports: dict[str, int], creds: dict[str, str]
     said = "\n".join(lines)
     assert f"Web app: open {webapp} in a browser" in said
     assert f"username={creds['username']} password={creds['password']}" in said
-    assert httpx.get(webapp + "/readyz", timeout=5).json() == {"status": "ready"}
-    login = httpx.get(webapp + "/login", timeout=5)
+    assert web.get(webapp + "/readyz", timeout=5).json() == {"status": "ready"}
+    login = web.get(webapp + "/login", timeout=5)
     assert login.status_code == 303
     authorize = login.headers["location"]
     assert authorize.startswith(f"http://127.0.0.1:{ports['issuer']}/authorize?")
     assert f"redirect_uri=http%3A%2F%2F127.0.0.1%3A{ports['webapp']}%2Fcallback" in authorize
-    page = httpx.get(authorize, timeout=5)
+    page = web.get(authorize, timeout=5)
     assert page.status_code == 200, page.text[:500]
     assert 'name="password"' in page.text
 
@@ -179,7 +180,7 @@ def _service_pid(script: int, needle: str) -> int:
 
 def _healthy(port: int) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        return web.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

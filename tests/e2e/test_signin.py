@@ -21,6 +21,7 @@ from tests.e2e.signin_browser import (
     pkce_pair,
     redirect_params,
 )
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +39,7 @@ class SignIn:
     third_party: dict[str, Any]  # asks for consent
 
     def browser(self) -> Browser:
-        http = httpx.Client(base_url=self.stack.issuer_url, timeout=15, follow_redirects=False)
+        http = web.Client(base_url=self.stack.issuer_url, timeout=15, follow_redirects=False)
         return Browser(http, origin=self.stack.issuer_url)
 
     def audit(self) -> list[dict[str, Any]]:
@@ -227,7 +228,7 @@ def test_a_code_from_the_login_page_is_redeemed_at_the_token_endpoint(signin: Si
     )
     code = redirect_params(browser.login(page, "alice", PASSWORD))["code"]
     client = signin.first_party
-    response = httpx.post(
+    response = web.post(
         signin.stack.issuer_url + "/token",
         data={
             "grant_type": "authorization_code",

@@ -11,10 +11,10 @@ import socket
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -198,7 +198,7 @@ def test_the_head_deadline_restarts_with_each_request(servers: dict[str, Server]
 
 def test_a_whole_request_is_answered_normally(servers: dict[str, Server]) -> None:
     for server in servers.values():
-        response = httpx.get(server.url + "/healthz", timeout=PATIENCE)
+        response = web.get(server.url + "/healthz", timeout=PATIENCE)
         assert response.status_code == 200
 
 
@@ -253,7 +253,7 @@ def test_the_per_address_cap_closes_the_newest_connection(capped: Server) -> Non
         try:
             for sock in others:
                 assert finish(sock).startswith(b"HTTP/1.1 200 OK\r\n")
-            assert httpx.get(capped.url + "/healthz", timeout=PATIENCE).status_code == 200
+            assert web.get(capped.url + "/healthz", timeout=PATIENCE).status_code == 200
         finally:
             for sock in others:
                 sock.close()
@@ -279,7 +279,7 @@ def test_the_per_address_cap_closes_the_newest_connection(capped: Server) -> Non
 def test_the_process_cap_closes_the_newest_and_spares_established_clients(
     capped: Server,
 ) -> None:
-    with httpx.Client(base_url=capped.url, timeout=PATIENCE) as legit:
+    with web.Client(base_url=capped.url, timeout=PATIENCE) as legit:
         assert legit.get("/healthz").status_code == 200  # its connection is established first
         held = hold(capped, "127.0.0.2", 3) + hold(capped, "127.0.0.3", 3)
         held += hold(capped, "127.0.0.4", 1)  # 8 with the legitimate client's

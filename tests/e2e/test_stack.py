@@ -6,17 +6,18 @@ import httpx
 import jwt as pyjwt
 import pytest
 
+from tests.support import web
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
 
 
 def _get(url: str, token: str) -> httpx.Response:
-    return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return web.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 def _fetches(server_url: str) -> dict[str, int]:
-    state = httpx.get(server_url + "/healthz", timeout=5).json()["jwks"]
+    state = web.get(server_url + "/healthz", timeout=5).json()["jwks"]
     return dict(state["fetches"])
 
 
@@ -46,7 +47,7 @@ def test_photos_keeps_verifying_when_the_issuer_is_stopped(stack: Stack) -> None
     assert _get(photos.url + "/photos", token).status_code == 200
     issuer.stop()
     with pytest.raises(httpx.ConnectError):
-        httpx.get(stack.issuer_url + "/healthz", timeout=2)
+        web.get(stack.issuer_url + "/healthz", timeout=2)
     for _ in range(20):
         assert _get(photos.url + "/photos", token).status_code == 200
 
@@ -91,7 +92,7 @@ def test_refresh_rotates_and_replay_is_invalid_grant(stack: Stack) -> None:
     rt2 = second["refresh_token"]
     assert rt2 != rt1
 
-    replay = httpx.post(
+    replay = web.post(
         stack.issuer_url + "/token",
         data={"grant_type": "refresh_token", "refresh_token": rt1},
         auth=(client["client_id"], client["client_secret"]),
@@ -105,7 +106,7 @@ def test_pyjwt_pyjwkclient_verifies_an_issued_token(stack: Stack) -> None:
     stack.issuer().start()
     client = stack.create_client(scope="photos:read", audiences=["photos"])
     token = stack.token(client)["access_token"]
-    metadata = httpx.get(stack.issuer_url + "/.well-known/oauth-authorization-server").json()
+    metadata = web.get(stack.issuer_url + "/.well-known/oauth-authorization-server").json()
     jwk_client = pyjwt.PyJWKClient(metadata["jwks_uri"])
     key = jwk_client.get_signing_key_from_jwt(token)
     claims = pyjwt.decode(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-import httpx
 import pytest
 import trustme
 
 from bench.harness.processes import Server
+from tests.support import web
 from tests.support.forkserver import launch
 from tests.support.processes import BIN, Stack
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _health(url: str) -> dict[str, object]:
-    return dict(httpx.get(url + "/healthz", timeout=5).json()["jwks"])
+    return dict(web.get(url + "/healthz", timeout=5).json()["jwks"])
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
@@ -62,7 +62,7 @@ def test_resource_service_fetches_keys_from_a_real_tls_issuer(
     untrusting = stack.resource("contacts", RESOURCE_ISSUER=https_url).start()
 
     client = stack.create_client(scope="photos:read", audiences=["photos", "contacts"])
-    response = httpx.post(
+    response = web.post(
         https_url + "/token",
         data={"grant_type": "client_credentials", "audience": "photos"},
         auth=(client["client_id"], client["client_secret"]),
@@ -70,21 +70,21 @@ def test_resource_service_fetches_keys_from_a_real_tls_issuer(
         timeout=10,
     )
     token = response.json()["access_token"]
-    who = httpx.get(photos.url + "/whoami", headers={"Authorization": f"Bearer {token}"})
+    who = web.get(photos.url + "/whoami", headers={"Authorization": f"Bearer {token}"})
     assert who.status_code == 200, who.text
     state = _health(photos.url)
     assert str(state["jwks_url"]).startswith("https://")
     assert state["usable"] is True
 
     # Without the CA the certificate is not trusted: no keys, and 503 (never 401).
-    other = httpx.post(
+    other = web.post(
         https_url + "/token",
         data={"grant_type": "client_credentials", "audience": "contacts"},
         auth=(client["client_id"], client["client_secret"]),
         verify=trusted,
         timeout=10,
     ).json()["access_token"]
-    refused = httpx.get(untrusting.url + "/whoami", headers={"Authorization": f"Bearer {other}"})
+    refused = web.get(untrusting.url + "/whoami", headers={"Authorization": f"Bearer {other}"})
     assert refused.status_code == 503
     assert int(refused.headers["retry-after"]) >= 1
     assert _health(untrusting.url)["usable"] is False

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import event
 
@@ -31,6 +30,7 @@ from issuer.passwords import (
     verify_password,
 )
 from tests.issuer.conftest import App
+from tests.support import web
 from tests.support.processes import BIN, Stack
 
 pytestmark = pytest.mark.password_cost  # the checks' CPU time and threads are the subject
@@ -508,6 +508,7 @@ def test_a_login_is_answered_inside_a_healthz_flood(stack: Stack, tmp_path: Path
         {**stack.issuer_env, "KEYHOUSE_TEST_CWD": str(stack.root)},
         stack.issuer_port,
         tmp_path / "issuer-pinned.log",
+        verify=web.TLS,
     )
     stack.servers.append(server)
     server.start()
@@ -517,7 +518,7 @@ def test_a_login_is_answered_inside_a_healthz_flood(stack: Stack, tmp_path: Path
         while flood.answered < 500 and flood.is_alive():  # the flood is under way
             time.sleep(0.01)
         before = flood.answered
-        response = httpx.post(
+        response = web.post(
             stack.issuer_url + "/token",
             data={
                 "grant_type": "password",

@@ -27,6 +27,7 @@ from bench.harness.processes import Server
 from issuer.accounts import AccountStore
 from issuer.engines import make_engine
 from issuer.seed import WEBAPP_SECRET_FILE, seed_demo
+from tests.support import web
 from tests.support.forkserver import launch
 from tests.support.processes import BIN, Stack, base_env, free_port
 
@@ -94,7 +95,7 @@ class DemoStack:
 
     def add_item(self, service: Server, name: str, title: str) -> None:
         token = self.user_token(name, f"{name}:write")
-        response = httpx.post(
+        response = web.post(
             f"{service.url}/{name}",
             json={"title": title},
             headers={"Authorization": f"Bearer {token}"},
@@ -120,6 +121,7 @@ def webapp_server(stack: Stack, *, photos: Server, contacts: Server, **env: str)
         port,
         stack.root / "webapp.log",
         launch=launch,
+        verify=web.TLS,
     )
     stack.servers.append(server)
     return server
@@ -165,7 +167,7 @@ class Agent:
     send ``Secure`` cookies over plain http, so the jar is kept here and sent in a ``Cookie``
     header, as Chromium does on 127.0.0.1."""
 
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    http: httpx.Client = field(default_factory=lambda: web.Client(timeout=10))
     jars: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def request(self, method: str, url: str, **kw: object) -> httpx.Response:

@@ -18,13 +18,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.harness.processes import Server
 from issuer.accounts import AccountStore
 from issuer.engines import make_engine
 from issuer.refresh import RefreshTokenStore
 from issuer.settings import IssuerSettings
+from tests.support import web
 from tests.support.cli import run_issuer
 from tests.support.forkserver import launch
 
@@ -130,6 +129,7 @@ class Stack:
             self.issuer_port,
             self.root / "issuer.log",
             launch=launch,
+            verify=web.TLS,
         )
         self.servers.append(server)
         return server
@@ -144,6 +144,7 @@ class Stack:
             port,
             self.root / f"issuer-{label}.log",
             launch=launch,
+            verify=web.TLS,
         )
         self.servers.append(server)
         return server
@@ -161,6 +162,7 @@ class Stack:
             port,
             self.root / f"{name}.log",
             launch=launch,
+            verify=web.TLS,
         )
         self.servers.append(server)
         return server
@@ -219,7 +221,7 @@ class Stack:
     ) -> dict[str, Any]:
         """POST /token to the issuer (or to the base URL ``at``, e.g. a replica's)."""
         form.setdefault("grant_type", "client_credentials")
-        response = httpx.post(
+        response = web.post(
             (at or self.issuer_url) + "/token",
             data=form,
             auth=(client["client_id"], client["client_secret"]),

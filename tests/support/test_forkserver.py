@@ -8,10 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bench.harness.processes import Server, ServerError, popen
+from tests.support import web
 from tests.support.forkserver import ForkedProcess, ForkServer, forkable, launch
 from tests.support.processes import BIN, base_env, free_port
 
@@ -36,6 +36,7 @@ def _issuer(tmp_path: Path, *args: str, **env: str) -> Server:
         tmp_path / "issuer.log",
         cwd=tmp_path / "data",
         launch=launch,
+        verify=web.TLS,
     )
 
 
@@ -60,9 +61,9 @@ def test_a_forked_server_has_its_own_session_environment_directory_and_log(
         assert os.getsid(pid) == pid  # a session of its own, as start_new_session gives
         assert Path(f"/proc/{pid}/cwd").resolve() == (tmp_path / "data").resolve()
         assert (tmp_path / "data" / "relative" / "issuer.db").is_file()
-        discovery = httpx.get(server.url + "/.well-known/openid-configuration", timeout=5)
+        discovery = web.get(server.url + "/.well-known/openid-configuration", timeout=5)
         assert discovery.json()["issuer"] == "http://issuer.forked.test"
-        jwks = httpx.get(server.url + "/.well-known/jwks.json", timeout=5)
+        jwks = web.get(server.url + "/.well-known/jwks.json", timeout=5)
         assert "max-age=77" in jwks.headers["cache-control"]
         assert server.proc.poll() is None
     finally:
@@ -82,7 +83,7 @@ def test_the_fork_servers_own_environment_reaches_no_server(
         server.launch = fork_server.spawn
         server.start()
         try:
-            jwks = httpx.get(server.url + "/.well-known/jwks.json", timeout=5)
+            jwks = web.get(server.url + "/.well-known/jwks.json", timeout=5)
             assert "max-age=300" in jwks.headers["cache-control"]
         finally:
             assert server.stop() == 0
@@ -115,7 +116,7 @@ def test_the_same_server_as_a_plain_subprocess(tmp_path: Path) -> None:
     server.start()
     try:
         assert not isinstance(server.proc, ForkedProcess)
-        discovery = httpx.get(server.url + "/.well-known/openid-configuration", timeout=5)
+        discovery = web.get(server.url + "/.well-known/openid-configuration", timeout=5)
         assert discovery.json()["issuer"] == "http://issuer.forked.test"
     finally:
         assert server.stop() == 0

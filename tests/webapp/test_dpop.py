@@ -10,12 +10,12 @@ import re
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from issuer.accounts import AccountStore
 from issuer.engines import make_engine
 from issuer.seed import seed_demo
+from tests.support import web
 from tests.support.browser import Agent, DemoStack, hidden, location, sign_in, webapp_server
 from tests.support.processes import Stack
 
@@ -50,7 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
 
 
 def verifications(url: str) -> dict[str, float]:
-    text = httpx.get(url + "/metrics", timeout=10).text
+    text = web.get(url + "/metrics", timeout=10).text
     found = re.findall(
         r'^keyhouse_token_verifications_total\{result="([^"]+)"\} (\S+)$', text, re.M
     )
@@ -60,7 +60,7 @@ def verifications(url: str) -> dict[str, float]:
 def test_the_services_refuse_a_bearer_token_here(demo: DemoStack) -> None:
     """The control: these services take no Bearer token, so the page below is DPoP at work."""
     token = demo.user_token("photos", "photos:read")
-    answer = httpx.get(
+    answer = web.get(
         demo.photos.url + "/photos", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert answer.status_code == 401

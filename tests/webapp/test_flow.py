@@ -8,9 +8,9 @@ import re
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.browser import (
     COOKIE,
     Agent,
@@ -53,7 +53,7 @@ def test_sign_in_gives_a_fresh_cookie_and_no_token(demo: DemoStack) -> None:
     assert not JWT.search(page.text)
     assert not any(JWT.search(v) for v in page.headers.values())
     # The anonymous cookie that started the sign-in no longer opens anything.
-    stale = httpx.get(demo.webapp_url + "/", headers={"Cookie": f"{COOKIE}={before}"})
+    stale = web.get(demo.webapp_url + "/", headers={"Cookie": f"{COOKIE}={before}"})
     assert "lighthouse" not in stale.text
     assert 'id="sign-in"' in stale.text
 
@@ -63,7 +63,7 @@ def test_a_callback_is_honoured_once_and_only_in_the_browser_that_started_it(
 ) -> None:
     agent = Agent()
     callback = to_callback(agent, demo)
-    stranger = httpx.get(callback, timeout=10)  # no cookie: another browser
+    stranger = web.get(callback, timeout=10)  # no cookie: another browser
     assert stranger.status_code == 400
     assert "not started in this browser" in stranger.text
     other = Agent()
@@ -161,7 +161,7 @@ def test_a_sign_in_ended_at_the_issuer_ends_the_web_app_session(demo: DemoStack)
 
 def test_pages_send_the_security_headers(demo: DemoStack) -> None:
     for path in ("/", "/signed-out", "/nowhere"):
-        answer = httpx.get(demo.webapp_url + path, timeout=10)
+        answer = web.get(demo.webapp_url + path, timeout=10)
         assert answer.status_code == (404 if path == "/nowhere" else 200)
         csp = answer.headers["content-security-policy"]
         assert csp.startswith("default-src 'none'; style-src 'self'")
@@ -171,12 +171,12 @@ def test_pages_send_the_security_headers(demo: DemoStack) -> None:
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["cache-control"] == "no-store"
         assert answer.headers["referrer-policy"] == "same-origin"
-    css = httpx.get(demo.webapp_url + "/static/webapp.css", timeout=10)
+    css = web.get(demo.webapp_url + "/static/webapp.css", timeout=10)
     assert css.headers["content-type"].startswith("text/css")
 
 
 def test_health_and_readiness(demo: DemoStack) -> None:
-    assert httpx.get(demo.webapp_url + "/readyz", timeout=10).json() == {"status": "ready"}
-    health = httpx.get(demo.webapp_url + "/healthz", timeout=10).json()
+    assert web.get(demo.webapp_url + "/readyz", timeout=10).json() == {"status": "ready"}
+    health = web.get(demo.webapp_url + "/healthz", timeout=10).json()
     assert health["status"] == "ok"
     assert health["issuer"] == demo.issuer_url

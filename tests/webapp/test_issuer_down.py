@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.browser import Agent, location, sign_in, start_demo_stack, to_callback
 
 pytestmark = pytest.mark.e2e
@@ -40,6 +40,6 @@ def test_the_page_keeps_what_it_can_while_the_issuer_is_down(tmp_path: Path) -> 
         page = signed_in.get(demo.webapp_url + "/")
         assert "could not be reached" not in page.text
         assert location(signed_in.get(demo.webapp_url + "/login")) == "/"
-        assert httpx.get(demo.webapp_url + "/readyz", timeout=5).status_code == 200
+        assert web.get(demo.webapp_url + "/readyz", timeout=5).status_code == 200
     finally:
         demo.stack.stop_all()
