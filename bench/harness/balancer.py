@@ -1,9 +1,9 @@
 """HAProxy in front of issuer replicas, as the compose stack runs it: Debian's ``haproxy`` with
 the repository's docker/haproxy/haproxy.cfg, its addresses from the KEYHOUSE_LB_* variables
 (docker/haproxy/haproxy.cfg's header), everything else as shipped (its access-log default
-included), pinned to the server CPUs like the replicas. Ready once every backend server of
-``issuers`` is UP (HAProxy's CSV stats). The replicas behind it run as compose runs them:
-trusting the balancer's X-Forwarded-* headers (``REPLICA_ARGS``)."""
+included), pinned to the server CPUs like the replicas (or to CPUs of the caller's choice).
+Ready once every backend server of ``issuers`` is UP (HAProxy's CSV stats). The replicas behind
+it run as compose runs them: trusting the balancer's X-Forwarded-* headers (``REPLICA_ARGS``)."""
 
 from __future__ import annotations
 
@@ -86,10 +86,12 @@ def balancer(
     name: str = "haproxy",
     *,
     access_log: str | None = None,
+    cpus: str | None = None,
 ) -> Iterator[Balancer]:
     """HAProxy on 127.0.0.1:``port`` in front of the replicas on these ports (the config has two
     server lines: one replica fills both, so all traffic reaches that one process);
-    ``access_log``: KEYHOUSE_LB_ACCESS_LOG (default: unset, the config's own default)."""
+    ``access_log``: KEYHOUSE_LB_ACCESS_LOG (default: unset, the config's own default); ``cpus``:
+    where it runs (default: the server CPUs, beside the replicas)."""
     why = haproxy_missing()
     if why:
         raise BenchError(why)
@@ -108,7 +110,7 @@ def balancer(
     if access_log is not None:
         env["KEYHOUSE_LB_ACCESS_LOG"] = access_log
     cmd = ["haproxy", "-db", "-f", str(HAPROXY_CFG)]
-    server = bench_server(cfg, name, cmd, port=admin, env=env, ready_path="/stats;csv")
+    server = bench_server(cfg, name, cmd, port=admin, env=env, ready_path="/stats;csv", cpus=cpus)
     lb = Balancer(server, f"http://127.0.0.1:{port}", f"{server.url}/stats;csv")
     with server:
         lb.wait_all_up()

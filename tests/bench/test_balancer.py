@@ -55,12 +55,25 @@ def test_without_haproxy_the_balancer_row_says_not_measured(
     assert haproxy_missing() == "haproxy not installed (apt-get install haproxy)"
     ctx = _context(tmp_path)
     balancer.run(ctx)  # starts nothing
-    [row] = ctx.rows
-    assert row.measured == "not measured: haproxy not installed (apt-get install haproxy)"
-    assert row.target == ">= 0.9 (not checked)"
-    assert row.passed is None
-    assert row.ratio is None
+    own, shared = ctx.rows
+    assert "through HAProxy on a CPU of its own" in own.name
+    assert "through HAProxy sharing the replica's CPU" in shared.name
+    for row in (own, shared):
+        assert row.measured == "not measured: haproxy not installed (apt-get install haproxy)"
+        assert row.passed is None
+        assert row.ratio is None
+    assert own.target == ">= 0.9 (not checked)"
+    assert shared.target == "(report)"
     assert exit_status(ctx.rows, []) == 0
+
+
+def test_haproxys_cpu_counts_against_the_ratio_only_on_a_shared_cpu() -> None:
+    own = balancer.cpu_note("own", 800, 820, 70)
+    shared = balancer.cpu_note("shared", 800, 820, 70)
+    assert "HAProxy 70 us on the load CPUs (predicted ratio 0.98)" in own
+    assert "HAProxy 70 us on the replica's CPU (predicted ratio 0.90)" in shared
+    assert balancer.target("own") == balancer.BALANCER_TARGET
+    assert balancer.target("shared") is None
 
 
 def test_a_refresh_row_not_measured_keeps_its_target_unchecked(tmp_path: Path) -> None:
