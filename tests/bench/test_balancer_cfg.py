@@ -10,10 +10,9 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from bench.harness.balancer import Balancer, balancer, haproxy_missing
 from bench.harness.config import Config
 from bench.harness.processes import Server
 from tests.support import web
+from tests.support.local_http import LocalServer
 
 pytestmark = pytest.mark.e2e
 
@@ -64,20 +64,10 @@ class Replica(BaseHTTPRequestHandler):
         self._answer({"received": size})
 
 
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # HAProxy's health checks close their connections abruptly
-
-
 @pytest.fixture(scope="module")
 def replica() -> Iterator[int]:
-    server = QuietServer(("127.0.0.1", 0), Replica)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
+    with LocalServer(Replica, quiet=True) as server:  # HAProxy's checks close abruptly
+        yield server.port
 
 
 def _config(tmp_path: Path) -> Config:
@@ -185,11 +175,9 @@ def test_a_soft_stop_ends_an_open_event_stream_within_hard_stop_after(tmp_path: 
     why = haproxy_missing()
     if why:
         pytest.skip(why)
-    streams = QuietServer(("127.0.0.1", 0), StreamingReplica)
-    streams.daemon_threads = True
-    threading.Thread(target=streams.serve_forever, daemon=True).start()
+    streams = LocalServer(StreamingReplica, quiet=True).start()
     try:
-        with balancer(_config(tmp_path), STREAM_PORT, [streams.server_address[1]], "soft") as b:
+        with balancer(_config(tmp_path), STREAM_PORT, [streams.port], "soft") as b:
             proc = b.server.proc
             assert proc is not None
             with (
@@ -210,4 +198,4 @@ def test_a_soft_stop_ends_an_open_event_stream_within_hard_stop_after(tmp_path: 
             assert proc.returncode is not None
             assert 2.5 < took < 10, f"the soft stop took {took:.1f}s (hard-stop-after 3s)"
     finally:
-        streams.shutdown()
+        streams.stop()

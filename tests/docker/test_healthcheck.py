@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.local_http import LocalServer
+
 SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
 
 
@@ -32,14 +34,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalServer(_Handler) as server:
+        yield server.port
 
 
 def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

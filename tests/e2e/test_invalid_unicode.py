@@ -9,10 +9,9 @@ could not be written back as UTF-8 JSON, or a number overflowed); now the token 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -26,6 +25,7 @@ from shared.jws import b64url_encode
 from shared.keys import SigningKey
 from tests.support import web
 from tests.support.jwks_fakes import ISSUER, key
+from tests.support.local_http import LocalServer
 from tests.support.processes import Stack
 
 pytestmark = pytest.mark.e2e
@@ -51,21 +51,18 @@ def photos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     handler = type(
         "Handler", (_JWKSHandler,), {"body": encode_jwks({"keys": [key(0).public_jwk()]})}
     )
-    jwks = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=jwks.serve_forever, daemon=True)
-    thread.start()
+    jwks = LocalServer(handler).start()
     stack = Stack(tmp_path_factory.mktemp("unicode"))
     try:
         server = stack.resource(
             "photos",
             RESOURCE_ISSUER=ISSUER,
-            RESOURCE_JWKS_URL=f"http://127.0.0.1:{jwks.server_address[1]}/jwks.json",
+            RESOURCE_JWKS_URL=f"{jwks.url}/jwks.json",
         ).start()
         yield server
     finally:
         stack.stop_all()
-        jwks.shutdown()
-        jwks.server_close()
+        jwks.stop()
 
 
 @pytest.fixture

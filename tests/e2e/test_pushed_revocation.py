@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ from shared.tokens import TokenSigner, access_token_claims
 from tests.e2e.oidc_world import unverified_claims
 from tests.support import web
 from tests.support.jwks_fakes import key
+from tests.support.local_http import LocalServer
 from tests.support.processes import Stack, free_port
 
 pytestmark = pytest.mark.e2e
@@ -304,9 +305,8 @@ class FakeEventIssuer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._server = LocalServer(Handler, port=free_port())
+        self.url = self._server.url
 
     def stream(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -336,13 +336,12 @@ class FakeEventIssuer:
             self.messages.append(data)
 
     def start(self) -> FakeEventIssuer:
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()
 
 
 @pytest.fixture

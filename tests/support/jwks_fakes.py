@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from shared.jwks_client import JWKSClient
 from shared.jwks_settings import JWKSClientSettings
 from shared.keys import SigningKey, generate_signing_key
 from shared.tokens import TokenSigner, TokenVerifier, access_token_claims
+from tests.support.local_http import LocalServer
 
 ISSUER = "https://issuer.example"
 JWKS_URL = ISSUER + "/.well-known/jwks.json"
@@ -149,18 +150,15 @@ class JWKSServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._server = LocalServer(Handler)
+        self.url = self._server.url
 
     def start(self) -> JWKSServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()
 
     def set(self, path: str, answer: Answer) -> None:
         with self._lock:
