@@ -142,6 +142,14 @@ def _issue(codes: CodeStore, *, now: float = T0, nonce: str | None = "n-1") -> s
     )
 
 
+def _codes(engine: Engine) -> CodeStore:
+    """The code store, its revocations on the tests' clock: RevokedAccessTokens purges expired
+    rows now and then (one revocation in PURGE_ONE_IN), by its clock; on the system clock a
+    revocation the tests made at T0 is long expired, and a purge deleted it (one run in ~20
+    of the six-thread race below failed so)."""
+    return CodeStore(engine, ttl=60, revoked=RevokedAccessTokens(engine, clock=FakeClock(T0)))
+
+
 def _redeem(codes: CodeStore, code: str, *, now: float, family: str | None, jti: str) -> object:
     return codes.redeem(
         code, now=now, family_id=family, access_jti=jti, access_expires_at=now + 300
@@ -149,7 +157,7 @@ def _redeem(codes: CodeStore, code: str, *, now: float, family: str | None, jti:
 
 
 def test_code_redeemed_once_returns_its_terms(engine: Engine) -> None:
-    codes = CodeStore(engine, ttl=60)
+    codes = _codes(engine)
     code = _issue(codes)
     assert len(code) >= 43  # 256 bits
     with engine.connect() as conn:
@@ -172,7 +180,7 @@ def test_code_redeemed_once_returns_its_terms(engine: Engine) -> None:
 
 
 def test_code_presented_twice_revokes_what_the_first_redemption_issued(engine: Engine) -> None:
-    codes = CodeStore(engine, ttl=60)
+    codes = _codes(engine)
     refresh = RefreshTokenStore(engine, ttl=3600)
     revoked = RevokedAccessTokens(engine, clock=FakeClock(T0))
     code = _issue(codes)
@@ -203,7 +211,7 @@ def test_code_presented_twice_revokes_what_the_first_redemption_issued(engine: E
 def test_replay_before_the_first_redemption_stored_its_refresh_token(engine: Engine) -> None:
     """The replay races the first redemption: the family's first token, stored after the replay
     revoked the family, is stored revoked."""
-    codes = CodeStore(engine, ttl=60)
+    codes = _codes(engine)
     refresh = RefreshTokenStore(engine, ttl=3600)
     code = _issue(codes)
     _redeem(codes, code, now=T0 + 1, family="fam-1", jti="jti-1")
@@ -233,7 +241,7 @@ def test_replay_before_the_first_redemption_stored_its_refresh_token(engine: Eng
 
 
 def test_expired_and_unknown_codes_are_invalid_grant_and_revoke_nothing(engine: Engine) -> None:
-    codes = CodeStore(engine, ttl=60)
+    codes = _codes(engine)
     revoked = RevokedAccessTokens(engine)
     code = _issue(codes)
     with pytest.raises(InvalidGrant):
@@ -254,7 +262,7 @@ def test_code_ttl_bounds(engine: Engine) -> None:
 
 
 def test_concurrent_redemptions_of_one_code_exactly_one_wins(engine: Engine) -> None:
-    codes = CodeStore(engine, ttl=60)
+    codes = _codes(engine)
     code = _issue(codes)
     attempts = 6
     barrier = threading.Barrier(attempts)
@@ -412,7 +420,7 @@ def test_a_family_started_from_an_ended_session_is_born_revoked(engine: Engine) 
 
 
 def test_a_replay_is_told_apart_from_an_unknown_code(engine: Engine) -> None:
-    codes = CodeStore(engine, ttl=60)
+    codes = _codes(engine)
     code = _issue(codes)
     with pytest.raises(InvalidGrant) as unknown:
         _redeem(codes, "nope", now=T0 + 1, family=None, jti="j0")
