@@ -121,7 +121,10 @@ class Drill:
     async def _minter(self, service: ServiceState) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.remint.wait(), self.config.token_interval)
+                # asyncio.timeout: Python 3.11's wait_for can swallow a cancellation that
+                # arrives as the event is set.
+                async with asyncio.timeout(self.config.token_interval):
+                    await self.remint.wait()
             if self.stop.is_set():
                 return
             try:

@@ -77,7 +77,10 @@ class Readiness:
         if self._inflight is None:
             self._inflight = asyncio.create_task(self._check())
         try:
-            await asyncio.wait_for(asyncio.shield(self._inflight), self._wait_seconds)
+            # asyncio.timeout: Python 3.11's wait_for can swallow a cancellation that arrives as
+            # the check ends (the request's task cancelled, say, by a client hanging up).
+            async with asyncio.timeout(self._wait_seconds):
+                await asyncio.shield(self._inflight)
         except TimeoutError:
             return f"the database did not answer within {self._wait_seconds:g} s"
         return self._database

@@ -106,8 +106,12 @@ class Broadcaster:
         purged_at = self._loop.time()
         while True:
             woken = False
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation
+            # that arrives as the event is set (the lifespan's cancel at shutdown, right after
+            # an event was recorded): the loop went on polling and the shutdown waited forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
                 woken = True
             self._wake.clear()
             try:

@@ -158,6 +158,27 @@ def test_an_in_process_record_wakes_the_poller(tmp_path: Path) -> None:
     assert asyncio.run(main()) < 5.0  # not the 30 s poll interval
 
 
+def test_a_cancel_arriving_as_an_event_wakes_the_poller_ends_it(tmp_path: Path) -> None:
+    """The lifespan cancels the poller at shutdown; an event recorded just before sets the wake
+    in the same turn of the loop. On Python 3.11 asyncio.wait_for swallowed that cancellation:
+    the poller polled on and the issuer's shutdown waited forever (a test's app teardown hung
+    a CI run)."""
+    broadcaster, _store, _ring = _setup(tmp_path, poll_interval=30.0)
+
+    async def main() -> None:
+        poller = asyncio.create_task(broadcaster.run())
+        while broadcaster._head is None:  # the poller has read the newest seq
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and waits on its wake
+        broadcaster._wake.set()  # what wake() does for a record in this process
+        poller.cancel()  # in the same turn of the loop
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):  # a TimeoutError here: the cancel was lost
+                await poller
+
+    asyncio.run(main())
+
+
 def test_the_subscriber_cap(tmp_path: Path) -> None:
     broadcaster, _store, _ring = _setup(tmp_path, max_subscribers=2)
     first = broadcaster.subscribe()
