@@ -12,9 +12,11 @@ whatever is left.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +26,14 @@ from typing import Any, Protocol
 import httpx
 
 GRACE_SECONDS = 15.0  # how long ``stop`` waits after SIGINT before SIGKILL
+
+
+@functools.cache
+def default_tls() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CA bundle, certificate and hostname checks), built
+    once per process: httpx builds a new one for every client, ~55 ms of CPU each, and the test
+    suite starts some hundreds of servers through this harness."""
+    return httpx.create_ssl_context()
 
 
 class ServerError(RuntimeError):
@@ -75,8 +85,9 @@ class Server:
     ``args`` is the whole command line, ``env`` the whole environment. Its output (stdout and
     stderr) is appended to ``log``; it runs in ``cwd``, by default the directory of its log (its
     data directory). It counts as ready once ``GET ready_path`` answers below 500 (``verify`` is
-    httpx's, for a TLS server). ``launch`` starts the process (default :func:`popen`; the
-    tests start theirs from a fork server, tests/support/forkserver.py)."""
+    httpx's, for a TLS server; True: :func:`default_tls`). ``launch`` starts the process
+    (default :func:`popen`; the tests start theirs from a fork server,
+    tests/support/forkserver.py)."""
 
     def __init__(
         self,
@@ -112,9 +123,10 @@ class Server:
         self.proc = self.launch(self.args, self.env, self.cwd, self.log)
         deadline = time.monotonic() + timeout
         last: Exception | None = None
-        # One client for the whole wait: each new httpx client loads the CA bundle into a TLS
-        # context of its own (~55 ms of CPU), and this loop polls every 50 ms.
-        with httpx.Client(timeout=1.0, verify=self.verify) as http:
+        # One client for the whole wait (it polls every 50 ms), on the process's one default TLS
+        # context unless the server asked for its own.
+        verify = default_tls() if self.verify is True else self.verify
+        with httpx.Client(timeout=1.0, verify=verify) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise ServerError(

@@ -508,7 +508,6 @@ def test_a_login_is_answered_inside_a_healthz_flood(stack: Stack, tmp_path: Path
         {**stack.issuer_env, "KEYHOUSE_TEST_CWD": str(stack.root)},
         stack.issuer_port,
         tmp_path / "issuer-pinned.log",
-        verify=web.TLS,
     )
     stack.servers.append(server)
     server.start()

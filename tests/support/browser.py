@@ -121,7 +121,6 @@ def webapp_server(stack: Stack, *, photos: Server, contacts: Server, **env: str)
         port,
         stack.root / "webapp.log",
         launch=launch,
-        verify=web.TLS,
     )
     stack.servers.append(server)
     return server

@@ -129,7 +129,6 @@ class Stack:
             self.issuer_port,
             self.root / "issuer.log",
             launch=launch,
-            verify=web.TLS,
         )
         self.servers.append(server)
         return server
@@ -144,7 +143,6 @@ class Stack:
             port,
             self.root / f"issuer-{label}.log",
             launch=launch,
-            verify=web.TLS,
         )
         self.servers.append(server)
         return server
@@ -162,7 +160,6 @@ class Stack:
             port,
             self.root / f"{name}.log",
             launch=launch,
-            verify=web.TLS,
         )
         self.servers.append(server)
         return server

@@ -36,7 +36,6 @@ def _issuer(tmp_path: Path, *args: str, **env: str) -> Server:
         tmp_path / "issuer.log",
         cwd=tmp_path / "data",
         launch=launch,
-        verify=web.TLS,
     )
 
 

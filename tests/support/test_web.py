@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.harness.processes import default_tls
 from tests.support import web
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -46,6 +47,13 @@ def test_web_clients_share_one_context(contexts_made: list[int]) -> None:
     with pytest.raises(httpx.ConnectError):
         web.post("http://127.0.0.1:9/", data={"a": "b"}, timeout=1)
     assert contexts_made == []
+
+
+def test_the_process_harness_polls_on_the_same_context() -> None:
+    """bench/harness/processes.py's readiness wait uses its default context unless a server
+    asks for its own: the one web.py hands out."""
+    assert default_tls() is default_tls()
+    assert web.TLS is default_tls()
 
 
 def test_a_test_can_still_choose_its_own_tls_settings() -> None:

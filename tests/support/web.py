@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 
-TLS = httpx.create_ssl_context()
+from bench.harness.processes import default_tls
+
+TLS = default_tls()  # the same context the process harness's readiness polls use
 
 
 def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
