@@ -136,6 +136,17 @@ def rps(run: Rated) -> float:
     return run.rps
 
 
+def not_measured_row(scenario: str, name: str, why: str, target: Target | None) -> Row:
+    """A row that says what was not measured and why: neither a pass nor a miss (its target,
+    if it has one, shown as not checked)."""
+    return Row(
+        scenario,
+        name,
+        f"not measured: {why}",
+        target=f"{target.text} (not checked)" if target else "(report)",
+    )
+
+
 def ratio_row(
     scenario: str,
     name: str,

@@ -16,7 +16,7 @@ from bench.harness.balancer import (
 )
 from bench.harness.config import Context, Row, Scenario
 from bench.harness.processes import Server
-from bench.harness.ratio import Target, measure_ratio, ratio_row, rps
+from bench.harness.ratio import Target, measure_ratio, not_measured_row, ratio_row, rps
 from bench.harness.stack import Stack
 from bench.harness.wrk import WrkResult, finish_wrk, start_wrk
 
@@ -78,16 +78,7 @@ def run(ctx: Context) -> None:
     why = haproxy_missing()
     if why:
         for placement in (OWN, SHARED):
-            t = target(placement)
-            measured = f"not measured: {why}"
-            ctx.add(
-                Row(
-                    "10",
-                    name(placement),
-                    measured,
-                    target=f"{t.text} (not checked)" if t else "(report)",
-                )
-            )
+            ctx.add(not_measured_row("10", name(placement), why, target(placement)))
         return
     stack = Stack(ctx, "s10")
     client = stack.create_client("bench-s10")

@@ -20,9 +20,9 @@ from bench.harness.chains import (
     parse_chain,
     seeds_per_run,
 )
-from bench.harness.config import AUDIENCE, SCOPE, BenchError, Context, Row, Scenario
+from bench.harness.config import AUDIENCE, SCOPE, BenchError, Context, Scenario
 from bench.harness.processes import Server
-from bench.harness.ratio import Target, measure_ratio, ratio_row
+from bench.harness.ratio import Target, measure_ratio, not_measured_row, ratio_row
 from bench.harness.stack import Client, Stack, claims
 from bench.harness.wrk import WrkResult, checked, start_wrk, wrk_output, wrk_threads
 from bench.scenarios.ceilings import sign_rate
@@ -71,15 +71,7 @@ def target(kind: str, replicas: int) -> Target | None:
 
 def not_measured(ctx: Context, kind: str, replicas: int, why: str) -> None:
     """A row that says what was not measured and why: neither a pass nor a miss."""
-    t = target(kind, replicas)
-    ctx.add(
-        Row(
-            "9",
-            label(kind, replicas),
-            f"not measured: {why}",
-            target=f"{t.text} (not checked)" if t else "(report)",
-        )
-    )
+    ctx.add(not_measured_row("9", label(kind, replicas), why, target(kind, replicas)))
 
 
 @contextmanager
